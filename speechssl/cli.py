@@ -1,0 +1,56 @@
+"""``speechssl`` command line: ``prepare``, ``export``, ``predict``, ``demo``.
+
+Each subcommand lives beside the code it drives and exposes ``add_arguments(parser)``
+and ``run(args) -> int``; this module only dispatches. Bad input ends with one line on
+stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS = {
+    "prepare": ("speechssl.data.prepare", "write JSONL manifests for a corpus in its real layout"),
+    "export": ("speechssl.encoders.export", "export an encoder as model.safetensors + config.json"),
+    "predict": ("speechssl.tasks.predict", "classify audio files with a fine-tuned run"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speechssl", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            # a subcommand whose module is not present yet in this build
+            sub.set_defaults(_missing=True)
+            continue
+        module.add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", False):
+        print(f"speechssl {args.command}: not available in this build", file=sys.stderr)
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        # user-facing failures (bad layout, bad file, bad label) are one line
+        print(f"speechssl {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

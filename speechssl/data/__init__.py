@@ -1,0 +1,1 @@
+"""Corpus preparation, manifests, datasets, samplers and collation."""
