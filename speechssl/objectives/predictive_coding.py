@@ -1,0 +1,121 @@
+"""Predictive coding: predict future filterbank frames from a causal encoder.
+
+Lian et al. (2018), "Improving speech emotion recognition via Transformer-based
+Predictive Coding through transfer learning": a causal Transformer reads log-mel frames
+``x_1..x_t`` and predicts ``x_{t+n}``; APC (Chung et al., 2019) is the same objective
+with a GRU stack (n = 5 there, n = 3 by default here as in the TPC recipe).
+
+The loss is L1 over the valid frames only: for a shift ``n`` an utterance of ``F``
+frames contributes ``F - n`` predictions, and padding never enters the mean.
+
+Example:
+    >>> import torch
+    >>> from speechssl.objectives.predictive_coding import future_frame_l1
+    >>> feats = torch.randn(2, 10, 4); lengths = torch.tensor([10, 6])
+    >>> prediction = feats[:, 3:]            # a perfect predictor for shift 3 ...
+    >>> loss, count = future_frame_l1(torch.cat([prediction, torch.zeros(2, 3, 4)], 1), feats, lengths, 3)
+    >>> float(loss), int(count)              # ... has zero loss over (10-3)+(6-3) frames
+    (0.0, 10)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PredictiveCodingConfig:
+    """Hyperparameters of the predictive-coding objective."""
+
+    name: str = "predictive_coding"
+    # frames ahead to predict; Lian et al. predict the next frame(s), APC uses n = 5
+    shifts: list[int] = field(default_factory=lambda: [3])
+    # masked-span variant: zero random input spans (prob per start frame, span length)
+    # before encoding; the targets stay the clean future frames
+    mask_prob: float = 0.0
+    mask_length: int = 7
+
+
+def future_frame_l1(
+    predictions: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, shift: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean L1 between ``predictions[:, t]`` and ``targets[:, t + shift]`` over valid t.
+
+    Args:
+        predictions: ``(B, F, D)``, the prediction made at frame t for frame t + shift.
+        targets: ``(B, F, D)`` input features (the future frames are read from here).
+        lengths: ``(B,)`` valid frames per utterance.
+        shift: frames ahead, ``>= 1``.
+
+    Returns:
+        (mean loss over valid (frame, dim) entries, number of valid frames).
+    """
+    if shift < 1:
+        raise ValueError(f"shift must be >= 1, got {shift}")
+    num_frames = targets.shape[1]
+    if num_frames <= shift:
+        zero = predictions.sum() * 0.0  # keeps the graph connected for DDP
+        return zero, torch.zeros((), dtype=torch.long, device=targets.device)
+    source = predictions[:, : num_frames - shift]  # (B, F - n, D): made at t
+    future = targets[:, shift:]  # (B, F - n, D): frame t + n
+    positions = torch.arange(num_frames - shift, device=targets.device)
+    valid = positions[None, :] < (lengths[:, None] - shift)  # (B, F - n)
+    count = valid.sum()
+    error = (source - future).abs().mean(dim=-1)  # (B, F - n)
+    loss = (error * valid).sum() / count.clamp(min=1)
+    return loss, count
+
+
+def span_mask(
+    lengths: torch.Tensor, max_frames: int, mask_prob: float, mask_length: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random spans of ``mask_length`` frames, started with probability ``mask_prob``.
+
+    Returns a ``(B, F)`` bool mask that is False on padding.
+    """
+    starts = torch.rand(len(lengths), max_frames, generator=generator) < mask_prob  # (B, F)
+    # a frame is masked when a span started in the previous mask_length frames:
+    # a 1-D max-pool over the start indicators does that in one op
+    padded = nn.functional.pad(starts.float()[:, None, :], (mask_length - 1, 0))  # (B, 1, F + L - 1)
+    spans = nn.functional.max_pool1d(padded, kernel_size=mask_length, stride=1)[:, 0]  # (B, F)
+    valid = torch.arange(max_frames)[None, :] < lengths.cpu()[:, None]
+    return (spans > 0) & valid
+
+
+class PredictiveCodingModel(nn.Module):
+    """Encoder + one linear predictor per shift, trained with future-frame L1.
+
+    The encoder must be causal (e.g. ``speechssl.encoders`` predictive family) and
+    expose ``features(wav, lengths)`` and ``forward_features(feats, lengths)``.
+    ``forward(batch)`` follows the Trainer contract: ``(loss, metrics)``.
+    """
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, config: PredictiveCodingConfig):
+        super().__init__()
+        if not config.shifts:
+            raise ValueError("predictive coding needs at least one shift")
+        self.encoder = encoder
+        self.config = config
+        self.predictors = nn.ModuleDict(
+            {str(shift): nn.Linear(encoder.output_dim, feature_dim) for shift in config.shifts}
+        )
+
+    def forward(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        feats, feat_lengths = self.encoder.features(batch.wav, batch.lengths)  # (B, F, D)
+        inputs = feats
+        if self.training and self.config.mask_prob > 0:
+            mask = span_mask(feat_lengths, feats.shape[1], self.config.mask_prob, self.config.mask_length)
+            inputs = feats.masked_fill(mask.to(feats.device)[..., None], 0.0)
+        hidden = self.encoder.forward_features(inputs, feat_lengths).last_hidden_state  # (B, F, H)
+        losses, metrics = [], {}
+        for shift in self.config.shifts:
+            prediction = self.predictors[str(shift)](hidden)  # (B, F, H) -> (B, F, D)
+            loss, _ = future_frame_l1(prediction, feats, feat_lengths, shift)
+            losses.append(loss)
+            metrics[f"l1_shift{shift}"] = loss.detach()
+        total = torch.stack(losses).mean()
+        return total, metrics
