@@ -1,0 +1,266 @@
+"""Machinery every corpus preparer shares: the utterance record, the skip report,
+root discovery, audio verification and the written outputs.
+
+A corpus module only *lists* what its layout promises (``collect``); this module checks
+the audio, writes ``<manifest>.jsonl``, ``skipped.jsonl`` and ``summary.json``.
+
+Example:
+    >>> report = Report()
+    >>> report.skip("/data/a.wav", "no-transcript", "a.txt not found")
+    >>> report.skipped[0]["reason"]
+    'no-transcript'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from speechssl import audio
+from speechssl.data.manifest import write_jsonl
+
+# utterances shorter than this carry too little speech for any task here
+MIN_DURATION_S = 0.1
+
+
+@dataclass
+class Utterance:
+    """One utterance a corpus layout lists, before its audio is checked.
+
+    ``fields`` holds the optional manifest keys (``speaker``, ``label``, ``text``, ...).
+    The same audio file may be listed in several manifests (VoxCeleb1 test + verification).
+    """
+
+    manifest: str
+    id: str
+    audio: str
+    fields: dict = field(default_factory=dict)
+
+
+class Report:
+    """Collects skipped inputs and extra summary entries while a corpus is prepared."""
+
+    def __init__(self) -> None:
+        self.skipped: list[dict] = []
+        self.extra: dict = {}
+        self.root: Path | None = None  # the corpus root found, for the summary
+        # run after verification with (out_dir, {manifest: kept rows}); VoxCeleb1 trials
+        self.finalizers: list[Callable[[Path, dict[str, list[dict]]], None]] = []
+
+    def skip(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
+        self.skipped.append({"path": os.fspath(path), "reason": reason, "detail": detail})
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """A corpus preparer: ``collect(src, report) -> list[Utterance]``.
+
+    ``takes_labels``: ``collect`` also accepts ``labels`` (a user label set) — only the
+    user corpora (folder, csv) have one; the fixed corpora define their own.
+    """
+
+    name: str
+    collect: Callable[..., list[Utterance]]
+    layout: str
+    takes_labels: bool = False
+
+
+def find_root(
+    report: Report,
+    src: str | os.PathLike,
+    corpus: str,
+    names: Iterable[str],
+    is_root,
+    expected: str,
+) -> Path:
+    """Return the corpus root: ``src`` itself or ``src/<name>`` for one of ``names``.
+
+    ``is_root(path) -> bool`` recognises the root; ``expected`` is shown when neither fits.
+    The root is also kept in ``report.root`` for the summary.
+    """
+    src = Path(src).expanduser().resolve()
+    if not src.is_dir():
+        raise ValueError(f"{corpus}: source folder not found: {src}")
+    candidates = [src] + [src / name for name in names]
+    for candidate in candidates:
+        if candidate.is_dir() and is_root(candidate):
+            report.root = candidate
+            return candidate
+    raise ValueError(f"{corpus}: {expected}")
+
+
+def try_read_text(path: Path) -> tuple[str | None, str]:
+    """``(text, "")`` of a UTF-8 file, or ``(None, why)`` when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8"), ""
+    except (OSError, UnicodeDecodeError) as error:
+        return None, f"{path.name}: {_first_line(error)}"
+
+
+def read_text(path: Path, report: Report, reason: str = "unreadable-transcript") -> str | None:
+    """Read a UTF-8 text file; on failure record ``reason`` for ``path`` and return None."""
+    text, error = try_read_text(path)
+    if text is None:
+        report.skip(path, reason, error)
+    return text
+
+
+# ---------------------------------------------------------------------------------------
+# audio verification
+
+
+@dataclass(frozen=True)
+class AudioCheck:
+    """Outcome of checking one file: header facts, or the reason it is unusable."""
+
+    sample_rate: int = 0
+    num_samples: int = 0
+    reason: str = ""
+    detail: str = ""
+
+
+def check_audio(path: str, decode: bool = True) -> AudioCheck:
+    """Check one audio file: header always, every sample when ``decode``.
+
+    Reasons: ``missing``, ``empty``, ``unreadable``, ``truncated``, ``non-finite`` (from
+    :mod:`speechssl.audio`), ``zero-length`` and ``too-short`` (< 100 ms).
+    """
+    try:
+        header = audio.info(path)
+        if decode:
+            num_samples = int(audio.load(path, sample_rate=None).shape[0])
+        else:
+            num_samples = header.num_samples
+    except audio.AudioError as error:
+        return AudioCheck(reason=error.reason, detail=error.detail)
+    except Exception as error:  # noqa: BLE001 -- a decoder failure speechssl.audio did not classify
+        return AudioCheck(reason="unreadable", detail=_first_line(error))
+    if num_samples == 0:
+        return AudioCheck(header.sample_rate, 0, "zero-length", "no samples")
+    duration = num_samples / header.sample_rate
+    if duration < MIN_DURATION_S:
+        detail = f"{duration * 1000:.0f} ms < {MIN_DURATION_S * 1000:.0f} ms"
+        return AudioCheck(header.sample_rate, num_samples, "too-short", detail)
+    return AudioCheck(header.sample_rate, num_samples)
+
+
+def check_all(paths: list[str], decode: bool, workers: int | None = None) -> dict[str, AudioCheck]:
+    """Check files in a thread pool (libsndfile releases the GIL) with a progress bar on stderr."""
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    results: dict[str, AudioCheck] = {}
+    description = "decoding audio" if decode else "reading headers"
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(
+            total=len(paths), desc=description, unit="file", file=sys.stderr, leave=False
+        ) as progress,
+    ):
+        for path, check in zip(paths, pool.map(lambda p: check_audio(p, decode), paths)):
+            results[path] = check
+            progress.update(1)
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# outputs
+
+
+def write_outputs(
+    corpus: str,
+    source: Path,
+    out: Path,
+    utterances: list[Utterance],
+    report: Report,
+    verify: bool,
+    workers: int | None = None,
+) -> dict:
+    """Verify audio, write manifests + ``skipped.jsonl`` + ``summary.json``; return the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    checks = check_all(sorted({utterance.audio for utterance in utterances}), verify, workers)
+    manifests: dict[str, list[dict]] = {}
+    reported: set[tuple[str, str]] = set()
+    for utterance in utterances:
+        rows = manifests.setdefault(utterance.manifest, [])
+        check = checks[utterance.audio]
+        if check.reason:
+            # a file listed in two manifests is reported once
+            if (utterance.audio, check.reason) not in reported:
+                reported.add((utterance.audio, check.reason))
+                report.skip(utterance.audio, check.reason, check.detail)
+            continue
+        row = {
+            "id": utterance.id,
+            "audio": utterance.audio,
+            "duration": round(check.num_samples / check.sample_rate, 6),
+            "sample_rate": check.sample_rate,
+        }
+        row.update(utterance.fields)
+        rows.append(row)
+    for name, rows in manifests.items():
+        rows.sort(key=lambda row: row["id"])
+        write_jsonl(out / f"{name}.jsonl", rows)
+    for finalize in report.finalizers:
+        finalize(out, manifests)
+    write_jsonl(out / "skipped.jsonl", report.skipped)
+    summary = {
+        "corpus": corpus,
+        "source": str(source),
+        "out": str(out),
+        "verified": verify,
+        "manifests": {name: summarize(rows) for name, rows in sorted(manifests.items())},
+        "skipped": dict(sorted(Counter(row["reason"] for row in report.skipped).items())),
+        **report.extra,
+    }
+    with open(out / "summary.json", "w", encoding="utf-8") as file:
+        json.dump(summary, file, indent=2, ensure_ascii=False)
+        file.write("\n")
+    return summary
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Utterances, hours, distinct speakers and label counts of one manifest's rows."""
+    entry = {
+        "utterances": len(rows),
+        "hours": round(sum(row["duration"] for row in rows) / 3600, 4),
+        "speakers": len({row["speaker"] for row in rows if "speaker" in row}),
+    }
+    labels = Counter(row["label"] for row in rows if "label" in row)
+    if labels:
+        entry["labels"] = dict(sorted(labels.items()))
+    return entry
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a few human-readable lines (printed by ``speechssl prepare``)."""
+    lines = [f"{summary['corpus']}: {summary['source']} -> {summary['out']}"]
+    for name, entry in summary["manifests"].items():
+        line = f"  {name}.jsonl: {entry['utterances']} utterances, {entry['hours']:.4f} h"
+        if entry["speakers"]:
+            line += f", {entry['speakers']} speakers"
+        if "labels" in entry:
+            line += ", labels " + " ".join(f"{k}={v}" for k, v in entry["labels"].items())
+        lines.append(line)
+    if "trials" in summary:
+        trials = summary["trials"]
+        lines.append(f"  trials.txt: {trials['written']} trials ({trials['skipped']} skipped)")
+    if "dropped_labels" in summary:
+        dropped = summary["dropped_labels"]
+        lines.append(
+            "  dropped labels: " + (" ".join(f"{k}={v}" for k, v in dropped.items()) or "none")
+        )
+    skipped = summary["skipped"]
+    lines.append("  skipped: " + (" ".join(f"{k}={v}" for k, v in skipped.items()) or "none"))
+    return "\n".join(lines)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,120 @@
+"""LibriSpeech: ``LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-NNNN.flac``.
+
+Each chapter folder holds ``<speaker>-<chapter>.trans.txt`` ("19-198-0001 TEXT" lines);
+``SPEAKERS.TXT`` (";" comments, then "19 | F | train-clean-100 | 25.19 | Name") gives the
+gender. One manifest per subset found: ``train-clean-100.jsonl``, ``dev-clean.jsonl``, ...
+
+Example:
+    >>> import tempfile
+    >>> from speechssl.testing import make_librispeech_tree
+    >>> from speechssl.data.prepare import prepare
+    >>> root = make_librispeech_tree(tempfile.mkdtemp())
+    >>> summary = prepare("librispeech", root, tempfile.mkdtemp())
+    >>> sorted(summary["manifests"])
+    ['dev-clean', 'train-clean-100']
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from speechssl.data.prepare.common import (
+    Preparer,
+    Report,
+    Utterance,
+    find_root,
+    read_text,
+    try_read_text,
+)
+
+LAYOUT = "LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-NNNN.flac"
+_UTTERANCE_ID = re.compile(r"^\d+-\d+-\d+$")
+
+
+def _subsets(root: Path) -> list[Path]:
+    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` or ``*.trans.txt``."""
+    return [
+        child
+        for child in sorted(root.iterdir())
+        if child.is_dir()
+        and (next(child.glob("*/*/*.flac"), None) or next(child.glob("*/*/*.trans.txt"), None))
+    ]
+
+
+def read_speakers_file(path: Path, report: Report) -> dict[str, str]:
+    """Speaker id -> gender from a LibriSpeech/LibriTTS ``SPEAKERS.TXT`` ('|'-separated).
+
+    Names may themselves contain '|' (``60 | M | train-clean-100 | 20.18 | |CBW|Simon``),
+    so only the first four separators split.
+    """
+    genders: dict[str, str] = {}
+    text = read_text(path, report, "unreadable-metadata")
+    for line_number, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith(";"):
+            continue
+        parts = [part.strip() for part in line.split("|", 4)]
+        if len(parts) < 3 or not parts[0] or parts[1] not in ("F", "M"):
+            report.skip(path, "malformed-line", f"line {line_number}: {line.strip()[:80]}")
+            continue
+        genders[parts[0]] = parts[1]
+    return genders
+
+
+def collect(src, report: Report) -> list[Utterance]:
+    root = find_root(
+        report,
+        src,
+        "librispeech",
+        ["LibriSpeech"],
+        lambda path: bool(_subsets(path)),
+        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).resolve()} "
+        f"(expected {LAYOUT})",
+    )
+    speakers_file = root / "SPEAKERS.TXT"
+    genders = read_speakers_file(speakers_file, report) if speakers_file.is_file() else {}
+    utterances = []
+    for subset in _subsets(root):
+        for chapter in sorted(path for path in subset.glob("*/*") if path.is_dir()):
+            speaker = chapter.parent.name
+            transcripts, error = _read_transcripts(chapter, report)
+            flacs = {path.stem: path for path in chapter.glob("*.flac")}
+            # an utterance the transcript lists whose flac is absent is reported as missing
+            for utterance_id in sorted(set(flacs) | set(transcripts)):
+                audio = flacs.get(utterance_id, chapter / f"{utterance_id}.flac")
+                if error:
+                    report.skip(audio, "unreadable-transcript", error)
+                    continue
+                if utterance_id not in transcripts:
+                    report.skip(audio, "no-transcript", f"not in {chapter.name} transcript")
+                    continue
+                fields = {"speaker": speaker, "text": transcripts[utterance_id]}
+                if speaker in genders:
+                    fields["gender"] = genders[speaker]
+                utterances.append(Utterance(subset.name, utterance_id, str(audio), fields))
+    if not utterances and not report.skipped:
+        raise ValueError(f"librispeech: no utterances under {root} (expected {LAYOUT})")
+    return utterances
+
+
+def _read_transcripts(chapter: Path, report: Report) -> tuple[dict[str, str], str]:
+    """``(utterance id -> text, error)`` of one chapter; ``error`` says why it is unreadable."""
+    path = chapter / f"{chapter.parent.name}-{chapter.name}.trans.txt"
+    if not path.is_file():
+        return {}, ""
+    text, error = try_read_text(path)
+    if text is None:
+        return {}, error
+    transcripts = {}
+    for line_number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(" ", 1)
+        if len(parts) != 2 or not _UTTERANCE_ID.match(parts[0]) or not parts[1].strip():
+            report.skip(path, "malformed-line", f"line {line_number}: {line.strip()[:80]}")
+            continue
+        transcripts[parts[0]] = parts[1].strip()
+    return transcripts, ""
+
+
+PREPARER = Preparer("librispeech", collect, LAYOUT)

@@ -1,0 +1,424 @@
+"""Helpers that fabricate tiny corpora in their exact real layouts, for tests and examples.
+
+Every ``make_*_tree(root, ...)`` writes short synthetic tones plus the corpus's own
+metadata files (transcripts, split lists, evaluation files, speaker tables, including
+their oddities) under ``root`` and returns the corpus root folder
+(``root/LibriSpeech``, ``root/IEMOCAP_full_release``, ...). ``plant_bad_audio`` replaces a
+file with one a preparer must reject.
+
+Example:
+    >>> import tempfile
+    >>> root = make_iemocap_tree(tempfile.mkdtemp(), sessions=(1,))
+    >>> sorted(p.name for p in (root / "Session1" / "sentences" / "wav").iterdir())
+    ['Ses01F_impro01', 'Ses01M_script01_1']
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+__all__ = [
+    "BAD_AUDIO_KINDS",
+    "IEMOCAP_LABEL_CYCLE",
+    "make_folder_tree",
+    "make_iemocap_tree",
+    "make_librispeech_tree",
+    "make_libritts_tree",
+    "make_ljspeech_tree",
+    "make_vctk_tree",
+    "make_voxceleb1_tree",
+    "plant_bad_audio",
+    "write_tone",
+]
+
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "birds",
+    "sing",
+    "softly",
+]
+
+
+def write_tone(
+    path: str | os.PathLike,
+    seconds: float = 0.3,
+    sample_rate: int = 16000,
+    frequency: float = 220.0,
+    subtype: str | None = None,
+) -> Path:
+    """Write a mono sine tone (format from the extension: .wav .flac .ogg); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    time = np.arange(round(seconds * sample_rate)) / sample_rate
+    tone = (0.3 * np.sin(2 * np.pi * frequency * time)).astype(np.float32)
+    soundfile.write(str(path), tone, sample_rate, subtype=subtype)
+    return path
+
+
+# kind -> the reason ``speechssl prepare`` gives when it meets such a file
+BAD_AUDIO_KINDS = {
+    "missing": "missing",
+    "empty": "empty",
+    "unreadable": "unreadable",
+    "truncated": "truncated",
+    "non-finite": "non-finite",
+    "zero-length": "zero-length",
+    "too-short": "too-short",
+}
+
+
+def plant_bad_audio(path: str | os.PathLike, kind: str, sample_rate: int = 16000) -> str:
+    """Replace ``path`` with a bad file of ``kind`` (a key of ``BAD_AUDIO_KINDS``).
+
+    ``truncated`` cuts a valid file in half (WAV header then declares more data than
+    there is; FLAC frames break); ``non-finite`` writes float WAV samples with a NaN
+    (WAV only: FLAC cannot store NaN); ``too-short`` is 50 ms. Returns the expected reason.
+    """
+    path = Path(path)
+    if kind not in BAD_AUDIO_KINDS:
+        raise ValueError(f"unknown bad audio kind {kind!r}; choose from {sorted(BAD_AUDIO_KINDS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "unreadable":
+        path.write_bytes(b"this is not audio\n" * 8)
+    elif kind == "truncated":
+        write_tone(path, seconds=0.5, sample_rate=sample_rate)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "non-finite":
+        if path.suffix.lower() != ".wav":
+            raise ValueError("non-finite samples need a float WAV file")
+        samples = np.zeros(int(0.3 * sample_rate), dtype=np.float32)
+        samples[100] = np.nan
+        soundfile.write(str(path), samples, sample_rate, subtype="FLOAT")
+    elif kind == "zero-length":
+        soundfile.write(str(path), np.zeros(0, dtype=np.float32), sample_rate)
+    elif kind == "too-short":
+        write_tone(path, seconds=0.05, sample_rate=sample_rate)
+    return BAD_AUDIO_KINDS[kind]
+
+
+def _sentence(rng: random.Random, words: int = 5) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(words))
+
+
+# ---------------------------------------------------------------------------------------
+# LibriSpeech
+
+
+def make_librispeech_tree(
+    root: str | os.PathLike,
+    subsets: tuple[str, ...] = ("train-clean-100", "dev-clean"),
+    speakers_per_subset: int = 2,
+    utterances_per_chapter: int = 2,
+    seconds: float = 0.3,
+) -> Path:
+    """``LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-NNNN.flac`` + transcripts.
+
+    Speaker ids are 19, 26, 32, ...; one chapter per speaker (198, 199, ...).
+    ``SPEAKERS.TXT`` has the real ';' comment header and a name containing '|'.
+    """
+    rng = random.Random(0)
+    corpus = Path(root) / "LibriSpeech"
+    speaker_lines = []
+    speaker_id, chapter_id = 19, 198
+    for subset in subsets:
+        for _ in range(speakers_per_subset):
+            chapter_dir = corpus / subset / str(speaker_id) / str(chapter_id)
+            transcript = []
+            for number in range(1, utterances_per_chapter + 1):
+                utterance = f"{speaker_id}-{chapter_id}-{number:04d}"
+                write_tone(chapter_dir / f"{utterance}.flac", seconds, 16000, 200 + 20 * number)
+                transcript.append(f"{utterance} {_sentence(rng).upper()}")
+            (chapter_dir / f"{speaker_id}-{chapter_id}.trans.txt").write_text(
+                "\n".join(transcript) + "\n", encoding="utf-8"
+            )
+            gender = "F" if speaker_id % 2 else "M"
+            # the real file has a reader called "|CBW|Simon": names may contain '|'
+            name = "|CBW|Simon" if speaker_id == 26 else f"Reader {speaker_id}"
+            speaker_lines.append(f"{speaker_id:<5}| {gender} | {subset:<16} | 25.19 | {name}")
+            speaker_id, chapter_id = speaker_id + 7, chapter_id + 1
+    (corpus / "SPEAKERS.TXT").write_text(
+        "; Some of the speakers are listed under more than one SUBSET\n"
+        ";ID  |SEX| SUBSET           |MINUTES| NAME\n" + "\n".join(speaker_lines) + "\n",
+        encoding="utf-8",
+    )
+    (corpus / "CHAPTERS.TXT").write_text(";ID    |READER|MINUTES| SUBSET\n", encoding="utf-8")
+    (corpus / "README.TXT").write_text("LibriSpeech ASR corpus (synthetic fixture)\n")
+    return corpus
+
+
+# ---------------------------------------------------------------------------------------
+# VoxCeleb1
+
+
+def _video_id(rng: random.Random) -> str:
+    return "".join(rng.choice(string.ascii_letters + string.digits + "_-") for _ in range(11))
+
+
+def make_voxceleb1_tree(
+    root: str | os.PathLike,
+    num_speakers: int = 3,
+    videos_per_speaker: int = 2,
+    utterances_per_video: int = 2,
+    seconds: float = 0.3,
+    verification_only_speaker: bool = True,
+) -> Path:
+    """``VoxCeleb1/wav/idNNNNN/<11-char video>/NNNNN.wav`` + ``iden_split.txt`` + ``veri_test.txt``
+    + ``vox1_meta.csv``.
+
+    Each speaker's utterances get split codes cycling 1, 1, 2, 3 (train, train, dev, test).
+    With ``verification_only_speaker``, speaker ``id10270`` has wavs that only trials use
+    (not in ``iden_split.txt``). Trials pair every speaker with itself (label 1, across
+    videos) and with the next speaker (label 0).
+    """
+    rng = random.Random(1)
+    corpus = Path(root) / "VoxCeleb1"
+    speakers = [f"id{10001 + index}" for index in range(num_speakers)]
+    if verification_only_speaker:
+        speakers.append("id10270")
+    files: dict[str, list[str]] = {}
+    split_lines = []
+    codes = ("1", "1", "2", "3")
+    for speaker in speakers:
+        files[speaker] = []
+        for _ in range(videos_per_speaker):
+            video = _video_id(rng)
+            for number in range(1, utterances_per_video + 1):
+                relative = f"{speaker}/{video}/{number:05d}.wav"
+                write_tone(
+                    corpus / "wav" / relative, seconds, 16000, 150 + 10 * len(files[speaker])
+                )
+                if speaker != "id10270" or not verification_only_speaker:
+                    split_lines.append(f"{codes[len(files[speaker]) % len(codes)]} {relative}")
+                files[speaker].append(relative)
+    (corpus / "iden_split.txt").write_text("\n".join(split_lines) + "\n")
+    meta = ["VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"]
+    meta += [
+        f"{spk}\tCeleb_{i}\t{'fm'[i % 2]}\tUSA\t{'test' if spk == 'id10270' else 'dev'}"
+        for i, spk in enumerate(speakers)
+    ]
+    (corpus / "vox1_meta.csv").write_text("\n".join(meta) + "\n")
+    trials = []
+    for index, speaker in enumerate(speakers):
+        other = speakers[(index + 1) % len(speakers)]
+        trials.append(f"1 {files[speaker][0]} {files[speaker][-1]}")
+        trials.append(f"0 {files[speaker][0]} {files[other][-1]}")
+    (corpus / "veri_test.txt").write_text("\n".join(trials) + "\n")
+    return corpus
+
+
+# ---------------------------------------------------------------------------------------
+# IEMOCAP
+
+# labels given in turn to the fixture's utterances: the four kept classes, exc (merged into
+# hap) and labels the 4-class protocol drops
+IEMOCAP_LABEL_CYCLE = ("neu", "hap", "ang", "sad", "exc", "fru", "xxx", "sur")
+_CATEGORY_NAMES = {
+    "neu": "Neutral",
+    "hap": "Happiness",
+    "ang": "Anger",
+    "sad": "Sadness",
+    "exc": "Excited",
+    "fru": "Frustration",
+    "xxx": "Other",
+    "sur": "Surprise",
+}
+
+
+def make_iemocap_tree(
+    root: str | os.PathLike,
+    sessions: tuple[int, ...] = (1, 2),
+    utterances_per_dialog: int = 4,
+    seconds: float = 0.3,
+    folder_name: str = "IEMOCAP_full_release",
+) -> Path:
+    """``IEMOCAP_full_release/Session<n>/sentences/wav/<dialog>/<utterance>.wav`` + EmoEvaluation.
+
+    Each session has an improvised dialog (``Ses0nF_impro01``) and a scripted one
+    (``Ses0nM_script01_1``); utterances alternate F/M speakers and take labels from
+    :data:`IEMOCAP_LABEL_CYCLE`. Evaluation files have the real ``%`` header, TAB-separated
+    summary lines, ``C-``/``A-`` evaluator lines and blank lines; ``Categorical/`` holds
+    per-evaluator files that are not label sources. ``folder_name="IEMOCAP"`` gives the
+    folder name torchaudio expects.
+    """
+    corpus = Path(root) / folder_name
+    label_index = 0
+    for session in sessions:
+        session_dir = corpus / f"Session{session}"
+        evaluation_dir = session_dir / "dialog" / "EmoEvaluation"
+        (evaluation_dir / "Categorical").mkdir(parents=True, exist_ok=True)
+        (session_dir / "dialog" / "transcriptions").mkdir(parents=True, exist_ok=True)
+        for dialog in (f"Ses0{session}F_impro01", f"Ses0{session}M_script01_1"):
+            turns, start = [], 2.0
+            for number in range(utterances_per_dialog):
+                gender = "FM"[number % 2]
+                utterance = f"{dialog}_{gender}{number // 2:03d}"
+                label = IEMOCAP_LABEL_CYCLE[label_index % len(IEMOCAP_LABEL_CYCLE)]
+                label_index += 1
+                write_tone(
+                    session_dir / "sentences" / "wav" / dialog / f"{utterance}.wav",
+                    seconds,
+                    16000,
+                    180 + 15 * number,
+                )
+                turns.append((start, start + 1.9456, utterance, label))
+                start += 2.5
+            evaluation = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            for begin, end, utterance, label in turns:
+                category = _CATEGORY_NAMES[label]
+                evaluation += [
+                    f"[{begin:.4f} - {end:.4f}]\t{utterance}\t{label}\t[2.5000, 2.5000, 2.5000]",
+                    f"C-E2:\t{category};\t()",
+                    f"C-E3:\t{category}; Other;\t(tense)",
+                    f"C-F1:\t{category};\t()",
+                    "A-E3:\tval 3; act 2; dom  2;\t()",
+                    "A-F1:\tval 2; act 3; dom  3;\t()",
+                    "",
+                ]
+            (evaluation_dir / f"{dialog}.txt").write_text("\n".join(evaluation) + "\n")
+            (evaluation_dir / "Categorical" / f"{dialog}_e2_cat.txt").write_text(
+                "".join(f"{t[2]} :{_CATEGORY_NAMES[t[3]]}; ()\n" for t in turns)
+            )
+            (session_dir / "dialog" / "transcriptions" / f"{dialog}.txt").write_text(
+                "".join(f"{t[2]} [{t[0]:08.4f}-{t[1]:08.4f}]: Excuse me.\n" for t in turns)
+            )
+    return corpus
+
+
+# ---------------------------------------------------------------------------------------
+# LJSpeech, LibriTTS, VCTK
+
+_LJ_LINES = (
+    ("Printing, in the only sense with which we are at present concerned,",) * 2,
+    ('He said "the 1st of them" was fine;', 'He said "the first of them" was fine;'),
+    ("in 1813 it was Mr. Smith's", "in eighteen thirteen it was Mister Smith's"),
+    ("the ''Times'' printed it", "the ''Times'' printed it"),
+)
+
+
+def make_ljspeech_tree(
+    root: str | os.PathLike, num_utterances: int = 4, seconds: float = 0.3, sample_rate: int = 22050
+) -> Path:
+    """``LJSpeech-1.1/metadata.csv`` (``id|raw|normalized``, no header, quotes inside text)
+    + ``LJSpeech-1.1/wavs/LJ001-NNNN.wav`` at 22,050 Hz."""
+    corpus = Path(root) / "LJSpeech-1.1"
+    lines = []
+    for number in range(1, num_utterances + 1):
+        utterance = f"LJ001-{number:04d}"
+        raw, normalized = _LJ_LINES[(number - 1) % len(_LJ_LINES)]
+        write_tone(corpus / "wavs" / f"{utterance}.wav", seconds, sample_rate, 200 + 10 * number)
+        lines.append(f"{utterance}|{raw}|{normalized}")
+    (corpus / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (corpus / "README").write_text("LJ Speech Dataset (synthetic fixture)\n")
+    return corpus
+
+
+def make_libritts_tree(
+    root: str | os.PathLike,
+    subsets: tuple[str, ...] = ("train-clean-100", "dev-clean"),
+    speakers_per_subset: int = 2,
+    utterances_per_chapter: int = 2,
+    seconds: float = 0.3,
+    sample_rate: int = 24000,
+) -> Path:
+    """``LibriTTS/<subset>/<speaker>/<chapter>/<spk>_<chap>_NNNNNN_NNNNNN.wav`` with
+    ``.normalized.txt`` / ``.original.txt`` beside each, chapter ``.book.tsv`` / ``.trans.tsv``
+    and a top-level ``SPEAKERS.txt``."""
+    rng = random.Random(2)
+    corpus = Path(root) / "LibriTTS"
+    speaker_lines = []
+    speaker_id, chapter_id = 19, 198
+    for subset in subsets:
+        for _ in range(speakers_per_subset):
+            chapter_dir = corpus / subset / str(speaker_id) / str(chapter_id)
+            rows = []
+            for number in range(utterances_per_chapter):
+                utterance = f"{speaker_id}_{chapter_id}_000000_{number:06d}"
+                write_tone(
+                    chapter_dir / f"{utterance}.wav", seconds, sample_rate, 210 + 10 * number
+                )
+                normalized = _sentence(rng).capitalize() + "."
+                (chapter_dir / f"{utterance}.normalized.txt").write_text(normalized)
+                (chapter_dir / f"{utterance}.original.txt").write_text(normalized.upper())
+                rows.append(f"{utterance}\t{normalized.upper()}\t{normalized}")
+            (chapter_dir / f"{speaker_id}_{chapter_id}.trans.tsv").write_text(
+                "\n".join(rows) + "\n"
+            )
+            (chapter_dir / f"{speaker_id}_{chapter_id}.book.tsv").write_text("\n".join(rows) + "\n")
+            gender = "F" if speaker_id % 2 else "M"
+            speaker_lines.append(f"{speaker_id:<5}| {gender} | {subset:<16} | Reader {speaker_id}")
+            speaker_id, chapter_id = speaker_id + 7, chapter_id + 1
+    (corpus / "SPEAKERS.txt").write_text(
+        ";ID  |SEX| SUBSET           | NAME\n" + "\n".join(speaker_lines) + "\n"
+    )
+    return corpus
+
+
+def make_vctk_tree(
+    root: str | os.PathLike,
+    speakers: tuple[str, ...] = ("p225", "p226"),
+    utterances_per_speaker: int = 2,
+    seconds: float = 0.3,
+    sample_rate: int = 48000,
+    speaker_without_text: str | None = "p315",
+) -> Path:
+    """``VCTK-Corpus-0.92/wav48_silence_trimmed/<spk>/<spk>_NNN_mic{1,2}.flac`` + ``txt/<spk>/<spk>_NNN.txt``.
+
+    ``speaker_without_text`` (like p315 in the release) has audio but no ``txt/`` folder.
+    """
+    rng = random.Random(3)
+    corpus = Path(root) / "VCTK-Corpus-0.92"
+    all_speakers = list(speakers) + ([speaker_without_text] if speaker_without_text else [])
+    info = ["ID  AGE  GENDER  ACCENTS  REGION COMMENTS "]
+    for index, speaker in enumerate(all_speakers):
+        for number in range(1, utterances_per_speaker + 1):
+            utterance = f"{speaker}_{number:03d}"
+            for microphone in ("mic1", "mic2"):
+                write_tone(
+                    corpus / "wav48_silence_trimmed" / speaker / f"{utterance}_{microphone}.flac",
+                    seconds,
+                    sample_rate,
+                    230 + 10 * number,
+                )
+            if speaker != speaker_without_text:
+                text_path = corpus / "txt" / speaker / f"{utterance}.txt"
+                text_path.parent.mkdir(parents=True, exist_ok=True)
+                text_path.write_text(_sentence(rng).capitalize() + ".\n")
+        info.append(f"{speaker}  {23 + index}  {'FM'[index % 2]}    English    Southern  England")
+    (corpus / "speaker-info.txt").write_text("\n".join(info) + "\n")
+    (corpus / "README.txt").write_text("CSTR VCTK Corpus 0.92 (synthetic fixture)\n")
+    return corpus
+
+
+def make_folder_tree(
+    root: str | os.PathLike,
+    labels: tuple[str, ...] = ("no", "yes"),
+    files_per_label: int = 2,
+    seconds: float = 0.3,
+) -> Path:
+    """A user folder ``<root>/<label>/<label>_N.wav``: one sub-folder per class label."""
+    root = Path(root)
+    for index, label in enumerate(labels):
+        for number in range(files_per_label):
+            write_tone(root / label / f"{label}_{number}.wav", seconds, 16000, 200 + 50 * index)
+    return root
