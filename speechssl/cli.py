@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(_module=module_name)
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
-            # a subcommand whose module is not present yet in this build
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise  # a real import failure inside the module must surface
             sub.set_defaults(_missing=True)
             continue
         module.add_arguments(sub)
