@@ -1,0 +1,258 @@
+"""The committed demo corpus: real layouts, real sample rates, size budget, learnable emotions.
+
+torchaudio's own dataset parsers serve as an independent reader of the layouts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torchaudio.datasets
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from speechssl.demo import CORPUS_DIRECTORIES, demo_path, demo_root
+
+FOUR_CLASSES = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
+SUMMARY_LINE = re.compile(
+    r"^\[(\d+\.\d{4}) - (\d+\.\d{4})\]\t(Ses0[1-5][FM]_\w+_[FM]\d{3})\t(\w{3})\t"
+    r"\[(\d\.\d{4}), (\d\.\d{4}), (\d\.\d{4})\]$"
+)
+EVALUATOR_LINE = re.compile(r"^[CA]-[EF]\d:\t.*;\t\(.*\)$")
+
+
+def parse_emo_evaluation(path: Path) -> list[tuple[str, str, float, float]]:
+    """``(utterance, label, start, end)`` per turn; asserts the IEMOCAP file format."""
+    lines = path.read_text().split("\n")
+    assert lines[0].startswith("%"), f"{path.name}: missing % header"
+    turns = []
+    for number, line in enumerate(lines[1:], start=2):
+        if line.startswith("["):
+            match = SUMMARY_LINE.match(line)
+            assert match, f"{path.name}:{number}: bad summary line {line!r}"
+            assert lines[number - 2] == "", f"{path.name}:{number}: no blank line before turn"
+            start, end = float(match.group(1)), float(match.group(2))
+            assert end > start
+            turns.append((match.group(3), match.group(4), start, end))
+        elif line:
+            assert EVALUATOR_LINE.match(line), f"{path.name}:{number}: bad evaluator line {line!r}"
+    return turns
+
+
+@pytest.fixture(scope="module")
+def iemocap_turns() -> list[dict]:
+    """Every labelled IEMOCAP turn with its session, speaker and wav path."""
+    root = demo_path("iemocap")
+    rows = []
+    for session in range(1, 6):
+        for label_file in sorted((root / f"Session{session}/dialog/EmoEvaluation").glob("*.txt")):
+            dialog = label_file.stem
+            for utterance, label, start, end in parse_emo_evaluation(label_file):
+                assert utterance.startswith(dialog + "_")
+                rows.append(
+                    {
+                        "session": session,
+                        # speaker = session + the gender letter before the turn number
+                        "speaker": f"Ses{session:02d}{utterance.rsplit('_', 1)[1][0]}",
+                        "label": label,
+                        "duration": end - start,
+                        "wav": root / f"Session{session}/sentences/wav/{dialog}/{utterance}.wav",
+                    }
+                )
+    return rows
+
+
+def test_demo_path_maps_every_corpus_and_rejects_unknown_names():
+    assert demo_root().name == "demo_data"
+    for name, folder in CORPUS_DIRECTORIES.items():
+        assert demo_path(name) == demo_root() / folder
+        assert demo_path(name).is_dir()
+    with pytest.raises(ValueError, match="unknown demo corpus 'timit'"):
+        demo_path("timit")
+
+
+def test_total_size_fits_the_budget():
+    files = [path for path in demo_root().rglob("*") if path.is_file()]
+    assert sum(path.stat().st_size for path in files) <= 14_000_000
+    assert not [path for path in files if path.name.startswith(".") or path.suffix == ".pyc"]
+
+
+@pytest.mark.parametrize(
+    "corpus, pattern, sample_rate, container",
+    [
+        ("librispeech", "*/*/*/*.flac", 16000, "FLAC"),
+        ("iemocap", "Session*/sentences/wav/*/*.wav", 16000, "WAV"),
+        ("voxceleb1", "wav/id*/*/*.wav", 16000, "WAV"),
+        ("ljspeech", "wavs/*.wav", 22050, "WAV"),
+        ("libritts", "train-clean-100/*/*/*.wav", 24000, "WAV"),
+    ],
+)
+def test_audio_has_the_real_corpus_format(corpus, pattern, sample_rate, container):
+    paths = sorted(demo_path(corpus).glob(pattern))
+    assert len(paths) >= 30
+    for path in paths:
+        header = soundfile.info(path)
+        assert (header.samplerate, header.channels, header.format, header.subtype) == (
+            sample_rate,
+            1,
+            container,
+            "PCM_16",
+        ), path
+        assert 0.4 <= header.duration <= 3.0, path
+
+
+def test_librispeech_layout_matches_torchaudio_and_speakers_file():
+    root = demo_root()
+    train = torchaudio.datasets.LIBRISPEECH(root, url="train-clean-100")
+    dev = torchaudio.datasets.LIBRISPEECH(root, url="dev-clean")
+    assert len(train) >= 40 and len(dev) >= 8
+    _, rate, transcript, _speaker, _chapter, _ = train.get_metadata(0)
+    assert rate == 16000 and transcript == transcript.upper() and transcript.strip()
+
+    speakers = {}
+    for line in (demo_path("librispeech") / "SPEAKERS.TXT").read_text().splitlines():
+        if line.startswith(";"):
+            continue
+        speaker_id, gender, subset, minutes, name = (field.strip() for field in line.split("|"))
+        speakers[int(speaker_id)] = (gender, subset)
+        assert gender in {"F", "M"} and float(minutes) > 0 and name
+    train_speakers = {train.get_metadata(n)[3] for n in range(len(train))}
+    dev_speakers = {dev.get_metadata(n)[3] for n in range(len(dev))}
+    assert not train_speakers & dev_speakers
+    assert all(speakers[s][1] == "train-clean-100" for s in train_speakers)
+    assert all(speakers[s][1] == "dev-clean" for s in dev_speakers)
+
+
+def test_iemocap_sessions_have_both_genders_and_all_four_classes(iemocap_turns):
+    root = demo_path("iemocap")
+    labelled = {row["wav"] for row in iemocap_turns}
+    on_disk = set(root.glob("Session*/sentences/wav/*/*.wav"))
+    assert labelled == on_disk, "every wav has exactly one EmoEvaluation turn"
+    # the preparer must drop these: they exist, but are not in the 4-class protocol
+    assert {"fru", "sur", "xxx"} <= {row["label"] for row in iemocap_turns}
+    dialogs = {row["wav"].parent.name for row in iemocap_turns}
+    assert any("impro" in d for d in dialogs) and any("script" in d for d in dialogs)
+    for session in range(1, 6):
+        rows = [r for r in iemocap_turns if r["session"] == session and r["label"] in FOUR_CLASSES]
+        for gender in "FM":
+            classes = Counter(FOUR_CLASSES[r["label"]] for r in rows if r["speaker"][-1] == gender)
+            assert set(classes) == {"neu", "hap", "ang", "sad"}, (session, gender, classes)
+            assert min(classes.values()) >= 3
+    for row in iemocap_turns[:20]:
+        assert abs(soundfile.info(row["wav"]).duration - row["duration"]) < 1e-3
+
+
+def test_iemocap_parses_with_torchaudio(tmp_path):
+    # torchaudio expects the folder to be called IEMOCAP; the release unpacks to IEMOCAP_full_release.
+    (tmp_path / "IEMOCAP").symlink_to(demo_path("iemocap"), target_is_directory=True)
+    dataset = torchaudio.datasets.IEMOCAP(tmp_path)
+    labels = Counter(dataset.get_metadata(n)[3] for n in range(len(dataset)))
+    assert set(labels) >= {"neu", "hap", "exc", "ang", "sad"}
+    assert sum(labels.values()) >= 160
+
+
+def test_voxceleb_iden_split_covers_every_wav_and_every_speaker_is_in_all_splits():
+    root = demo_path("voxceleb1")
+    splits: dict[str, set[int]] = defaultdict(set)
+    listed = []
+    for line in (root / "iden_split.txt").read_text().splitlines():
+        split, relative = line.split(" ")
+        speaker, video, utterance = relative.split("/")
+        assert re.fullmatch(r"id1\d{4}", speaker) and len(video) == 11
+        assert re.fullmatch(r"\d{5}\.wav", utterance)
+        splits[speaker].add(int(split))
+        listed.append(relative)
+    on_disk = sorted(str(p.relative_to(root / "wav")) for p in root.glob("wav/*/*/*.wav"))
+    assert sorted(listed) == on_disk
+    assert len(splits) >= 10 and all(found == {1, 2, 3} for found in splits.values())
+    videos_per_speaker = Counter(p.parent.parent.name for p in root.glob("wav/*/*"))
+    assert min(videos_per_speaker.values()) >= 2
+    test_set = torchaudio.datasets.VoxCeleb1Identification(root, subset="test")
+    assert test_set.get_metadata(0)[1] == 16000
+
+
+def test_voxceleb_trials_reference_existing_files_and_are_balanced():
+    root = demo_path("voxceleb1")
+    trials = torchaudio.datasets.VoxCeleb1Verification(root)
+    targets = Counter()
+    for n in range(len(trials)):
+        enroll, test, _rate, label, _, _ = trials.get_metadata(n)
+        assert (root / "wav" / enroll).is_file() and (root / "wav" / test).is_file()
+        same_speaker = enroll.split("/")[0] == test.split("/")[0]
+        assert same_speaker == bool(label)
+        if label:  # target trials cross videos, as in VoxCeleb1-O
+            assert enroll.split("/")[1] != test.split("/")[1]
+        targets[label] += 1
+    assert targets[0] == targets[1] >= 10
+
+
+def test_ljspeech_metadata_and_libritts_texts():
+    root = demo_path("ljspeech")
+    dataset = torchaudio.datasets.LJSPEECH(demo_root())
+    rows = [line.split("|") for line in (root / "metadata.csv").read_text().splitlines()]
+    assert len(rows) == len(dataset) >= 30 and all(len(row) == 3 for row in rows)
+    for utterance_id, raw, normalized in rows:
+        assert re.fullmatch(r"LJ\d{3}-\d{4}", utterance_id)
+        assert (root / "wavs" / f"{utterance_id}.wav").is_file()
+        assert not re.search(r"\d", normalized)
+    assert any(re.search(r"\d", raw) for _, raw, _ in rows)
+    assert any('"' in raw for _, raw, _ in rows)
+    assert any(raw != normalized for _, raw, normalized in rows)
+
+    libritts = demo_path("libritts") / "train-clean-100"
+    wavs = sorted(libritts.glob("*/*/*.wav"))
+    assert len({path.parent.parent.name for path in wavs}) >= 4
+    for path in wavs:
+        stem = path.name[: -len(".wav")]
+        assert re.fullmatch(r"\d+_\d+_\d{6}_\d{6}", stem)
+        assert (path.parent / f"{stem}.normalized.txt").read_text().strip()
+        assert (path.parent / f"{stem}.original.txt").read_text().strip()
+    ood = (demo_root() / "ood_sentences.txt").read_text().splitlines()
+    assert len(ood) >= 8 and all(line.strip() for line in ood)
+
+
+def utterance_statistics(wav: np.ndarray, sample_rate: int = 16000) -> list[float]:
+    """Mean/std of frame log-energy and of log-F0 from an autocorrelation peak.
+
+    A hand-written numpy pitch proxy: librosa.yin compiles with numba on first use,
+    which alone costs ~10 s and would blow this file's time budget.
+    """
+    frame, hop = 640, 160
+    frames = np.lib.stride_tricks.sliding_window_view(wav, frame)[::hop]  # (F, frame)
+    log_energy = np.log(np.mean(frames**2, axis=1) + 1e-8)
+    spectrum = np.fft.rfft(frames * np.hanning(frame), n=2 * frame)  # (F, frame + 1)
+    autocorrelation = np.fft.irfft(np.abs(spectrum) ** 2)[:, :frame]  # (F, frame)
+    low, high = sample_rate // 400, sample_rate // 70  # lags for 70..400 Hz
+    lag = low + np.argmax(autocorrelation[:, low:high], axis=1)
+    voiced = log_energy > log_energy.max() - 5
+    log_f0 = np.log(sample_rate / lag[voiced])
+    return [log_energy.mean(), log_energy.std(), log_f0.mean(), log_f0.std()]
+
+
+def test_emotions_are_learnable_from_acoustics_but_not_trivially(iemocap_turns):
+    rows = [row for row in iemocap_turns if row["label"] in FOUR_CLASSES]
+    features = np.array(
+        [utterance_statistics(soundfile.read(row["wav"], dtype="float32")[0]) for row in rows]
+    )
+    classes = sorted(set(FOUR_CLASSES.values()))
+    labels = np.array([classes.index(FOUR_CLASSES[row["label"]]) for row in rows])
+    sessions = np.array([row["session"] for row in rows])
+    speakers = np.array([row["speaker"] for row in rows])
+    # Per-speaker normalisation, as in IEMOCAP practice: removes voice identity, keeps style.
+    for speaker in np.unique(speakers):
+        mask = speakers == speaker
+        features[mask] = (features[mask] - features[mask].mean(0)) / (features[mask].std(0) + 1e-6)
+    correct = 0
+    for held_out in range(1, 6):  # leave-one-session-out, the standard IEMOCAP protocol
+        train, test = sessions != held_out, sessions == held_out
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(features[train], labels[train])
+        correct += int((model.predict(features[test]) == labels[test]).sum())
+    accuracy = correct / len(rows)
+    assert 0.40 < accuracy < 0.95, f"4-class LOSO accuracy {accuracy:.3f}"

@@ -1,0 +1,872 @@
+"""Synthesise the tiny demo corpus shipped in ``speechssl/demo_data``.
+
+Every corpus is written in the real on-disk layout of its public release (see
+/work/shared/CORPORA.md), so ``speechssl prepare`` reads the demo exactly as it reads
+the real thing. Speech comes from espeak-ng (voice + variant per speaker, with pitch,
+speed, amplitude, word gap and pitch range varied) and sox (emotion and channel
+effects, resampling); numpy adds noise and gain. Everything is seeded, so two runs with
+the same ``--seed`` write the same samples.
+
+Corpora written under ``--out``:
+
+* ``LibriSpeech/``            16 kHz FLAC, train-clean-100 + dev-clean, SPEAKERS.TXT
+* ``IEMOCAP_full_release/``   16 kHz WAV, 5 sessions x (F, M), EmoEvaluation labels whose
+                              emotions (neu, hap, exc, ang, sad + a few fru/sur/xxx) are
+                              rendered by prosody and effects with per-utterance jitter
+* ``VoxCeleb1/``              16 kHz WAV, 12 speakers x 3 "videos" with their own channel,
+                              iden_split.txt (all speakers) and veri_test.txt (trials among
+                              the last 4 speakers, like VoxCeleb1-O's held-out speakers)
+* ``LJSpeech-1.1/``           22,050 Hz WAV, one target voice reading a narrow domain
+* ``LibriTTS/``               24 kHz WAV, other voices reading diverse text
+* ``ood_sentences.txt``       out-of-domain sentences for the TTS text-similarity study
+
+Requires the ``espeak-ng`` and ``sox`` programs (``apt-get install -y espeak-ng sox``);
+users of the committed corpus need neither.
+
+Example:
+    python tools/make_demo_corpus.py --out speechssl/demo_data --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import librosa
+import numpy as np
+import soundfile
+
+ESPEAK_RATE = 22050
+
+# ---------------------------------------------------------------------------------------
+# Text: a small template grammar; every sentence is original, nothing is copyrighted.
+# ---------------------------------------------------------------------------------------
+
+ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_to_words(number: int) -> str:
+    """Spell out 0..99, e.g. ``42 -> "forty-two"``."""
+    if number < 20:
+        return ONES[number]
+    tens, ones = divmod(number, 10)
+    return TENS[tens] + ("" if ones == 0 else "-" + ONES[ones])
+
+
+def year_to_words(year: int) -> str:
+    """Spell a year the way LJSpeech's normalised text does, e.g. ``1843 -> "eighteen forty-three"``."""
+    century, rest = divmod(year, 100)
+    if rest == 0:
+        return number_to_words(century) + " hundred"
+    if rest < 10:
+        return number_to_words(century) + " oh " + number_to_words(rest)
+    return number_to_words(century) + " " + number_to_words(rest)
+
+
+class TextMaker:
+    """Draws sentences from topic vocabularies with a seeded generator."""
+
+    PEOPLE = (
+        "Anna",
+        "Ben",
+        "Clara",
+        "David",
+        "Elena",
+        "Frank",
+        "Grace",
+        "Henry",
+        "Iris",
+        "Jack",
+        "Laura",
+        "Martin",
+        "Nora",
+        "Oscar",
+    )
+    THINGS = (
+        "ticket",
+        "letter",
+        "phone",
+        "jacket",
+        "wallet",
+        "keys",
+        "car",
+        "money",
+        "camera",
+        "bag",
+        "report",
+    )
+    ACTIONS = (
+        "call them",
+        "go home",
+        "fix it",
+        "wait here",
+        "leave now",
+        "talk later",
+        "sign it",
+        "tell her",
+    )
+    TIMES = ("today", "tonight", "tomorrow", "right now", "this week", "again")
+    FEELINGS = ("fine", "ready", "sure", "late", "done", "right", "tired", "lucky")
+
+    ADJECTIVES = (
+        "quiet",
+        "bright",
+        "narrow",
+        "ancient",
+        "silver",
+        "heavy",
+        "gentle",
+        "crowded",
+        "distant",
+        "golden",
+        "sudden",
+        "patient",
+        "broken",
+        "tiny",
+        "curious",
+        "busy",
+    )
+    NOUNS = (
+        "river",
+        "garden",
+        "village",
+        "teacher",
+        "farmer",
+        "sailor",
+        "lantern",
+        "market",
+        "window",
+        "mountain",
+        "bridge",
+        "kitchen",
+        "orchard",
+        "painter",
+        "island",
+        "meadow",
+        "harbour",
+        "library",
+    )
+    VERBS = (
+        "waited",
+        "wandered",
+        "rested",
+        "listened",
+        "worked",
+        "sang",
+        "watched",
+        "followed",
+        "settled",
+        "gathered",
+    )
+    PLACES = (
+        "hill",
+        "shore",
+        "station",
+        "forest",
+        "square",
+        "valley",
+        "cottage",
+        "tower",
+        "field",
+        "road",
+    )
+    WHEN = (
+        "at dawn",
+        "after supper",
+        "in the spring",
+        "before the storm",
+        "all morning",
+        "by candlelight",
+    )
+
+    CITIES = ("London", "Bristol", "York", "Oxford", "Norwich", "Bath")
+    MATERIALS = ("metal", "wooden", "brass", "lead")
+    OFFICIALS = ("keeper", "sheriff", "chaplain", "governor", "inspector")
+    PRISON_PLACES = ("cells", "yard", "gate", "chapel", "wards")
+    SURNAMES = ("Smith", "Howard", "Baker", "Fuller", "Cotton", "Walker")
+
+    OOD = (
+        "Preheat the oven and whisk the eggs with a pinch of salt.",
+        "The striker curled the ball into the top corner of the net.",
+        "Restart the router before you update the firmware.",
+        "Our spacecraft will orbit the icy moon for three months.",
+        "Add the garlic once the onions turn soft and golden.",
+        "The goalkeeper saved a penalty in the final minute.",
+        "Compile the kernel module and reboot the virtual machine.",
+        "The telescope captured a faint galaxy behind the nebula.",
+        "Stir the risotto slowly while adding warm stock.",
+        "The app syncs your playlists across every device.",
+        "A coral reef shelters thousands of colourful fish.",
+        "Swipe left to dismiss the notification banner.",
+    )
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def pick(self, options: tuple[str, ...] | list[str]) -> str:
+        return options[int(self.rng.integers(len(options)))]
+
+    def conversational(self) -> str:
+        """Two to four words, as in a dyadic dialog (IEMOCAP, VoxCeleb)."""
+        templates = [
+            lambda: f"{self.pick(self.PEOPLE)}, {self.pick(self.ACTIONS)}.",
+            lambda: f"Where's my {self.pick(self.THINGS)}?",
+            lambda: f"I'm {self.pick(self.FEELINGS)}.",
+            lambda: f"Not {self.pick(self.TIMES)}.",
+            lambda: f"Just {self.pick(self.ACTIONS)}.",
+            lambda: f"Did you {self.pick(self.ACTIONS)}?",
+            lambda: f"My {self.pick(self.THINGS)} is gone.",
+            lambda: f"Bring the {self.pick(self.THINGS)}.",
+        ]
+        return templates[int(self.rng.integers(len(templates)))]()
+
+    def narrative(self) -> str:
+        """Three to six words of story-like prose (LibriSpeech, LibriTTS)."""
+        templates = [
+            lambda: (
+                f"The {self.pick(self.ADJECTIVES)} {self.pick(self.NOUNS)} {self.pick(self.VERBS)}."
+            ),
+            lambda: f"A {self.pick(self.NOUNS)} {self.pick(self.VERBS)} {self.pick(self.WHEN)}.",
+            lambda: (
+                f"{self.pick(self.PEOPLE)} {self.pick(self.VERBS)} by the {self.pick(self.PLACES)}."
+            ),
+        ]
+        return templates[int(self.rng.integers(len(templates)))]()
+
+    def narrow_domain(self) -> tuple[str, str]:
+        """Printing and prison history, LJSpeech style: ``(raw text, normalised text)``.
+
+        Raw text keeps digits, abbreviations and quotes; normalised text spells them out.
+        """
+        year = int(self.rng.integers(1810, 1890))
+        count = int(self.rng.integers(2, 40))
+        city = self.pick(self.CITIES)
+        official = self.pick(self.OFFICIALS)
+        templates = [
+            (f"Printed in {year}.", f"Printed in {year_to_words(year)}."),
+            (f"{city} printers, {year}.", f"{city} printers, {year_to_words(year)}."),
+            (f"They used {self.pick(self.MATERIALS)} type.", None),
+            (f"Mr. {self.pick(self.SURNAMES)} kept the {self.pick(self.PRISON_PLACES)}.", None),
+            (f"He came {count} times.", None),
+            (f'"Silence," said the {official}.', None),
+            (f"Dr. {self.pick(self.SURNAMES)} closed the {self.pick(self.PRISON_PLACES)}.", None),
+        ]
+        raw, normalized = templates[int(self.rng.integers(len(templates)))]
+        if normalized is None:
+            normalized = raw.replace("Mr.", "Mister").replace("Dr.", "Doctor")
+            normalized = normalized.replace(f" {count} ", f" {number_to_words(count)} ")
+        return raw, normalized
+
+    def diverse(self) -> tuple[str, str]:
+        """LibriTTS style ``(original, normalised)``: narrative text, sometimes with a number."""
+        if self.rng.random() < 0.25:
+            count = int(self.rng.integers(2, 30))
+            template = f"{self.pick(self.PEOPLE)} waited {{}} days."
+            return template.format(count), template.format(number_to_words(count))
+        sentence = self.narrative()
+        return sentence, sentence
+
+
+def unique_texts(draw, count: int, max_tries: int = 50) -> list:
+    """``count`` draws of ``draw()``, avoiding repeats while the grammar allows it."""
+    seen, texts = set(), []
+    for _ in range(count):
+        for _ in range(max_tries):
+            text = draw()
+            if text not in seen:
+                break
+        seen.add(text)
+        texts.append(text)
+    return texts
+
+
+# ---------------------------------------------------------------------------------------
+# Voices and synthesis
+# ---------------------------------------------------------------------------------------
+
+ACCENTS = ["en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan"]
+FEMALE_VARIANTS = [
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "Alicia",
+    "Andrea",
+    "Annie",
+    "belinda",
+    "linda",
+    "steph",
+    "anika",
+]
+MALE_VARIANTS = [
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "adam",
+    "Alex",
+    "Andy",
+    "boris",
+    "caleb",
+    "david",
+    "ed",
+    "john",
+    "max",
+    "paul",
+]
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker: espeak voice spec plus its habitual prosody."""
+
+    spec: str  # espeak-ng "-v" argument, accent+variant
+    gender: str  # "F" or "M"
+    pitch: float  # espeak "-p", 0..99
+    speed: float  # espeak "-s", words per minute
+    pitch_range: float  # SSML prosody range in percent, 50 = espeak default
+    word_gap: int  # espeak "-g", in units of 10 ms
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """Per-utterance prosody and post-processing."""
+
+    pitch: float
+    speed: float
+    pitch_range: float
+    word_gap: int
+    amplitude: float = 100.0  # espeak "-a", 0..200
+    sox_effects: tuple[str, ...] = ()
+    gain_db: float = 0.0
+    noise_db: float | None = None  # white-noise level in dBFS (RMS), None = no noise
+
+
+def make_voices(rng: np.random.Generator, gender: str, count: int) -> list[Voice]:
+    """``count`` distinct voices of one gender: no accent+variant pair repeats."""
+    variants = FEMALE_VARIANTS if gender == "F" else MALE_VARIANTS
+    pairs = [(accent, variant) for accent in ACCENTS for variant in variants]
+    order = rng.permutation(len(pairs))
+    voices = []
+    used_variants: set[str] = set()
+    # Prefer unused variants first so voices differ in timbre, not only in accent.
+    for index in list(order) + list(order):
+        accent, variant = pairs[index]
+        if variant in used_variants and len(used_variants) < len(variants):
+            continue
+        used_variants.add(variant)
+        voices.append(
+            Voice(
+                spec=f"{accent}+{variant}",
+                gender=gender,
+                pitch=float(rng.uniform(30, 70)),
+                speed=float(rng.uniform(180, 215)),
+                pitch_range=float(rng.uniform(35, 65)),
+                word_gap=int(rng.integers(0, 3)),
+            )
+        )
+        pairs[index] = ("", "")  # never reuse the same pair
+        if len(voices) == count:
+            return voices
+    raise ValueError(f"cannot make {count} distinct {gender} voices")
+
+
+def neutral_rendering(voice: Voice, rng: np.random.Generator, jitter: float = 1.0) -> Rendering:
+    """The speaker's habitual prosody with small natural variation."""
+    return Rendering(
+        pitch=voice.pitch + rng.normal(0, 3 * jitter),
+        speed=voice.speed * float(np.exp(rng.normal(0, 0.04 * jitter))),
+        pitch_range=voice.pitch_range + rng.normal(0, 6 * jitter),
+        word_gap=voice.word_gap,
+        amplitude=100 * float(np.exp(rng.normal(0, 0.08 * jitter))),
+    )
+
+
+def synthesize(
+    text: str, voice: Voice, rendering: Rendering, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
+    """espeak-ng -> sox effects + resampling -> trim -> gain/noise; returns float32 ``(T,)``."""
+    ssml = f'<speak><prosody range="{rendering.pitch_range:.0f}%">{escape(text)}</prosody></speak>'
+    with tempfile.TemporaryDirectory() as folder:
+        raw_path = Path(folder) / "espeak.wav"
+        subprocess.run(
+            [
+                "espeak-ng", "-m", "-v", voice.spec,
+                "-p", str(int(np.clip(round(rendering.pitch), 0, 99))),
+                "-s", str(int(np.clip(round(rendering.speed), 80, 400))),
+                "-a", str(int(np.clip(round(rendering.amplitude), 10, 200))),
+                "-g", str(max(0, rendering.word_gap)),
+                "-w", str(raw_path), ssml,
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        # -R: sox's "repeatable" mode, so dither/noise inside effects is deterministic.
+        command = ["sox", "-R", str(raw_path), "-t", "wav", "-e", "floating-point", "-b", "32", "-"]
+        command += [*rendering.sox_effects, "rate", "-v", str(sample_rate)]
+        result = subprocess.run(command, check=True, capture_output=True)
+    wav, _ = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
+    # librosa's trim drops leading/trailing silence; keep 40 ms margins like a real segmenter.
+    _, (start, end) = librosa.effects.trim(wav, top_db=30, frame_length=512, hop_length=128)
+    margin = int(0.03 * sample_rate)
+    wav = wav[max(0, start - margin) : end + margin]
+    wav = wav * 10 ** (rendering.gain_db / 20)
+    if rendering.noise_db is not None:
+        wav = wav + rng.normal(0, 10 ** (rendering.noise_db / 20), wav.shape)
+    peak = float(np.abs(wav).max())
+    if peak > 0.97:
+        wav = wav * (0.97 / peak)  # a limiter would also keep the file from clipping
+    return wav.astype(np.float32)
+
+
+def write_audio(path: Path, wav: np.ndarray, sample_rate: int) -> float:
+    """Write PCM_16 WAV or FLAC (format from the suffix); returns the duration in seconds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, wav, sample_rate, subtype="PCM_16")
+    return len(wav) / sample_rate
+
+
+# ---------------------------------------------------------------------------------------
+# Emotions (IEMOCAP)
+# ---------------------------------------------------------------------------------------
+
+# Offsets from a speaker's habitual prosody. Every value is jittered per utterance, so
+# classes overlap: learnable from acoustics, not trivially separable.
+EMOTION_STYLES = {
+    "neu": {"pitch": 0, "speed": 1.00, "range": 0, "gain_db": 0.0},
+    "ang": {"pitch": 7, "speed": 1.12, "range": 15, "gain_db": 4.0, "overdrive": (4, 12)},
+    "sad": {"pitch": -8, "speed": 0.84, "range": -20, "gain_db": -5.0, "lowpass": (1800, 3200)},
+    "hap": {"pitch": 9, "speed": 1.07, "range": 45, "gain_db": 1.5},
+    "exc": {"pitch": 12, "speed": 1.12, "range": 55, "gain_db": 2.5},
+    "fru": {"pitch": 2, "speed": 1.02, "range": 5, "gain_db": 2.0, "overdrive": (1, 4)},
+    "sur": {"pitch": 15, "speed": 1.04, "range": 60, "gain_db": 1.0},
+    "xxx": {"pitch": 3, "speed": 1.04, "range": 20, "gain_db": 1.0},
+}
+EMOTION_NAMES = {
+    "neu": "Neutral",
+    "hap": "Happiness",
+    "exc": "Excited",
+    "ang": "Anger",
+    "sad": "Sadness",
+    "fru": "Frustration",
+    "sur": "Surprise",
+}
+EMOTION_VAD = {  # valence, activation, dominance on IEMOCAP's 1..5 scale
+    "neu": (2.5, 2.5, 2.5),
+    "hap": (4.0, 3.0, 3.0),
+    "exc": (4.0, 3.5, 3.5),
+    "ang": (1.5, 4.0, 4.0),
+    "sad": (1.5, 2.0, 2.0),
+    "fru": (2.0, 3.5, 3.5),
+    "sur": (3.5, 3.5, 2.5),
+    "xxx": (2.5, 3.0, 3.0),
+}
+
+
+def emotion_rendering(voice: Voice, emotion: str, rng: np.random.Generator) -> Rendering:
+    """Prosody and effects for one emotional utterance, every parameter jittered."""
+    style = EMOTION_STYLES[emotion]
+    effects: list[str] = []
+    if "overdrive" in style:
+        effects += ["overdrive", f"{rng.uniform(*style['overdrive']):.1f}"]
+    if "lowpass" in style:
+        effects += ["lowpass", f"{rng.uniform(*style['lowpass']):.0f}"]
+    return Rendering(
+        pitch=voice.pitch + style["pitch"] + rng.normal(0, 5),
+        speed=voice.speed * style["speed"] * float(np.exp(rng.normal(0, 0.07))),
+        pitch_range=max(10.0, voice.pitch_range + style["range"] + rng.normal(0, 15)),
+        word_gap=voice.word_gap + int(rng.integers(0, 2)),
+        amplitude=100 * float(np.exp(rng.normal(0, 0.1))),
+        sox_effects=tuple(effects),
+        gain_db=style["gain_db"] + float(rng.normal(0, 2.5)),
+        noise_db=-62 + float(rng.normal(0, 2)),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Corpus writers
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.files += 1
+        self.seconds += seconds
+
+
+def write_librispeech(root: Path, voices: dict[str, list[Voice]], rng, text: TextMaker) -> Summary:
+    """``LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-NNNN.flac`` + trans + SPEAKERS.TXT."""
+    summary = Summary()
+    speaker_rows = []
+    used_ids: set[int] = set()
+    first_names = [
+        "Ada",
+        "Bram",
+        "Cora",
+        "Dale",
+        "Edie",
+        "Finn",
+        "Gwen",
+        "Hal",
+        "Ivy",
+        "Joel",
+        "Kate",
+        "Lars",
+        "Mae",
+        "Ned",
+    ]
+    last_names = [
+        "Reed",
+        "Holt",
+        "Vance",
+        "Pryor",
+        "Lane",
+        "Marsh",
+        "Ames",
+        "Cole",
+        "Frost",
+        "Hale",
+        "Wren",
+        "Doyle",
+    ]
+    for subset, subset_voices, utterances_per_chapter in [
+        ("train-clean-100", voices["train"], 5),
+        ("dev-clean", voices["dev"], 4),
+    ]:
+        for voice in subset_voices:
+            speaker_id = int(rng.integers(19, 9000))
+            while speaker_id in used_ids:
+                speaker_id = int(rng.integers(19, 9000))
+            used_ids.add(speaker_id)
+            seconds = 0.0
+            num_chapters = 2 if subset == "train-clean-100" and rng.random() < 0.4 else 1
+            for _ in range(num_chapters):
+                chapter_id = int(rng.integers(100, 150000))
+                folder = root / subset / str(speaker_id) / str(chapter_id)
+                lines = []
+                for index, sentence in enumerate(
+                    unique_texts(text.narrative, utterances_per_chapter)
+                ):
+                    utterance_id = f"{speaker_id}-{chapter_id}-{index:04d}"
+                    wav = synthesize(sentence, voice, neutral_rendering(voice, rng), 16000, rng)
+                    duration = write_audio(folder / f"{utterance_id}.flac", wav, 16000)
+                    summary.add(duration)
+                    seconds += duration
+                    # LibriSpeech transcripts: upper case, apostrophes kept, no other punctuation.
+                    words = "".join(c for c in sentence.upper() if c.isalpha() or c in " '")
+                    lines.append(f"{utterance_id} {' '.join(words.split())}")
+                (folder / f"{speaker_id}-{chapter_id}.trans.txt").write_text(
+                    "\n".join(lines) + "\n"
+                )
+            name = f"{text.pick(first_names)} {text.pick(last_names)}"
+            speaker_rows.append((speaker_id, voice.gender, subset, seconds / 60, name))
+    header = [
+        "; Synthetic demo corpus in the LibriSpeech layout (espeak-ng voices, invented names).",
+        "; Columns are the same as in the real SPEAKERS.TXT; MINUTES is the demo audio length.",
+        ";ID  |SEX| SUBSET           |MINUTES| NAME",
+    ]
+    rows = [
+        f"{speaker_id:<5}| {gender} | {subset:<17}| {minutes:5.2f} | {name}"
+        for speaker_id, gender, subset, minutes, name in sorted(speaker_rows)
+    ]
+    (root / "SPEAKERS.TXT").write_text("\n".join(header + rows) + "\n")
+    return summary
+
+
+def write_iemocap(root: Path, voices: list[tuple[Voice, Voice]], rng, text: TextMaker) -> Summary:
+    """Five sessions, each with a female and a male speaker in impro and script dialogs."""
+    summary = Summary()
+    per_gender = ["neu"] * 4 + ["hap"] * 2 + ["exc"] * 2 + ["ang"] * 4 + ["sad"] * 4
+    for session_index, (female, male) in enumerate(voices, start=1):
+        session = root / f"Session{session_index}"
+        prefix = f"Ses{session_index:02d}"
+        extras = {"F": ["fru"], "M": ["xxx"]} if session_index % 2 else {"F": ["sur"], "M": ["fru"]}
+        queues = {
+            gender: list(rng.permutation(per_gender + extras[gender])) for gender in ("F", "M")
+        }
+        dialogs = [f"{prefix}F_impro01", f"{prefix}M_impro02", f"{prefix}F_script01_1"]
+        # Turns alternate between the speakers; the longer queue finishes the last dialog.
+        turns = []
+        while queues["F"] or queues["M"]:
+            for gender in ("F", "M") if len(turns) % 2 == 0 else ("M", "F"):
+                if queues[gender]:
+                    turns.append((gender, queues[gender].pop()))
+                    break
+        chunk = int(np.ceil(len(turns) / len(dialogs)))
+        for dialog_index, dialog in enumerate(dialogs):
+            counters = {"F": 0, "M": 0}
+            clock = float(rng.uniform(2, 8))
+            evaluation = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            transcription = []
+            for gender, emotion in turns[dialog_index * chunk : (dialog_index + 1) * chunk]:
+                voice = female if gender == "F" else male
+                utterance = f"{dialog}_{gender}{counters[gender]:03d}"
+                counters[gender] += 1
+                sentence = text.conversational()
+                wav = synthesize(
+                    sentence, voice, emotion_rendering(voice, emotion, rng), 16000, rng
+                )
+                duration = write_audio(
+                    session / "sentences" / "wav" / dialog / f"{utterance}.wav", wav, 16000
+                )
+                summary.add(duration)
+                start, end = clock, clock + duration
+                clock = end + float(rng.uniform(0.3, 2.0))
+                evaluation += iemocap_turn(utterance, emotion, start, end, rng)
+                transcription.append(f"{utterance} [{start:08.4f}-{end:08.4f}]: {sentence}")
+            folder = session / "dialog"
+            (folder / "EmoEvaluation").mkdir(parents=True, exist_ok=True)
+            (folder / "transcriptions").mkdir(parents=True, exist_ok=True)
+            (folder / "EmoEvaluation" / f"{dialog}.txt").write_text("\n".join(evaluation) + "\n")
+            (folder / "transcriptions" / f"{dialog}.txt").write_text(
+                "\n".join(transcription) + "\n"
+            )
+    return summary
+
+
+def iemocap_turn(utterance: str, emotion: str, start: float, end: float, rng) -> list[str]:
+    """Summary line, categorical and dimensional evaluator lines, then a blank line."""
+    valence, activation, dominance = EMOTION_VAD[emotion]
+    lines = [
+        (
+            f"[{start:.4f} - {end:.4f}]\t{utterance}\t{emotion}\t"
+            f"[{valence:.4f}, {activation:.4f}, {dominance:.4f}]"
+        )
+    ]
+    names = list(EMOTION_NAMES.values())
+    for evaluator_index, evaluator in enumerate(["C-E1", "C-E2", "C-F1"]):
+        if emotion == "xxx":
+            # No majority: each evaluator picks something different.
+            choice = names[(evaluator_index * 2 + int(rng.integers(2))) % len(names)]
+            lines.append(f"{evaluator}:\t{choice};\t()")
+        else:
+            lines.append(f"{evaluator}:\t{EMOTION_NAMES[emotion]};\t()")
+    for evaluator in ["A-E1", "A-F1"]:
+        scores = [
+            int(np.clip(round(value + rng.normal(0, 0.6)), 1, 5))
+            for value in (valence, activation, dominance)
+        ]
+        lines.append(f"{evaluator}:\tval {scores[0]}; act {scores[1]}; dom  {scores[2]};\t()")
+    return lines + [""]
+
+
+def random_video_id(rng: np.random.Generator) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return "".join(alphabet[int(i)] for i in rng.integers(len(alphabet), size=11))
+
+
+def channel_effects(rng: np.random.Generator) -> tuple[tuple[str, ...], float]:
+    """One "video": a random microphone/room (sox effects) and a noise level in dBFS."""
+    kind = ["eq", "reverb", "phone"][int(rng.integers(3))]
+    if kind == "eq":
+        effects = (
+            "highpass", f"{rng.uniform(80, 250):.0f}",
+            "equalizer", f"{rng.uniform(500, 4000):.0f}", "1q", f"{rng.uniform(-8, 8):.1f}",
+        )  # fmt: skip
+    elif kind == "reverb":
+        effects = ("reverb", f"{rng.uniform(20, 60):.0f}", "50", f"{rng.uniform(20, 60):.0f}")
+    else:
+        effects = ("highpass", "300", "lowpass", f"{rng.uniform(3000, 3800):.0f}")
+    return effects, float(rng.uniform(-50, -32))
+
+
+def write_voxceleb1(root: Path, voices: list[Voice], rng, text: TextMaker) -> Summary:
+    """``wav/id100NN/<video>/000NN.wav`` + iden_split.txt + veri_test.txt."""
+    summary = Summary()
+    iden_lines = []
+    by_speaker: dict[str, list[tuple[str, str]]] = {}
+    for speaker_index, voice in enumerate(voices, start=1):
+        speaker = f"id{10000 + speaker_index}"
+        utterance_number = 0
+        for video_index, count in enumerate([3, 2, 2]):
+            video = random_video_id(rng)
+            effects, noise_db = channel_effects(rng)
+            for position in range(count):
+                utterance_number += 1
+                relative = f"{speaker}/{video}/{utterance_number:05d}.wav"
+                rendering = replace(
+                    neutral_rendering(voice, rng), sox_effects=effects, noise_db=noise_db
+                )
+                wav = synthesize(text.conversational(), voice, rendering, 16000, rng)
+                summary.add(write_audio(root / "wav" / relative, wav, 16000))
+                # Videos 1-2 train (last utterance of video 2 is dev), video 3 is test.
+                split = (
+                    3
+                    if video_index == 2
+                    else (2 if video_index == 1 and position == count - 1 else 1)
+                )
+                iden_lines.append(f"{split} {relative}")
+                by_speaker.setdefault(speaker, []).append((video, relative))
+    (root / "iden_split.txt").write_text("\n".join(iden_lines) + "\n")
+
+    # Trials among the last 4 speakers: targets pair different videos of one speaker.
+    trial_speakers = sorted(by_speaker)[-4:]
+    trials = []
+    for speaker in trial_speakers:
+        utterances = by_speaker[speaker]
+        cross_video = [(a, b) for a in utterances for b in utterances if a[0] < b[0]]
+        for index in rng.choice(len(cross_video), size=5, replace=False):
+            trials.append(f"1 {cross_video[index][0][1]} {cross_video[index][1][1]}")
+        for _ in range(5):
+            other = trial_speakers[int(rng.integers(len(trial_speakers)))]
+            while other == speaker:
+                other = trial_speakers[int(rng.integers(len(trial_speakers)))]
+            enroll = utterances[int(rng.integers(len(utterances)))][1]
+            test = by_speaker[other][int(rng.integers(len(by_speaker[other])))][1]
+            trials.append(f"0 {enroll} {test}")
+    (root / "veri_test.txt").write_text("\n".join(trials) + "\n")
+    return summary
+
+
+def write_ljspeech(root: Path, voice: Voice, rng, text: TextMaker, count: int) -> Summary:
+    """``metadata.csv`` (``id|raw|normalized``) + ``wavs/<id>.wav`` at 22,050 Hz."""
+    summary = Summary()
+    rows = []
+    for index, (raw, normalized) in enumerate(unique_texts(text.narrow_domain, count)):
+        chapter, number = divmod(index, 20)
+        utterance_id = f"LJ{chapter + 1:03d}-{number + 1:04d}"
+        rendering = neutral_rendering(voice, rng, jitter=0.5)  # a read-speech, steady voice
+        wav = synthesize(normalized, voice, rendering, 22050, rng)
+        summary.add(write_audio(root / "wavs" / f"{utterance_id}.wav", wav, 22050))
+        rows.append(f"{utterance_id}|{raw}|{normalized}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return summary
+
+
+def write_libritts(
+    root: Path, voices: list[Voice], rng, text: TextMaker, per_speaker: int
+) -> Summary:
+    """``train-clean-100/<spk>/<chapter>/<spk>_<chapter>_PPPPPP_SSSSSS.wav`` + texts, 24 kHz."""
+    summary = Summary()
+    for voice in voices:
+        speaker_id = int(rng.integers(19, 9000))
+        chapter_id = int(rng.integers(100, 150000))
+        folder = root / "train-clean-100" / str(speaker_id) / str(chapter_id)
+        paragraph, sentence_index = 0, 0
+        for original, normalized in unique_texts(text.diverse, per_speaker):
+            stem = f"{speaker_id}_{chapter_id}_{paragraph:06d}_{sentence_index:06d}"
+            wav = synthesize(normalized, voice, neutral_rendering(voice, rng), 24000, rng)
+            summary.add(write_audio(folder / f"{stem}.wav", wav, 24000))
+            (folder / f"{stem}.original.txt").write_text(original)
+            (folder / f"{stem}.normalized.txt").write_text(normalized)
+            # Paragraphs hold one to three sentences, as LibriTTS segments do.
+            if rng.random() < 0.5:
+                paragraph, sentence_index = paragraph + 1 + int(rng.integers(3)), 0
+            else:
+                sentence_index += 1
+    return summary
+
+
+def folder_megabytes(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def check_tools() -> None:
+    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(
+            f"error: {' and '.join(missing)} not found; install with: "
+            "apt-get update && apt-get install -y espeak-ng sox"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("speechssl/demo_data"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    check_tools()
+
+    out: Path = args.out
+    corpus_dirs = ["LibriSpeech", "IEMOCAP_full_release", "VoxCeleb1", "LJSpeech-1.1", "LibriTTS"]
+    for name in corpus_dirs:
+        shutil.rmtree(out / name, ignore_errors=True)  # a rerun replaces, never appends
+    out.mkdir(parents=True, exist_ok=True)
+
+    # One independent stream per corpus, so changing one corpus leaves the others unchanged.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(args.seed).spawn(7)]
+    voice_rng = streams[0]
+    females = make_voices(voice_rng, "F", 15)
+    males = make_voices(voice_rng, "M", 17)
+    # Within a corpus every speaker has its own voice. VoxCeleb re-uses six timbres with
+    # another habitual pitch/tempo, and LibriTTS shares two LibriSpeech voices (as the real
+    # LibriTTS derives from LibriSpeech); the LJ target voice is in no other corpus.
+    librispeech_voices = {
+        "train": females[0:4] + males[0:4],
+        "dev": [females[4], males[4], males[5]],
+    }
+    iemocap_voices = list(zip(females[5:10], males[6:11]))
+    voxceleb_voices = [v for pair in zip(females[10:13], males[11:14]) for v in pair]
+    voxceleb_voices += [
+        replace(v, pitch=min(99.0, v.pitch + 15), speed=v.speed * 0.92)
+        for v in (females[0], males[0], females[5], males[6], females[2], males[3])
+    ]  # same espeak timbre with another habitual pitch/tempo: a hard, "similar-voice" case
+    lj_voice = replace(females[13], speed=225.0, pitch_range=45.0, word_gap=0)
+    libritts_voices = [females[14], males[14], males[15], males[16], females[1], males[1]]
+
+    summaries = {
+        "LibriSpeech": write_librispeech(
+            out / "LibriSpeech", librispeech_voices, streams[1], TextMaker(streams[1])
+        ),
+        "IEMOCAP_full_release": write_iemocap(
+            out / "IEMOCAP_full_release", iemocap_voices, streams[2], TextMaker(streams[2])
+        ),
+        "VoxCeleb1": write_voxceleb1(
+            out / "VoxCeleb1", voxceleb_voices, streams[3], TextMaker(streams[3])
+        ),
+        "LJSpeech-1.1": write_ljspeech(
+            out / "LJSpeech-1.1", lj_voice, streams[4], TextMaker(streams[4]), 36
+        ),
+        "LibriTTS": write_libritts(
+            out / "LibriTTS", libritts_voices, streams[5], TextMaker(streams[5]), 5
+        ),
+    }
+    (out / "ood_sentences.txt").write_text("\n".join(TextMaker.OOD) + "\n")
+
+    print(f"{'corpus':<22}{'files':>7}{'seconds':>10}{'MB':>8}")
+    for name, summary in summaries.items():
+        print(
+            f"{name:<22}{summary.files:>7}{summary.seconds:>10.1f}{folder_megabytes(out / name):>8.2f}"
+        )
+    print(f"{'total (with text files)':<22}{'':>17}{folder_megabytes(out):>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
