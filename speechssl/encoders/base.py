@@ -1,0 +1,128 @@
+"""The contract every encoder keeps: ``Encoder`` and ``EncoderOutput``.
+
+An encoder takes a zero-padded batch of waveforms and their lengths and returns every
+layer's hidden states with their frame lengths::
+
+    >>> import torch
+    >>> from speechssl.encoders import build_encoder
+    >>> encoder = build_encoder("hubert_tiny").eval()
+    >>> out = encoder(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+    >>> out.last_hidden_state.shape, out.lengths.tolist()
+    (torch.Size([2, 49, 64]), [49, 24])
+    >>> len(out.hidden_states) == encoder.num_layers + 1
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class EncoderOutput(NamedTuple):
+    """What every encoder returns.
+
+    A ``NamedTuple`` (not a dataclass) so TorchScript and ``torch.compile`` accept it.
+
+    Attributes:
+        last_hidden_state: (B, F, D) output of the last layer; frames ``>= lengths`` are zero.
+        hidden_states: tuple of (B, F, D): the input to layer 1 first, then each layer's output.
+        lengths: (B,) int64 number of valid frames per item.
+    """
+
+    last_hidden_state: Tensor
+    hidden_states: tuple[Tensor, ...]
+    lengths: Tensor
+
+
+def lengths_to_padding_mask(lengths: Tensor, max_length: int) -> Tensor:
+    """(B,) lengths -> (B, max_length) bool mask, True on *padded* frames."""
+    positions = torch.arange(max_length, device=lengths.device)
+    return positions[None, :] >= lengths[:, None]
+
+
+def zero_padding(x: Tensor, padding_mask: Tensor) -> Tensor:
+    """Zero the padded frames of (B, F, D) ``x``; ``padding_mask`` (B, F) is True on padding."""
+    return x.masked_fill(padding_mask[..., None], 0.0)
+
+
+def attention_mask_from_padding(padding_mask: Tensor) -> Tensor:
+    """(B, F) padding mask -> (B, 1, 1, F) boolean SDPA mask, True where attention is allowed.
+
+    An item with no valid frame would have every key masked, which makes softmax return
+    NaN; such items attend to all (zeroed) frames instead and are zeroed afterwards.
+    """
+    allowed = ~padding_mask
+    empty = ~allowed.any(dim=1, keepdim=True)  # (B, 1)
+    allowed = allowed | empty
+    return allowed[:, None, None, :]  # (B, F) -> (B, 1, 1, F): broadcast over heads and queries
+
+
+def check_waveform_batch(wav: Tensor, lengths: Tensor | None) -> Tensor:
+    """Validate ``(wav (B, T), lengths (B,))`` and return int64 lengths (full length if None)."""
+    if wav.ndim != 2:
+        raise ValueError(f"expected a waveform batch of shape (B, T), got {tuple(wav.shape)}")
+    return check_lengths(lengths, wav.shape[0], wav.shape[1], wav.device)
+
+
+def check_lengths(lengths: Tensor | None, batch_size: int, max_length: int, device) -> Tensor:
+    """Validate lengths against a (B, T, ...) batch; None means every item is full length."""
+    if lengths is None:
+        return torch.full((batch_size,), max_length, dtype=torch.long, device=device)
+    if lengths.ndim != 1 or lengths.shape[0] != batch_size:
+        raise ValueError(f"expected lengths of shape ({batch_size},), got {tuple(lengths.shape)}")
+    # a data-dependent check; skipped while tracing so compiled graphs stay whole
+    if not torch.compiler.is_compiling() and bool(((lengths < 0) | (lengths > max_length)).any()):
+        raise ValueError(f"lengths must lie in [0, {max_length}], got {lengths.tolist()}")
+    return lengths.long()
+
+
+class Encoder(nn.Module):
+    """Base class of every speechssl encoder.
+
+    Subclasses set ``family`` (the registry name), keep their config dataclass in
+    ``self.config`` and implement ``forward(wav (B, T), lengths (B,)) -> EncoderOutput``.
+    """
+
+    family: str = ""
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    @property
+    def output_dim(self) -> int:
+        """Width D of every hidden state."""
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        """Number of layers; ``len(hidden_states) == num_layers + 1``."""
+        raise NotImplementedError
+
+    def spec(self) -> dict:
+        """``{"family", "config"}``: all ``build_encoder`` needs to rebuild this encoder."""
+        return {"family": self.family, "config": config_to_dict(self.config)}
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"family={self.family!r}"
+
+
+def config_to_dict(config: Any) -> dict:
+    """A config dataclass (or OmegaConf node, or dict) -> plain JSON-able dict."""
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return dict(config)
+    try:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception as error:
+        raise ValueError(f"cannot turn {type(config).__name__} into a config dict") from error

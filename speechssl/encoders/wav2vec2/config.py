@@ -1,0 +1,117 @@
+"""Configuration of the wav2vec 2.0 / HuBERT waveform encoder.
+
+Defaults are HuBERT Base (Hsu et al., 2021, "HuBERT: Self-Supervised Speech Representation
+Learning by Masked Prediction of Hidden Units", Sec. IV-C and fairseq
+``examples/hubert/config/pretrain/hubert_base_librispeech.yaml``), whose architecture is
+the wav2vec 2.0 Base one (Baevski et al., 2020, Sec. 4.2). The fairseq name of each
+hyperparameter is given in the comment beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _default_conv_channels() -> list[int]:
+    return [512] * 7
+
+
+def _default_conv_kernels() -> list[int]:
+    return [10, 3, 3, 3, 3, 2, 2]
+
+
+def _default_conv_strides() -> list[int]:
+    return [5, 2, 2, 2, 2, 2, 2]
+
+
+@dataclass
+class Wav2Vec2Config:
+    """wav2vec 2.0 / HuBERT encoder hyperparameters (HuBERT Base by default)."""
+
+    family: str = "wav2vec2"
+    # --- convolutional feature extractor (wav2vec 2.0 Sec. 2: 7 blocks, 512 channels,
+    # strides (5,2,2,2,2,2,2), kernels (10,3,3,3,3,2,2): 20 ms hop, 25 ms receptive field)
+    conv_channels: list[int] = field(default_factory=_default_conv_channels)  # conv_feature_layers
+    conv_kernels: list[int] = field(default_factory=_default_conv_kernels)  # conv_feature_layers
+    conv_strides: list[int] = field(default_factory=_default_conv_strides)  # conv_feature_layers
+    conv_bias: bool = False  # conv_bias (True for Large)
+    # "group_norm": one group norm after the first conv (Base); "layer_norm": a layer norm
+    # after every conv (Large)
+    extractor_mode: str = "group_norm"  # extractor_mode ("default" in fairseq = group_norm)
+    # group-norm statistics over valid samples only, so padding does not change outputs;
+    # False reproduces fairseq/torchaudio, whose statistics include the padded tail
+    masked_group_norm: bool = True
+    feature_grad_mult: float = 0.1  # feature_grad_mult (HuBERT / wav2vec 2.0 Base: 0.1)
+    # --- projection and Transformer
+    embed_dim: int = 768  # encoder_embed_dim
+    num_layers: int = 12  # encoder_layers
+    num_heads: int = 12  # encoder_attention_heads
+    ffn_dim: int = 3072  # encoder_ffn_embed_dim
+    pos_conv_kernel: int = 128  # conv_pos
+    pos_conv_groups: int = 16  # conv_pos_groups
+    layer_norm_first: bool = False  # layer_norm_first (post-LN Base; pre-LN Large)
+    dropout_input: float = 0.1  # dropout_input (after the projection)
+    dropout: float = 0.1  # dropout
+    attention_dropout: float = 0.1  # attention_dropout
+    activation_dropout: float = 0.0  # activation_dropout (HuBERT Base: 0.0)
+    layer_drop: float = 0.05  # encoder_layerdrop (HuBERT Base: 0.05)
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not len(self.conv_channels) == len(self.conv_kernels) == len(self.conv_strides):
+            raise ValueError("conv_channels, conv_kernels and conv_strides must have equal length")
+        if self.extractor_mode not in ("group_norm", "layer_norm"):
+            raise ValueError(
+                f"extractor_mode must be 'group_norm' or 'layer_norm', got {self.extractor_mode!r}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by {self.num_heads} heads"
+            )
+        if self.embed_dim % self.pos_conv_groups:
+            raise ValueError("embed_dim must be divisible by pos_conv_groups")
+
+
+def hubert_base() -> Wav2Vec2Config:
+    """HuBERT Base: 12 layers, 768 wide, 12 heads, FFN 3072, ~95 M parameters."""
+    return Wav2Vec2Config()
+
+
+def hubert_large() -> Wav2Vec2Config:
+    """HuBERT Large (fairseq ``hubert_large_ll60k.yaml``): 24 pre-LN layers, 1024 wide."""
+    return Wav2Vec2Config(
+        conv_bias=True,
+        extractor_mode="layer_norm",
+        feature_grad_mult=1.0,
+        embed_dim=1024,
+        num_layers=24,
+        num_heads=16,
+        ffn_dim=4096,
+        layer_norm_first=True,
+        dropout_input=0.0,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        layer_drop=0.0,
+    )
+
+
+def hubert_tiny() -> Wav2Vec2Config:
+    """A laptop-sized model with the Base conv arithmetic (320x down-sampling) for CPU tests."""
+    return Wav2Vec2Config(
+        conv_channels=[32] * 7,
+        embed_dim=64,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=128,
+        pos_conv_kernel=16,
+        pos_conv_groups=4,
+    )
+
+
+def wav2vec2_base() -> Wav2Vec2Config:
+    """wav2vec 2.0 Base (fairseq ``wav2vec2_base_librispeech.yaml``): HuBERT Base's encoder."""
+    return Wav2Vec2Config(activation_dropout=0.0, layer_drop=0.05)
+
+
+PRESETS = {"tiny": hubert_tiny, "base": hubert_base, "large": hubert_large}
