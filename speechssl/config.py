@@ -69,8 +69,17 @@ def config_schemas() -> dict[str, dict[str, type]]:
     return merged
 
 
+def _demo_path(corpus: str) -> str:
+    from speechssl.demo import demo_path
+
+    return str(demo_path(corpus))
+
+
 def register_configs() -> dict[str, dict[str, type]]:
-    """Store every schema as ``<group>/<name>_schema`` in Hydra's ConfigStore (idempotent)."""
+    """Store every schema as ``<group>/<name>_schema`` in Hydra's ConfigStore (idempotent),
+    and the ``${demo:<corpus>}`` resolver that points at the embedded demo corpus."""
+    if not OmegaConf.has_resolver("demo"):
+        OmegaConf.register_new_resolver("demo", _demo_path)
     schemas = config_schemas()
     store = ConfigStore.instance()
     for group, named in schemas.items():

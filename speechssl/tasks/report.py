@@ -1,0 +1,81 @@
+"""Result files of a recipe: ``results.json``, ``results.md`` and the plots beside them.
+
+Example:
+    >>> import tempfile
+    >>> from speechssl.tasks.emotion import EmotionResults
+    >>> results = EmotionResults(["neu", "ang"])
+    >>> _ = results.add_fold("1", [0, 1, 1], [0, 1, 0])
+    >>> table = write_emotion_report(tempfile.mkdtemp(), "demo", {"fbank": (results, [])})
+    >>> print(table.splitlines()[2])
+    | fbank | 66.67 ± 0.00 | 75.00 ± 0.00 | 1 |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from speechssl.tasks.emotion import EmotionResults
+from speechssl.tasks.plots import plot_confusion_matrix, plot_layer_weights, plot_metric_bars
+
+__all__ = ["write_emotion_report", "write_results"]
+
+
+def write_results(run_dir: str | Path, results: dict, markdown: str) -> None:
+    """``run_dir/results.json`` (JSON-able ``results``) and ``run_dir/results.md``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (run_dir / "results.md").write_text(markdown)
+
+
+def write_emotion_report(
+    run_dir: str | Path,
+    title: str,
+    outcomes: Mapping[str, tuple[EmotionResults, Sequence[np.ndarray]]],
+    descriptions: Mapping[str, str] | None = None,
+    extra: dict | None = None,
+) -> str:
+    """Summarise leave-one-session-out runs of several upstreams (transfer modes).
+
+    Writes ``results.json``/``results.md`` (a summary table, then per-mode fold tables and
+    confusion matrices), ``confusion_<mode>.png``, ``layer_weights_<mode>.png`` (mean over
+    folds, when the head learned layer weights) and ``accuracy.png`` (WA and UA per mode).
+    Returns the summary table (markdown).
+    """
+    run_dir = Path(run_dir)
+    descriptions = descriptions or {}
+    rows = ["| upstream | WA (%) | UA (%) | folds |", "| --- | ---: | ---: | ---: |"]
+    details, summaries, bars = [], {}, {}
+    for mode, (results, layer_weights) in outcomes.items():
+        summary = results.summary()
+        wa = (100 * summary["wa_mean"], 100 * summary["wa_std"])
+        ua = (100 * summary["ua_mean"], 100 * summary["ua_std"])
+        rows.append(
+            f"| {mode} | {wa[0]:.2f} ± {wa[1]:.2f} | {ua[0]:.2f} ± {ua[1]:.2f} | "
+            f"{len(summary['folds'])} |"
+        )
+        bars[f"{mode} WA"], bars[f"{mode} UA"] = wa, ua
+        plot_confusion_matrix(
+            summary["confusion"], results.labels, run_dir / f"confusion_{mode}.png",
+            title=f"{mode}: summed over folds",
+        )
+        weights = [w for w in layer_weights if np.size(w) > 1]  # one layer: nothing to weigh
+        if weights:
+            mean_weights = np.mean(np.stack(weights), axis=0)
+            summary["layer_weights_mean"] = mean_weights.tolist()
+            plot_layer_weights(
+                mean_weights, run_dir / f"layer_weights_{mode}.png",
+                title=f"{mode}: learned layer weights (mean over folds)",
+            )
+        summaries[mode] = summary
+        heading = f"### {mode}" + (f": {descriptions[mode]}" if mode in descriptions else "")
+        details += [heading, "", results.to_markdown()]
+    table = "\n".join(rows) + "\n"
+    plot_metric_bars(bars, run_dir / "accuracy.png", ylabel="%", title=title)
+    markdown = "\n".join([f"# {title}", "", table, "## Per fold", "", *details])
+    write_results(run_dir, {"title": title, "emotion": summaries, **(extra or {})}, markdown)
+    return table
