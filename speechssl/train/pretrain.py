@@ -1,0 +1,61 @@
+"""Pre-training stage shared by the recipes: manifests in, a checkpoint out.
+
+Example: see ``recipes/tpc/run.py``::
+
+    checkpoint, result = pretrain_on_manifests(model, train, valid, cfg.data, cfg.trainer,
+                                               cfg.optim, run_dir / "pretrain", full_config=cfg)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from speechssl.data.compact import Manifest
+from speechssl.data.loaders import DataConfig, make_loader
+from speechssl.train.checkpoint import latest_checkpoint
+from speechssl.train.config import to_dataclass
+from speechssl.train.trainer import Trainer
+
+__all__ = ["pretrain_on_manifests"]
+
+
+def pretrain_on_manifests(
+    model: nn.Module,
+    train_manifest: Manifest,
+    valid_manifest: Manifest | None,
+    data_config,
+    trainer_config,
+    optim_config,
+    run_dir: str | Path,
+    *,
+    full_config=None,
+    seed: int = 0,
+) -> tuple[Path, dict]:
+    """Train ``model`` (``forward(batch) -> (loss, metrics)``) on audio manifests.
+
+    Resumes from ``run_dir`` when a checkpoint is there (``trainer.resume=auto``), so a
+    killed recipe picks up where it stopped. Returns the final checkpoint and the
+    Trainer's result (including ``valid/loss`` when a validation manifest is given).
+    """
+    data_config = to_dataclass(data_config, DataConfig)
+    train_loader = make_loader(train_manifest, data_config, train=True, seed=seed)
+    valid_loader = None
+    if valid_manifest is not None and len(valid_manifest):
+        valid_loader = make_loader(valid_manifest, data_config, train=False)
+    trainer = Trainer(
+        model,
+        train_loader,
+        valid_loader,
+        trainer_cfg=trainer_config,
+        optim_cfg=optim_config,
+        full_config=full_config,
+        run_dir=run_dir,
+        sample_rate=data_config.sample_rate,
+    )
+    result = trainer.fit()
+    checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if checkpoint is None:  # only rank 0 writes; other ranks read the same folder
+        raise RuntimeError(f"no checkpoint was written under {run_dir}")
+    return checkpoint, result

@@ -1,0 +1,77 @@
+"""Smoke test of recipes/tpc: every stage runs on the demo corpus and writes its outputs."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import speechssl
+from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tpc")
+    command = [
+        sys.executable, str(REPO / "recipes" / "tpc" / "run.py"), "debug=tiny",
+        f"run_dir={run_dir}", "emotion.max_folds=2",
+        "emotion.modes=[fbank,random_frozen,pretrained_frozen,pretrained_finetune]",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return run_dir, completed.stdout
+
+
+def test_results_files_and_metrics_in_range(tiny_run):
+    run_dir, stdout = tiny_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["emotion"]) == {"fbank", "random_frozen", "pretrained_frozen", "pretrained_finetune"}
+    for mode, summary in results["emotion"].items():
+        assert len(summary["folds"]) == 2
+        sessions = [fold["session"] for fold in summary["folds"]]
+        assert len(set(sessions)) == 2
+        for key in ("wa_mean", "ua_mean", "wa_std", "ua_std"):
+            assert math.isfinite(summary[key]) and 0.0 <= summary[key] <= 1.0, (mode, key)
+        assert sum(map(sum, summary["confusion"])) == sum(f["num_utterances"] for f in summary["folds"])
+        assert (run_dir / f"confusion_{mode}.png").stat().st_size > 1000
+    assert (run_dir / "layer_weights_pretrained_frozen.png").is_file()
+    assert (run_dir / "accuracy.png").is_file()
+    markdown = (run_dir / "results.md").read_text()
+    assert "| pretrained_frozen |" in markdown and "| upstream | WA (%) | UA (%) |" in stdout
+    assert math.isfinite(results["pretrain"]["valid/loss"])
+
+
+def test_pretrained_checkpoint_loads_as_a_causal_encoder(tiny_run):
+    run_dir, _ = tiny_run
+    checkpoint = json.loads((run_dir / "results.json").read_text())["pretrain"]["checkpoint"]
+    encoder = speechssl.load_encoder(checkpoint)
+    assert not encoder.training and encoder.family == "predictive_transformer"
+    wav = torch.randn(1, 16000)
+    feats, lengths = encoder.features(wav, torch.tensor([16000]))
+    changed = feats.clone()
+    changed[:, 50:] += 3.0  # alter the future of frame 49
+    before = encoder.forward_features(feats, lengths).last_hidden_state
+    after = encoder.forward_features(changed, lengths).last_hidden_state
+    assert torch.allclose(before[:, :50], after[:, :50], atol=1e-5)
+    assert not torch.allclose(before[:, 50:], after[:, 50:])
+
+
+def test_prediction_at_t_never_sees_the_target_frame():
+    """The objective's prediction for frame t + n is made from frames <= t only."""
+    torch.manual_seed(0)
+    encoder = speechssl.encoders.build_encoder("tpc_tiny").eval()
+    model = PredictiveCodingModel(encoder, encoder.config.n_mels, PredictiveCodingConfig(shifts=[3])).eval()
+    feats = torch.randn(1, 40, encoder.config.n_mels)
+    lengths = torch.tensor([40])
+    hidden = encoder.forward_features(feats, lengths).last_hidden_state
+    prediction = model.predictors["3"](hidden)[:, 10]  # predicts frame 13
+    future = feats.clone()
+    future[:, 11:] = 0.0  # frames 11.. (including the target 13) are hidden from t = 10
+    hidden_future = encoder.forward_features(future, lengths).last_hidden_state
+    assert torch.allclose(prediction, model.predictors["3"](hidden_future)[:, 10], atol=1e-5)
