@@ -28,6 +28,7 @@ from .base import Encoder, EncoderOutput, config_to_dict
 from .conformer import PRESETS as _CONFORMER_PRESETS
 from .conformer import ConformerConfig, ConformerEncoder
 from .fbank_transformer import PRESETS as _FBANK_TRANSFORMER_PRESETS
+from .fbank_upstream import FbankUpstream, FbankUpstreamConfig
 from .fbank_transformer import FbankTransformerConfig, FbankTransformerEncoder
 from .predictive import (
     APC_PRESETS as _APC_PRESETS,
@@ -51,6 +52,7 @@ FAMILIES: dict[str, tuple[type, type[Encoder]]] = {
     "conformer": (ConformerConfig, ConformerEncoder),
     "predictive_transformer": (CausalTransformerConfig, CausalTransformerEncoder),
     "apc": (APCConfig, APCEncoder),
+    "fbank": (FbankUpstreamConfig, FbankUpstream),  # the FBANK baseline: no learned layers
 }
 
 # preset name -> config factory; a family's ``tiny``/``base``/``large`` under its prefix
@@ -134,6 +136,8 @@ __all__ = [
     "Encoder",
     "EncoderOutput",
     "FbankTransformerConfig",
+    "FbankUpstream",
+    "FbankUpstreamConfig",
     "FbankTransformerEncoder",
     "Wav2Vec2Config",
     "Wav2Vec2Encoder",

@@ -22,7 +22,7 @@ from speechssl.heads.layer_sum import WeightedLayerSum
 from speechssl.heads.pooling import AttentiveStatisticsPooling, MaskedMeanPooling
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
-from speechssl.heads.upstream import FbankUpstream, FbankUpstreamConfig
+from speechssl.encoders.fbank_upstream import FbankUpstream, FbankUpstreamConfig
 
 CONFIG_SCHEMAS = {"head": {"classifier": ClassifierHeadConfig, "ecapa": EcapaHeadConfig}}
 

@@ -110,3 +110,17 @@ def test_load_errors_are_clear(tmp_path):
         load_encoder(tmp_path / "nothing_here")
     # the CLI turns the same failure into one line and exit code 1
     assert cli_main(["export", str(truncated), str(tmp_path / "out")]) == 1
+
+
+def test_fbank_baseline_checkpoint_rebuilds_through_load_encoder(tmp_path):
+    """The FBANK baseline is an encoder family too, so a run trained on it can be reloaded."""
+    from speechssl.encoders import FbankUpstream, build_encoder
+    from speechssl.loading import save_encoder
+
+    upstream = FbankUpstream(n_mels=40)
+    rebuilt = build_encoder(upstream.spec())
+    wav, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    assert torch.equal(upstream(wav, lengths).last_hidden_state, rebuilt(wav, lengths).last_hidden_state)
+    save_encoder(upstream, tmp_path / "export")
+    loaded = load_encoder(tmp_path / "export")
+    assert isinstance(loaded, FbankUpstream) and loaded.config.n_mels == 40

@@ -57,7 +57,7 @@ def test_config_schemas_and_bad_values():
         "speechssl.heads.pooling",
         "speechssl.heads.classifier",
         "speechssl.heads.speaker",
-        "speechssl.heads.upstream",
+        "speechssl.encoders.fbank_upstream",
         "speechssl.heads.transfer",
         "speechssl.heads.config",
     ],

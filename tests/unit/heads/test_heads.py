@@ -7,7 +7,7 @@ from torchaudio.compliance import kaldi
 
 from speechssl.heads import ECAPAHead, FbankUpstream, UtteranceClassifier
 from speechssl.heads.speaker import relative_lengths
-from speechssl.heads.upstream import utterance_normalize
+from speechssl.encoders.fbank_upstream import utterance_normalize
 
 TINY_ECAPA = {
     "channels": (16, 16, 16, 16, 48),

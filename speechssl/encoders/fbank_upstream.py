@@ -69,11 +69,20 @@ class FbankUpstream(Encoder):
 
     family = "fbank"
 
-    def __init__(self, n_mels: int = 80, sample_rate: int = 16000, normalize: bool = True):
-        super().__init__(
-            FbankUpstreamConfig(n_mels=n_mels, sample_rate=sample_rate, normalize=normalize)
+    def __init__(
+        self,
+        n_mels: int | FbankUpstreamConfig = 80,
+        sample_rate: int = 16000,
+        normalize: bool = True,
+    ):
+        # a config as first argument lets build_encoder / load_encoder rebuild it by family
+        config = (
+            n_mels
+            if isinstance(n_mels, FbankUpstreamConfig)
+            else FbankUpstreamConfig(n_mels=n_mels, sample_rate=sample_rate, normalize=normalize)
         )
-        self.fbank = Fbank(n_mels=n_mels, sample_rate=sample_rate)
+        super().__init__(config)
+        self.fbank = Fbank(n_mels=config.n_mels, sample_rate=config.sample_rate)
 
     @classmethod
     def from_config(cls, config: FbankUpstreamConfig) -> FbankUpstream:
