@@ -19,10 +19,13 @@ from speechssl.features.fbank import Fbank
 from speechssl.features.framing import check_batch, frame_lengths, lengths_to_mask, zero_padding
 from speechssl.features.logmel import LogMel
 from speechssl.features.mfcc import MFCC
+from speechssl.features.mixing import MixingConfig, UtteranceMixing
 from speechssl.features.normalize import GlobalCMVN, UtteranceCMVN, masked_mean_variance
 from speechssl.features.specaugment import SpecAugment
 
 __all__ = [
+    "MixingConfig",
+    "UtteranceMixing",
     "MFCC",
     "Fbank",
     "GlobalCMVN",
