@@ -2,6 +2,7 @@
 verification (top-1, EER/minDCF), and result plots (:mod:`speechssl.tasks.plots`)."""
 
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
+from speechssl.tasks.user_data import FinetuneDataConfig
 from speechssl.tasks.emotion import EmotionResults, Fold, loso_folds, run_emotion_loso, validation_split
 from speechssl.tasks.metrics import (
     confusion_matrix,
@@ -20,7 +21,10 @@ from speechssl.tasks.speaker import (
     verification_eer,
 )
 
-CONFIG_SCHEMAS = {"transfer": {"transfer": TransferConfig}}
+CONFIG_SCHEMAS = {
+    "transfer": {"transfer": TransferConfig},
+    "data": {"finetune_data": FinetuneDataConfig},
+}
 
 __all__ = [
     "CONFIG_SCHEMAS",
