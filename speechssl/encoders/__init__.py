@@ -28,8 +28,8 @@ from .base import Encoder, EncoderOutput, config_to_dict
 from .conformer import PRESETS as _CONFORMER_PRESETS
 from .conformer import ConformerConfig, ConformerEncoder
 from .fbank_transformer import PRESETS as _FBANK_TRANSFORMER_PRESETS
-from .fbank_upstream import FbankUpstream, FbankUpstreamConfig
 from .fbank_transformer import FbankTransformerConfig, FbankTransformerEncoder
+from .fbank_upstream import FbankUpstream, FbankUpstreamConfig
 from .predictive import (
     APC_PRESETS as _APC_PRESETS,
 )
@@ -136,9 +136,9 @@ __all__ = [
     "Encoder",
     "EncoderOutput",
     "FbankTransformerConfig",
+    "FbankTransformerEncoder",
     "FbankUpstream",
     "FbankUpstreamConfig",
-    "FbankTransformerEncoder",
     "Wav2Vec2Config",
     "Wav2Vec2Encoder",
     "build_config",

@@ -14,7 +14,13 @@ from torch import Tensor, nn
 from speechssl.features.fbank import Fbank
 from speechssl.features.normalize import GlobalCMVN, UtteranceCMVN
 
-from .base import lengths_to_padding_mask
+from .base import (
+    Encoder,
+    EncoderOutput,
+    check_lengths,
+    check_waveform_batch,
+    lengths_to_padding_mask,
+)
 
 NORMALIZATIONS = ("utterance", "global", "none")
 
@@ -110,3 +116,34 @@ class Conv2dSubsampling(nn.Module):
         return x.masked_fill(
             lengths_to_padding_mask(out_lengths, frames)[..., None], 0.0
         ), out_lengths
+
+
+class FbankEncoder(Encoder):
+    """Plumbing shared by the filterbank-based encoders: the front end, ``features``, the
+    input check of ``forward_features`` and ``forward = forward_features(features(wav))``.
+
+    Subclasses define ``forward_features(feats, lengths)`` and read ``config.n_mels``,
+    ``config.sample_rate``, ``config.normalization``, ``config.kaldi_compatible``.
+    """
+
+    def _build_front_end(self, config) -> None:
+        self.front_end = FbankFrontEnd(
+            config.n_mels, config.sample_rate, config.normalization, config.kaldi_compatible
+        )
+
+    def features(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """wav (B, T) -> normalised log-mel (B, F, n_mels) and frame lengths (B,)."""
+        lengths = check_waveform_batch(wav, lengths)
+        return self.front_end(wav, lengths)
+
+    def _check_features(self, feats: Tensor, lengths: Tensor | None) -> Tensor:
+        """Validate log-mel input (B, F, n_mels); returns lengths (B,) (full when None)."""
+        if feats.ndim != 3 or feats.shape[2] != self.config.n_mels:
+            raise ValueError(
+                f"expected features (B, F, {self.config.n_mels}), got {tuple(feats.shape)}"
+            )
+        return check_lengths(lengths, feats.shape[0], feats.shape[1], feats.device)
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
+        feats, feat_lengths = self.features(wav, lengths)
+        return self.forward_features(feats, feat_lengths)

@@ -30,7 +30,8 @@ def _to_numpy(values) -> np.ndarray:
     return np.asarray(values)
 
 
-def _save(figure: plt.Figure, path: str | Path) -> str:
+def save_figure(figure: plt.Figure, path: str | Path) -> str:
+    """Write ``figure`` as a PNG (parent folders created), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120, bbox_inches="tight")
@@ -72,7 +73,7 @@ def plot_confusion_matrix(
     axes.set_title(
         title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix")
     )
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_tsne(
@@ -113,7 +114,7 @@ def plot_tsne(
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_title(title or f"t-SNE of {points.shape[0]} embeddings, {len(distinct)} speakers")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_layer_weights(weights, path: str | Path, title: str = "layer weights") -> str:
@@ -130,7 +131,7 @@ def plot_layer_weights(weights, path: str | Path, title: str = "layer weights") 
     axes.set_ylabel("weight")
     axes.set_title(title)
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_metric_bars(
@@ -151,4 +152,4 @@ def plot_metric_bars(
     axes.set_xticklabels(names, rotation=20, ha="right")
     axes.set_ylabel(ylabel)
     axes.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
+from speechssl.tasks.plots import save_figure
+
 __all__ = ["METRIC_LABELS", "plot_alignment", "plot_alignments", "plot_metric_vs_fraction"]
 
 METRIC_LABELS = {
@@ -44,14 +46,6 @@ def _fraction_label(fraction: float) -> str:
         return "1"
     denominator = round(1 / fraction)
     return f"1/{denominator}" if abs(1 / denominator - fraction) < 1e-9 else f"{fraction:g}"
-
-
-def _save(figure: plt.Figure, path: str | Path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return str(path)
 
 
 def plot_metric_vs_fraction(
@@ -94,7 +88,7 @@ def plot_metric_vs_fraction(
     axes.set_title(title or METRIC_LABELS.get(metric, metric).split(" (")[0])
     axes.grid(alpha=0.3)
     axes.legend(title="text bin")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_alignment(
@@ -122,7 +116,7 @@ def plot_alignment(
     axes.set_ylabel("character")
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(title if text is None else f"{title}\n{text}"[:120], fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_alignments(
@@ -163,4 +157,4 @@ def plot_alignments(
     for axes in list(axes_grid.flat)[len(alignments) :]:
         axes.axis("off")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)

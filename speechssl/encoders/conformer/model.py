@@ -22,14 +22,11 @@ from torch import Tensor, nn
 from torchaudio.models import Conformer
 
 from ..base import (
-    Encoder,
     EncoderOutput,
     attention_mask_from_padding,
-    check_lengths,
-    check_waveform_batch,
     lengths_to_padding_mask,
 )
-from ..frontend import Conv2dSubsampling, FbankFrontEnd
+from ..frontend import Conv2dSubsampling, FbankEncoder
 from .config import ConformerConfig
 
 
@@ -78,7 +75,7 @@ def conformer_layer(
     return layer.final_layer_norm(x)
 
 
-class ConformerEncoder(Encoder):
+class ConformerEncoder(FbankEncoder):
     """``forward(wav (B, T), lengths (B,)) -> EncoderOutput`` over 40 ms frames."""
 
     family = "conformer"
@@ -86,9 +83,7 @@ class ConformerEncoder(Encoder):
     def __init__(self, config: ConformerConfig | None = None):
         config = config if config is not None else ConformerConfig()
         super().__init__(config)
-        self.front_end = FbankFrontEnd(
-            config.n_mels, config.sample_rate, config.normalization, config.kaldi_compatible
-        )
+        self._build_front_end(config)
         self.subsampling = Conv2dSubsampling(config.n_mels, config.embed_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.conformer = Conformer(
@@ -109,18 +104,9 @@ class ConformerEncoder(Encoder):
     def num_layers(self) -> int:
         return self.config.num_layers
 
-    def features(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """wav (B, T) -> normalised log-mel (B, F, n_mels) and frame lengths (B,)."""
-        lengths = check_waveform_batch(wav, lengths)
-        return self.front_end(wav, lengths)
-
     def forward_features(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """Log-mel (B, F, n_mels) -> EncoderOutput over subsampled frames (B, F', D)."""
-        if feats.ndim != 3 or feats.shape[2] != self.config.n_mels:
-            raise ValueError(
-                f"expected features (B, F, {self.config.n_mels}), got {tuple(feats.shape)}"
-            )
-        lengths = check_lengths(lengths, feats.shape[0], feats.shape[1], feats.device)
+        lengths = self._check_features(feats, lengths)
         x, lengths = self.subsampling(feats, lengths)
         num_frames = x.shape[1]
         if num_frames == 0:
@@ -133,7 +119,3 @@ class ConformerEncoder(Encoder):
             x = conformer_layer(layer, x, padding_mask, attention_mask)
             hidden_states.append(x.masked_fill(padding_mask[..., None], 0.0))
         return EncoderOutput(hidden_states[-1], tuple(hidden_states), lengths)
-
-    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        feats, feat_lengths = self.features(wav, lengths)
-        return self.forward_features(feats, feat_lengths)

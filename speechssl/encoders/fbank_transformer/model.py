@@ -17,19 +17,16 @@ import math
 from torch import Tensor, nn
 
 from ..base import (
-    Encoder,
     EncoderOutput,
     attention_mask_from_padding,
-    check_lengths,
-    check_waveform_batch,
     lengths_to_padding_mask,
 )
-from ..frontend import Conv2dSubsampling, FbankFrontEnd
+from ..frontend import Conv2dSubsampling, FbankEncoder
 from ..transformer import TransformerStack, sinusoidal_positions
 from .config import FbankTransformerConfig
 
 
-class FbankTransformerEncoder(Encoder):
+class FbankTransformerEncoder(FbankEncoder):
     """``forward(wav (B, T), lengths (B,)) -> EncoderOutput`` with 40 ms frames (4x10 ms)."""
 
     family = "fbank_transformer"
@@ -37,9 +34,7 @@ class FbankTransformerEncoder(Encoder):
     def __init__(self, config: FbankTransformerConfig | None = None):
         config = config if config is not None else FbankTransformerConfig()
         super().__init__(config)
-        self.front_end = FbankFrontEnd(
-            config.n_mels, config.sample_rate, config.normalization, config.kaldi_compatible
-        )
+        self._build_front_end(config)
         self.subsampling = Conv2dSubsampling(config.n_mels, config.embed_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.transformer = TransformerStack(
@@ -64,18 +59,9 @@ class FbankTransformerEncoder(Encoder):
     def num_layers(self) -> int:
         return self.config.num_layers
 
-    def features(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """wav (B, T) -> normalised log-mel (B, F, n_mels) and frame lengths (B,)."""
-        lengths = check_waveform_batch(wav, lengths)
-        return self.front_end(wav, lengths)
-
     def forward_features(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """Log-mel (B, F, n_mels) -> EncoderOutput over subsampled frames (B, F', D)."""
-        if feats.ndim != 3 or feats.shape[2] != self.config.n_mels:
-            raise ValueError(
-                f"expected features (B, F, {self.config.n_mels}), got {tuple(feats.shape)}"
-            )
-        lengths = check_lengths(lengths, feats.shape[0], feats.shape[1], feats.device)
+        lengths = self._check_features(feats, lengths)
         x, lengths = self.subsampling(feats, lengths)
         num_frames = x.shape[1]
         padding_mask = lengths_to_padding_mask(lengths, num_frames)
@@ -92,7 +78,3 @@ class FbankTransformerEncoder(Encoder):
             final_layer_norm=self.final_layer_norm,
         )
         return EncoderOutput(hidden_states[-1], hidden_states, lengths)
-
-    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        feats, feat_lengths = self.features(wav, lengths)
-        return self.forward_features(feats, feat_lengths)

@@ -22,44 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..base import (
-    Encoder,
     EncoderOutput,
     attention_mask_from_padding,
-    check_lengths,
-    check_waveform_batch,
     lengths_to_padding_mask,
 )
-from ..frontend import FbankFrontEnd
+from ..frontend import FbankEncoder
 from ..transformer import TransformerStack, sinusoidal_positions
 from .config import APCConfig, CausalTransformerConfig
 
 
-class _FbankEncoder(Encoder):
-    """Shared waveform -> features plumbing of the predictive encoders."""
-
-    def _build_front_end(self, config) -> None:
-        self.front_end = FbankFrontEnd(
-            config.n_mels, config.sample_rate, config.normalization, config.kaldi_compatible
-        )
-
-    def features(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """wav (B, T) -> normalised log-mel (B, F, n_mels) and frame lengths (B,)."""
-        lengths = check_waveform_batch(wav, lengths)
-        return self.front_end(wav, lengths)
-
-    def _check_features(self, feats: Tensor, lengths: Tensor | None) -> Tensor:
-        if feats.ndim != 3 or feats.shape[2] != self.config.n_mels:
-            raise ValueError(
-                f"expected features (B, F, {self.config.n_mels}), got {tuple(feats.shape)}"
-            )
-        return check_lengths(lengths, feats.shape[0], feats.shape[1], feats.device)
-
-    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        feats, feat_lengths = self.features(wav, lengths)
-        return self.forward_features(feats, feat_lengths)
-
-
-class CausalTransformerEncoder(_FbankEncoder):
+class CausalTransformerEncoder(FbankEncoder):
     """Transformer predictive coding encoder: log-mel -> projection + positions -> causal
     pre-LN Transformer (causal mask and key-padding mask) -> final layer norm."""
 
@@ -122,7 +94,7 @@ class CausalTransformerEncoder(_FbankEncoder):
         return EncoderOutput(hidden_states[-1], hidden_states, lengths)
 
 
-class APCEncoder(_FbankEncoder):
+class APCEncoder(FbankEncoder):
     """APC's unidirectional GRU stack with residual connections between layers.
 
     ``hidden_states[0]`` carries the input features in its first ``n_mels`` channels and
