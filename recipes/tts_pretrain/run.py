@@ -1,0 +1,199 @@
+"""TTS pre-training study (Zhang et al., ICASSP 2022): data size x text similarity.
+
+    python recipes/tts_pretrain/run.py               # the whole study on the demo corpus
+    python recipes/tts_pretrain/run.py debug=tiny    # a few steps of every stage
+
+Stages: prepare (LibriTTS-style pre-training pool, LJSpeech-style target speaker) -> hold out
+target test sentences, bin them by TF-IDF similarity to the remaining target training text,
+add out-of-domain sentences -> for each pre-training fraction (0, 1/8, 1/4, 1/2, 1; nested
+subsets): pre-train a multi-speaker Tacotron 2 on the subset, fine-tune it on the target with
+the same budget, synthesize every test sentence (Griffin-Lim WAVs), score it -> results.md,
+results.json, one plot per metric and alignment images in ``run_dir``. The study logic is
+``speechssl.tts.study``. See recipes/tts_pretrain/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from speechssl.config import CONF_DIR, register_configs, to_container
+from speechssl.data.loaders import load_manifests, prepare_once
+from speechssl.demo import demo_root
+from speechssl.tasks.report import write_results
+from speechssl.train.config import to_dataclass
+from speechssl.tts import OOD_BIN, TacotronConfig, TacotronTTS, load_vocoder, study
+
+register_configs()
+
+
+def load_rows(source: DictConfig, splits: list[str], run_dir: Path) -> list[dict]:
+    data_dir = run_dir / "data" / source.corpus
+    prepare_once(source.corpus, source.src, data_dir)
+    rows = list(load_manifests([data_dir / f"{split}.jsonl" for split in splits]).rows())
+    if source.max_duration > 0:  # long clips cost memory and slow the attention to learn
+        rows = [row for row in rows if float(row["duration"]) <= source.max_duration]
+    return rows
+
+
+def pretrain(cfg, model_config, rows, fraction, run_dir) -> tuple[Path, dict]:
+    speakers = sorted({str(row["speaker"]) for row in rows})
+    speaker_ids = {name: index for index, name in enumerate(speakers)}
+    torch.manual_seed(cfg.seed)
+    model = TacotronTTS(TacotronConfig(**{**asdict(model_config), "num_speakers": len(speakers)}))
+    print(f"\n== pre-train fraction {fraction:g}: {len(rows)} utterances, {len(speakers)} speakers")
+    return study.train_tts(
+        model,
+        rows,
+        run_dir / f"pretrain_{fraction:g}",
+        cfg.trainer,
+        cfg.optim,
+        max_steps=cfg.trainer.max_steps,
+        batch_size=cfg.pretrain.batch_size,
+        speaker_ids=speaker_ids,
+        full_config={**to_container(cfg), "tts_model": asdict(model.config)},
+        seed=cfg.seed,
+    )
+
+
+def finetune(
+    cfg, model_config, rows, checkpoint, fraction, run_dir
+) -> tuple[TacotronTTS, int, dict]:
+    model, speaker, difference = study.finetune_model(
+        model_config, checkpoint, cfg.finetune.speaker_init, seed=cfg.seed
+    )
+    steps = min(cfg.finetune.max_steps, cfg.trainer.max_steps)
+    print(
+        f"== fine-tune fraction {fraction:g}: {len(rows)} target utterances, {steps} steps"
+        + (f" (start = pre-trained weights, max |diff| {difference:g})" if checkpoint else "")
+    )
+    _, result = study.train_tts(
+        model,
+        rows,
+        run_dir / f"finetune_{fraction:g}",
+        cfg.trainer,
+        cfg.optim,
+        max_steps=steps,
+        batch_size=cfg.finetune.batch_size,
+        default_speaker=speaker,  # every target row is the new speaker
+        full_config={**to_container(cfg), "tts_model": asdict(model.config)},
+        seed=cfg.seed,
+    )
+    return model, speaker, {**result, "init_max_abs_difference": difference}
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="tts_pretrain", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    started = time.perf_counter()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    model_config = to_dataclass(cfg.tts, TacotronConfig)
+    pool = load_rows(cfg.pretrain, list(cfg.pretrain.train_splits), run_dir)
+    target = load_rows(cfg.target, [cfg.target.split], run_dir)
+
+    # hold the test sentences out BEFORE the similarity vectorizer sees any text
+    target_train, target_test = study.split_target(target, cfg.target.num_test, seed=cfg.seed)
+    ood_file = cfg.test.ood_sentences or demo_root() / "ood_sentences.txt"
+    sentences, bins = study.build_test_set(
+        target_train,
+        target_test,
+        study.read_sentences(ood_file),
+        num_bins=cfg.test.num_bins,
+        thresholds=cfg.test.thresholds,
+    )
+    bin_order = [*bins.names, OOD_BIN]
+    frames_per_char = study.frames_per_character(target_train, model_config)
+    subsets = study.pretraining_subsets(
+        pool, cfg.pretrain.fractions, seed=cfg.seed, mode=cfg.pretrain.subset_mode
+    )
+    # the subsets themselves, for the record (and the nesting check of the smoke test)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "subsets.json").write_text(
+        json.dumps({f"{f:g}": [row["id"] for row in rows] for f, rows in subsets.items()})
+    )
+    vocoder = load_vocoder(
+        None if cfg.evaluation.vocoder == "griffin-lim" else cfg.evaluation.vocoder,
+        config=model_config,
+        n_iter=cfg.evaluation.griffin_lim_iters,
+    )
+    plotted = [sentence.id for sentence in sentences if sentence.in_domain][
+        : cfg.evaluation.num_alignment_plots
+    ]
+
+    sentence_rows, alignments, stages, sizes = [], {}, {}, {}
+    for fraction, rows in subsets.items():
+        fraction = float(fraction)
+        stage_started = time.perf_counter()
+        sizes[fraction] = {
+            "utterances": len(rows),
+            "speakers": len({row["speaker"] for row in rows}),
+            "hours": sum(float(row["duration"]) for row in rows) / 3600,
+        }
+        checkpoint, pretrain_result = None, {}
+        if rows:
+            checkpoint, pretrain_result = pretrain(cfg, model_config, rows, fraction, run_dir)
+        model, speaker, finetune_result = finetune(
+            cfg, model_config, target_train, checkpoint, fraction, run_dir
+        )
+        rows_of_fraction, kept = study.evaluate_model(
+            model,
+            speaker,
+            sentences,
+            vocoder,
+            run_dir / "wavs" / f"fraction_{fraction:g}",
+            frames_per_char=frames_per_char,
+            seed=cfg.seed,
+            max_length_ratio=cfg.evaluation.max_length_ratio,
+            with_f0=cfg.evaluation.with_f0,
+            keep_alignments=plotted,
+        )
+        for sentence_id, alignment in kept.items():
+            alignments.setdefault(sentence_id, {})[fraction] = alignment
+        sentence_rows += [{"fraction": fraction, **row} for row in rows_of_fraction]
+        stages[fraction] = {
+            "pretrain": {"checkpoint": str(checkpoint) if checkpoint else None, **pretrain_result},
+            "finetune": finetune_result,
+            "seconds": time.perf_counter() - stage_started,
+        }
+
+    cells = study.summarize(sentence_rows, bin_order)
+    table = study.results_markdown(cells, bins, sizes)
+    plots = study.write_study_plots(sentence_rows, bin_order, alignments, run_dir)
+    seconds = time.perf_counter() - started
+    title = "TTS pre-training: data fraction x text similarity (Zhang et al., 2022)"
+    results = {
+        "title": title,
+        "table": cells,
+        "bins": {
+            **bins.to_dict(),
+            "method": "TF-IDF char_wb 2-4-grams, max cosine to training text",
+        },
+        "pretrain_sizes": {f"{fraction:g}": size for fraction, size in sizes.items()},
+        "target": {
+            "train_ids": [row["id"] for row in target_train],
+            "train_texts": [row["text"] for row in target_train],
+            "frames_per_character": frames_per_char,
+        },
+        "test_sentences": study.describe_sentences(sentences),
+        "sentences": sentence_rows,
+        "stages": {f"{fraction:g}": stage for fraction, stage in stages.items()},
+        "plots": plots,
+        "seconds": seconds,
+        "threads": torch.get_num_threads(),
+    }
+    markdown = f"# {title}\n\n{table}\nWall time: {seconds:.0f} s.\n"
+    write_results(run_dir, results, markdown)
+    print("\n" + table)
+    print(f"results: {run_dir / 'results.md'} ({seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
