@@ -33,14 +33,20 @@ from speechssl.train.pretrain import pretrain_on_manifests
 register_configs()
 
 
+def prepared_manifests(sources, run_dir: Path, split_key: str) -> list[Path]:
+    """Prepare every source corpus once; the manifests of its ``split_key`` splits."""
+    paths = []
+    for source in sources:
+        data_dir = run_dir / "data" / source.corpus
+        prepare_once(source.corpus, source.src, data_dir, verify=source.verify_audio)
+        paths += [data_dir / f"{split}.jsonl" for split in source[split_key]]
+    return paths
+
+
 def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
-    source = cfg.pretrain
-    data_dir = run_dir / "data" / source.corpus
-    prepare_once(source.corpus, source.src, data_dir, verify=source.verify_audio)
-    train = load_manifests([data_dir / f"{split}.jsonl" for split in source.train_splits])
-    valid = None
-    if source.valid_splits:
-        valid = load_manifests([data_dir / f"{split}.jsonl" for split in source.valid_splits])
+    train = load_manifests(prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits"))
+    valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
+    valid = load_manifests(valid_paths) if valid_paths else None
     encoder = build_encoder(to_container(cfg.encoder))
     objective = to_dataclass(cfg.objective, PredictiveCodingConfig)
     model = PredictiveCodingModel(encoder, feature_dim=encoder.config.n_mels, config=objective)

@@ -90,6 +90,12 @@ class TransferModel(nn.Module):
         if self.mode == "frozen":
             # a frozen encoder is a fixed feature extractor: no dropout, no batch statistics
             self.encoder.eval()
+        elif self.freeze_feature_extractor and isinstance(
+            getattr(self.encoder, "front_end", None), nn.Module
+        ):
+            # a filterbank front end has no weights, but its global CMVN statistics would
+            # drift towards the downstream data in train mode: keep pre-training's
+            self.encoder.front_end.eval()
         return self
 
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[Any, torch.Tensor]:

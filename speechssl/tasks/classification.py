@@ -225,8 +225,9 @@ def upstream_factory(
     """``(make_encoder, head_mode)`` for a transfer mode of :data:`TRANSFER_MODES`.
 
     ``make_encoder()`` returns a fresh module each call: the pre-trained encoder reloaded
-    from ``checkpoint``, the same architecture re-initialised with ``seed``, or the FBANK
-    upstream with ``n_mels`` bins.
+    from ``checkpoint``, the same architecture re-initialised with ``seed`` (sharing the
+    pre-trained encoder's weight-free front end, such as global CMVN statistics, when a
+    checkpoint is given), or the FBANK upstream with ``n_mels`` bins.
     """
     from speechssl.encoders import build_encoder
     from speechssl.heads import FbankUpstream
@@ -238,9 +239,22 @@ def upstream_factory(
     if mode == "fbank":
         return (lambda: FbankUpstream(n_mels=n_mels)), head_mode
     if mode.startswith("random"):
+        # the random baseline keeps the pre-trained encoder's weight-free front end (e.g.
+        # its global CMVN statistics) so that only the learned weights differ
+        front_end_state = {}
+        if checkpoint is not None:
+            front_end_state = {
+                key: value
+                for key, value in load_encoder(checkpoint).state_dict().items()
+                if key.startswith("front_end.")
+            }
+
         def make_random():
             torch.manual_seed(seed)
-            return build_encoder(encoder_config)
+            encoder = build_encoder(encoder_config)
+            if front_end_state:
+                encoder.load_state_dict(front_end_state, strict=False)
+            return encoder
 
         return make_random, head_mode
     if checkpoint is None:
