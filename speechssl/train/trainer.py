@@ -157,6 +157,8 @@ class Trainer:
         self.cfg: TrainerConfig = to_dataclass(trainer_cfg, TrainerConfig)
         self.optim_cfg: OptimConfig = to_dataclass(optim_cfg, OptimConfig)
         _check_trainer_config(self.cfg)
+        if self.cfg.threads > 0:
+            torch.set_num_threads(self.cfg.threads)
         self.precision = Precision(self.cfg.precision)
         self.dist = distributed.init_from_env(Device(self.cfg.device).value)
         self.device = self._pick_device()

@@ -313,3 +313,12 @@ def test_unreadable_files_are_reported_in_skipped_jsonl_and_training_goes_on(cor
         sum(row.get("skipped_utterances", 0) for row in read_metrics(tmp_path / "metrics.jsonl"))
         == 1
     )
+
+
+def test_threads_setting_caps_torch_cpu_threads(corpus, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        _trainer(_model(), make_loader(corpus), tmp_path, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
