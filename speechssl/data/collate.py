@@ -34,6 +34,9 @@ class Batch:
         labels: ``(B,)`` int64, or ``None`` when the dataset has no label column.
         num_skipped: items of this batch that could not be loaded (``B`` excludes them).
         skipped: their ``{"index", "path", "reason", "detail"}`` records, for ``skipped.jsonl``.
+        label_lengths: ``(B,)`` int64 valid entries per row when ``labels`` is a padded
+            ``(B, L)`` sequence (frame labels, see :mod:`speechssl.data.frame_labels`),
+            else ``None``.
     """
 
     wav: torch.Tensor
@@ -42,18 +45,21 @@ class Batch:
     labels: torch.Tensor | None = None
     num_skipped: int = 0
     skipped: list[dict] = field(default_factory=list)
+    label_lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.wav.shape[0]
 
     def _map(self, function) -> Batch:
         labels = None if self.labels is None else function(self.labels)
+        label_lengths = None if self.label_lengths is None else function(self.label_lengths)
         return replace(
             self,
             wav=function(self.wav),
             lengths=function(self.lengths),
             indices=function(self.indices),
             labels=labels,
+            label_lengths=label_lengths,
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> Batch:

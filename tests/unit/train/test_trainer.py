@@ -318,7 +318,7 @@ def test_unreadable_files_are_reported_in_skipped_jsonl_and_training_goes_on(cor
 def test_threads_setting_caps_torch_cpu_threads(corpus, tmp_path):
     before = torch.get_num_threads()
     try:
-        _trainer(_model(), make_loader(corpus), tmp_path, threads=1)
+        _trainer(_model(), make_loader(corpus[0]), tmp_path, threads=1)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
