@@ -1,0 +1,127 @@
+"""Smoke test of recipes/hubert_sat: targets (two iterations), a two-arm ablation and every
+downstream task run on the demo corpus and write their outputs."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import speechssl
+from speechssl.cluster import KMeans
+from speechssl.config import compose
+from speechssl.data.frame_labels import read_label_file
+from speechssl.data.manifest import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("hubert_sat")
+    command = [
+        sys.executable,
+        str(REPO / "recipes" / "hubert_sat" / "run.py"),
+        "debug=tiny",
+        f"run_dir={run_dir}",
+        "ablation=sat",
+        "~arms.sat_no_contrastive",
+        "~arms.sat_no_mixing",
+        "labels.iterations=2",
+        "labels.mfcc_clusters=8",
+        "labels.hidden_clusters=8",
+        "modes=[fbank,pretrained_frozen]",
+        "emotion.max_folds=1",
+        "pretrain.max_utterances=24",
+        "data.max_batch_seconds=6",
+        "data.max_duration=1.0",
+        "trainer.eval_every=4",
+    ]
+    completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return run_dir, completed.stdout
+
+
+def test_results_table_covers_every_upstream_and_task(tiny_run):
+    run_dir, stdout = tiny_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list(results["results"]) == ["fbank", "hubert_frozen", "unispeech_sat_frozen"]
+    for name, outcome in results["results"].items():
+        sid, sv, emotion = (
+            outcome["speaker_identification"],
+            outcome["speaker_verification"],
+            outcome["emotion"],
+        )
+        assert sid["num_speakers"] == 12 and 0.0 <= sid["top1"] <= 1.0
+        assert sv["num_trials"] == 40 and 0.0 <= sv["eer"] <= 1.0 and math.isfinite(sv["min_dcf"])
+        assert len(emotion["folds"]) == 1 and 0.0 <= emotion["ua_mean"] <= 1.0
+        assert (run_dir / f"tsne_{name}.png").stat().st_size > 1000
+    assert (run_dir / "layer_weights_speaker_unispeech_sat_frozen.png").is_file()
+    assert (run_dir / "layer_weights_emotion_hubert_frozen.png").is_file()
+    assert (run_dir / "results.png").is_file()
+    assert "| upstream | speaker ID top-1 (%) |" in stdout
+    assert "| unispeech_sat_frozen |" in (run_dir / "results.md").read_text()
+
+
+def test_labels_beside_manifests_use_the_train_kmeans_for_both_splits(tiny_run):
+    run_dir, _ = tiny_run
+    pretrain = json.loads((run_dir / "results.json").read_text())["pretrain"]
+    data = run_dir / "data" / "pretrain"
+    for tag, iteration, rate in (
+        ("iter1_mfcc", "iteration1", 100.0),
+        ("iter2_layer1", "iteration2", 50.0),
+    ):
+        fingerprint = pretrain[iteration]["kmeans_fingerprint"]
+        for split in ("train", "valid"):
+            meta = json.loads((data / f"{split}.{tag}.km.json").read_text())
+            assert meta["kmeans_fingerprint"] == fingerprint and meta["label_rate"] == rate
+            labels = read_label_file(data / f"{split}.{tag}.km")
+            rows = list(read_jsonl(data / f"{split}.jsonl"))
+            assert len(labels) == len(rows)
+            for row, sequence in zip(rows, labels):
+                assert abs(sequence.size - row["duration"] * rate) <= row["duration"] + 2
+                assert sequence.max() < 8
+    kmeans_files = sorted((run_dir / "labels").glob("iter1_mfcc_*.pt"))
+    assert (
+        KMeans.load(kmeans_files[0], device="cpu").fingerprint
+        == pretrain["iteration1"]["kmeans_fingerprint"]
+    )
+    assert pretrain["iteration2"]["dropped_mismatched"] == 0
+    assert pretrain["iteration1"]["train_utterances"] == 24
+    # the verification speakers never enter pre-training
+    speakers = {row.get("speaker") for row in read_jsonl(data / "train.jsonl")}
+    assert not speakers & {"id10009", "id10010", "id10011", "id10012"}
+
+
+def test_arms_switch_the_speaker_aware_parts_and_checkpoints_reload(tiny_run):
+    run_dir, _ = tiny_run
+    pretrain = json.loads((run_dir / "results.json").read_text())["pretrain"]
+    assert (pretrain["hubert"]["mixing"], pretrain["hubert"]["contrastive"]) == (False, False)
+    assert (pretrain["unispeech_sat"]["mixing"], pretrain["unispeech_sat"]["contrastive"]) == (
+        True,
+        True,
+    )
+    encoder = speechssl.load_encoder(pretrain["unispeech_sat"]["checkpoint"])
+    assert encoder.family == "wav2vec2" and encoder.num_layers == 2
+
+
+def test_configs_compose():
+    default = compose("hubert_sat")
+    assert default.arms is None and default.objective.contrastive.enabled
+    ablation = compose("hubert_sat", ["ablation=sat"])
+    assert list(ablation.arms) == ["hubert", "unispeech_sat", "sat_no_contrastive", "sat_no_mixing"]
+    assert dict(ablation.arms.sat_no_mixing) == {"mixing": False, "contrastive": True}
+    base = compose(
+        "hubert_sat",
+        [
+            "encoder=hubert_base",
+            "objective.contrastive.layer=6",
+            "trainer=gpu",
+            "data=default",
+            "transfer=default",
+        ],
+    )
+    assert base.encoder.num_layers == 12
+    assert compose("hubert_sat", ["head=ecapa"]).head.embedding_dim == 192  # paper's speaker head

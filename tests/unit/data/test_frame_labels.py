@@ -1,0 +1,169 @@
+"""Frame labels: files beside the manifest keyed by the k-means fingerprint, length checks,
+label-aligned crops, padded collate, and a batch the masked-prediction objective accepts."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from speechssl import audio
+from speechssl.cluster import KMeans
+from speechssl.data.compact import Manifest
+from speechssl.data.frame_labels import (
+    FrameLabelDataset,
+    check_label_lengths,
+    collate_frame_labels,
+    ensure_frame_labels,
+    fit_kmeans,
+    label_paths,
+    load_frame_labels,
+    make_frame_label_loader,
+    manifest_features,
+    mfcc_features,
+    read_label_file,
+)
+from speechssl.data.loaders import DataConfig
+from speechssl.data.manifest import write_jsonl
+from speechssl.testing import write_tone
+
+
+def _manifest(root, name, frequencies, seconds=0.6):
+    rows = []
+    for index, frequency in enumerate(frequencies):
+        path = write_tone(root / f"{name}{index}.wav", seconds, 16000, frequency=frequency)
+        rows.append(
+            {"id": f"{name}{index}", "audio": str(path), "duration": seconds, "sample_rate": 16000}
+        )
+    manifest_path = root / f"{name}.jsonl"
+    write_jsonl(manifest_path, rows)
+    return manifest_path
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frame_labels")
+    train = _manifest(root, "train", [200, 500, 900, 1500, 2500])
+    valid = _manifest(root, "valid", [300, 2000])
+    features = mfcc_features()
+    kmeans = fit_kmeans(train, features, 4, seed=0, device="cpu")
+    return root, train, valid, features, kmeans
+
+
+def test_valid_split_is_labelled_with_the_train_kmeans(labelled):
+    _, _, valid, features, kmeans = labelled
+    path = ensure_frame_labels(valid, kmeans, features, tag="mfcc", label_rate=100)
+    assert path == label_paths(valid, "mfcc")[0] and path.parent == valid.parent
+    meta = json.loads(path.with_name(path.name + ".json").read_text())
+    assert meta["kmeans_fingerprint"] == kmeans.fingerprint
+    labels = read_label_file(path)
+    expected = [kmeans.predict(frames) for frames in manifest_features(valid, features)]
+    assert len(labels) == 2
+    for got, want in zip(labels, expected):
+        assert got.tolist() == want.tolist()
+        assert got.size == (9600 - 400) // 160 + 1  # Kaldi framing of 0.6 s
+
+
+def test_labels_are_reused_until_the_kmeans_or_manifest_changes(labelled, tmp_path):
+    _, shared, _, features, kmeans = labelled
+    train = tmp_path / "train.jsonl"  # a copy: this test edits the manifest
+    train.write_text(shared.read_text())
+    path = ensure_frame_labels(train, kmeans, features, tag="reuse", label_rate=100)
+    path.write_text(path.read_text().replace("\n", " \n"))  # marks the file as ours
+    marked = path.read_text()
+    assert ensure_frame_labels(train, kmeans, features, tag="reuse", label_rate=100) == path
+    assert path.read_text() == marked  # same fingerprint and manifest: reused
+    other = KMeans(3, device="cpu", seed=1).fit(torch.cat(list(manifest_features(train, features))))
+    ensure_frame_labels(train, other, features, tag="reuse", label_rate=100)
+    assert path.read_text() != marked
+    assert max(max(line) for line in read_label_file(path) if line.size) < 3
+    relabelled = path.read_text()
+    train.write_text("".join(train.read_text().splitlines(keepends=True)[:3]))  # manifest edit
+    ensure_frame_labels(train, other, features, tag="reuse", label_rate=100)
+    assert len(read_label_file(path)) == 3 and path.read_text() != relabelled
+
+
+def test_mismatched_and_unlabelled_utterances_are_reported_and_dropped(labelled, tmp_path):
+    _, _, valid, _, _ = labelled
+    rows = [json.loads(line) for line in valid.read_text().splitlines()]
+    rows.append({**rows[0], "id": "third"})
+    manifest = tmp_path / "m.jsonl"
+    write_jsonl(manifest, rows)
+    labels = tmp_path / "m.km"
+    # 0.6 s at 100 Hz: 58 labels fit; 40 drift by 20 frames; an empty line has no labels
+    labels.write_text(" ".join(["1"] * 58) + "\n" + " ".join(["2"] * 40) + "\n\n")
+    messages = []
+    loaded = load_frame_labels(manifest, labels, 100.0, report=messages.append)
+    assert len(loaded.labels) == len(loaded.manifest) == 1
+    assert [entry["id"] for entry in loaded.mismatched] == [rows[1]["id"]]
+    assert loaded.unlabelled == ["third"]
+    assert "dropped 1 utterance" in messages[0] and rows[1]["id"] in messages[1]
+    labels.write_text("1 2\n")
+    with pytest.raises(ValueError, match="another manifest"):
+        load_frame_labels(manifest, labels, 100.0, report=None)
+
+
+def test_length_check_allows_one_frame_per_second_plus_the_window_edges():
+    fits = check_label_lengths([10.0, 10.0, 10.0, 0.5], [988, 1013, 987, 48], 100.0)
+    assert fits.tolist() == [True, False, False, True]
+
+
+def test_crops_start_and_end_on_whole_label_frames(tmp_path):
+    # each 160-sample frame holds the constant value label / 100, so the audio says its label
+    labels = np.arange(120) % 40
+    wav = torch.from_numpy(np.repeat(labels / 100.0, 160).astype(np.float32))
+    audio.save(tmp_path / "a.wav", wav, 16000, subtype="FLOAT")
+    manifest = Manifest.from_rows(
+        [{"id": "a", "audio": str(tmp_path / "a.wav"), "duration": 1.2, "sample_rate": 16000}]
+    )
+    dataset = FrameLabelDataset(manifest, [labels], label_rate=100, max_duration=0.5, seed=3)
+    starts = set()
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        item = dataset[0]
+        assert item["wav"].numel() == 50 * 160 and item["frame_labels"].numel() == 50
+        # (T,) -> (50, 160): one row per label frame
+        heard = torch.round(item["wav"].reshape(50, 160) * 100).long()
+        assert (heard == item["frame_labels"][:, None]).all()
+        starts.add(int(item["frame_labels"][0]))
+    assert len(starts) > 1  # the crop moves between epochs
+    whole = FrameLabelDataset(manifest, [labels], label_rate=100)[0]
+    assert whole["wav"].numel() == 19200 and whole["frame_labels"].tolist() == labels.tolist()
+    with pytest.raises(ValueError, match="whole number of samples"):
+        FrameLabelDataset(manifest, [labels], label_rate=30)
+
+
+def test_collate_pads_labels_and_moves_label_lengths():
+    items = [
+        {"index": 0, "wav": torch.ones(320), "frame_labels": torch.tensor([3, 4])},
+        None,
+        {"index": 1, "wav": torch.ones(480), "frame_labels": torch.tensor([5, 6, 7])},
+    ]
+    batch = collate_frame_labels(items)
+    assert batch.labels.tolist() == [[3, 4, 0], [5, 6, 7]]
+    assert batch.label_lengths.tolist() == [2, 3] and batch.lengths.tolist() == [320, 480]
+    assert batch.num_skipped == 1
+    assert batch.to("cpu").label_lengths.tolist() == [2, 3]
+
+
+def test_loader_batches_train_the_masked_prediction_objective(labelled):
+    from speechssl.encoders import build_encoder
+    from speechssl.objectives import HubertPretrainModel, MaskedPredictionConfig
+
+    _, train, _, features, kmeans = labelled
+    path = ensure_frame_labels(train, kmeans, features, tag="loader", label_rate=100)
+    loaded = load_frame_labels(train, path, 100.0, report=None)
+    loader = make_frame_label_loader(
+        loaded, DataConfig(max_batch_seconds=2.0, max_duration=0.4, num_workers=0), 100.0
+    )
+    torch.manual_seed(0)
+    model = HubertPretrainModel(
+        build_encoder("hubert_tiny"), MaskedPredictionConfig(num_classes=[4], label_rate=100)
+    )
+    seen = 0
+    for batch in loader:
+        assert batch.labels.shape[1] <= 40 and batch.wav.shape[1] <= 40 * 160
+        loss, metrics = model(batch)
+        assert torch.isfinite(loss) and 0.3 < float(metrics["mask_fraction"]) < 0.9
+        seen += len(batch)
+    assert seen == len(loaded.labels)
