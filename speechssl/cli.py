@@ -1,4 +1,4 @@
-"""``speechssl`` command line: ``prepare``, ``export``, ``predict``, ``demo``.
+"""``speechssl`` command line: ``prepare``, ``export``, ``predict``.
 
 Each subcommand lives beside the code it drives and exposes ``add_arguments(parser)``
 and ``run(args) -> int``; this module only dispatches. Bad input ends with one line on
@@ -25,22 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise  # a real import failure inside the module must surface
-            sub.set_defaults(_missing=True)
-            continue
-        module.add_arguments(sub)
+        importlib.import_module(module_name).add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "_missing", False):
-        print(f"speechssl {args.command}: not available in this build", file=sys.stderr)
-        return 2
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
