@@ -47,6 +47,7 @@ from speechssl.objectives.masked_prediction import (
     MaskedPredictionConfig,
     MixingConfig,
 )
+from speechssl.testing import small_hubert_pretrain_reference
 
 
 def torchaudio_hubert_loss(
@@ -83,40 +84,7 @@ def build_models(preset: str, num_classes: int, unispeech_sat: bool):
             encoder_layer_drop=0.0, num_classes=num_classes
         )
     else:  # the shape of speechssl's hubert_tiny preset
-        reference = torchaudio.models.hubert_pretrain_model(
-            extractor_mode="group_norm",
-            extractor_conv_layer_config=[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2,
-            extractor_conv_bias=False,
-            encoder_embed_dim=64,
-            encoder_projection_dropout=0.1,
-            encoder_pos_conv_kernel=16,
-            encoder_pos_conv_groups=4,
-            encoder_num_layers=2,
-            encoder_num_heads=4,
-            encoder_attention_dropout=0.1,
-            encoder_ff_interm_features=128,
-            encoder_ff_interm_dropout=0.0,
-            encoder_dropout=0.1,
-            encoder_layer_norm_first=False,
-            encoder_layer_drop=0.0,
-            mask_prob=0.8,
-            mask_selection="static",
-            mask_other=0.0,
-            mask_length=10,
-            no_mask_overlap=False,
-            mask_min_space=1,
-            mask_channel_prob=0.0,
-            mask_channel_selection="static",
-            mask_channel_other=0.0,
-            mask_channel_length=10,
-            no_mask_channel_overlap=False,
-            mask_channel_min_space=1,
-            skip_masked=False,
-            skip_nomask=False,
-            num_classes=num_classes,
-            final_dim=256,
-            feature_grad_mult=0.1,
-        )
+        reference = small_hubert_pretrain_reference(32, 64, 2, 128, num_classes, dropout=0.1)
     # our default, padding-invariant group norm (the converted model keeps torchaudio's otherwise)
     encoder = from_torchaudio(reference.wav2vec2, padding_invariant=True)
     encoder.config.feature_grad_mult = 0.1

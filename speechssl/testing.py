@@ -422,3 +422,58 @@ def make_folder_tree(
         for number in range(files_per_label):
             write_tone(root / label / f"{label}_{number}.wav", seconds, 16000, 200 + 50 * index)
     return root
+
+
+def small_hubert_pretrain_reference(
+    channels: int,
+    embed_dim: int,
+    num_layers: int,
+    ffn_dim: int,
+    num_classes: int,
+    dropout: float = 0.0,
+    final_dim: int = 256,
+):
+    """A reduced ``torchaudio.models.hubert_pretrain_base()`` for parity tests and benchmarks.
+
+    HuBERT Base's conv strides/kernels and post-LN layout at ``channels``/``embed_dim`` width
+    and ``num_layers`` depth, 4 heads, static span masking (p 0.8, length 10), feature
+    gradient scale 0.1, no layer drop. ``dropout`` sets every dropout of the encoder.
+    """
+    import torchaudio
+
+    return torchaudio.models.hubert_pretrain_model(
+        extractor_mode="group_norm",
+        extractor_conv_layer_config=[(channels, 10, 5)]
+        + [(channels, 3, 2)] * 4
+        + [(channels, 2, 2)] * 2,
+        extractor_conv_bias=False,
+        encoder_embed_dim=embed_dim,
+        encoder_projection_dropout=dropout,
+        encoder_pos_conv_kernel=16,
+        encoder_pos_conv_groups=4,
+        encoder_num_layers=num_layers,
+        encoder_num_heads=4,
+        encoder_attention_dropout=dropout,
+        encoder_ff_interm_features=ffn_dim,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=dropout,
+        encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0,
+        mask_prob=0.8,
+        mask_selection="static",
+        mask_other=0.0,
+        mask_length=10,
+        no_mask_overlap=False,
+        mask_min_space=1,
+        mask_channel_prob=0.0,
+        mask_channel_selection="static",
+        mask_channel_other=0.0,
+        mask_channel_length=10,
+        no_mask_channel_overlap=False,
+        mask_channel_min_space=1,
+        skip_masked=False,
+        skip_nomask=False,
+        num_classes=num_classes,
+        final_dim=final_dim,
+        feature_grad_mult=0.1,
+    )

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-import torchaudio
 from torchaudio.models.wav2vec2.components import _compute_mask_indices
 
 from speechssl.encoders import build_encoder
@@ -19,6 +18,7 @@ from speechssl.objectives.masked_prediction import (
     align_labels,
     compute_span_mask,
 )
+from speechssl.testing import small_hubert_pretrain_reference
 
 NUM_CLASSES = 50
 FINAL_DIM = 32
@@ -61,40 +61,7 @@ def reference_and_ours():
     """A reduced hubert_pretrain_base(): Base conv strides/kernels and post-LN layout, narrower
     and shallower for CPU speed; no dropout so both sides compute the same function."""
     torch.manual_seed(0)
-    reference = torchaudio.models.hubert_pretrain_model(
-        extractor_mode="group_norm",
-        extractor_conv_layer_config=[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2,
-        extractor_conv_bias=False,
-        encoder_embed_dim=96,
-        encoder_projection_dropout=0.0,
-        encoder_pos_conv_kernel=16,
-        encoder_pos_conv_groups=4,
-        encoder_num_layers=3,
-        encoder_num_heads=4,
-        encoder_attention_dropout=0.0,
-        encoder_ff_interm_features=192,
-        encoder_ff_interm_dropout=0.0,
-        encoder_dropout=0.0,
-        encoder_layer_norm_first=False,
-        encoder_layer_drop=0.0,
-        mask_prob=0.8,
-        mask_selection="static",
-        mask_other=0.0,
-        mask_length=10,
-        no_mask_overlap=False,
-        mask_min_space=1,
-        mask_channel_prob=0.0,
-        mask_channel_selection="static",
-        mask_channel_other=0.0,
-        mask_channel_length=10,
-        no_mask_channel_overlap=False,
-        mask_channel_min_space=1,
-        skip_masked=False,
-        skip_nomask=False,
-        num_classes=NUM_CLASSES,
-        final_dim=FINAL_DIM,
-        feature_grad_mult=0.1,
-    )
+    reference = small_hubert_pretrain_reference(64, 96, 3, 192, NUM_CLASSES, final_dim=FINAL_DIM)
     encoder = from_torchaudio(reference.wav2vec2)  # torchaudio's padded group-norm statistics
     encoder.config.feature_grad_mult = 0.1
     encoder.mask_embedding.data.copy_(reference.mask_generator.mask_embedding.data)
