@@ -95,13 +95,13 @@ class Encoder(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        """Width D of every hidden state."""
-        raise NotImplementedError
+        """Width D of every hidden state (``config.embed_dim`` unless a family says otherwise)."""
+        return self.config.embed_dim
 
     @property
     def num_layers(self) -> int:
-        """Number of layers; ``len(hidden_states) == num_layers + 1``."""
-        raise NotImplementedError
+        """Number of layers; ``len(hidden_states) == num_layers + 1`` (``config.num_layers``)."""
+        return self.config.num_layers
 
     def spec(self) -> dict:
         """``{"family", "config"}``: all ``build_encoder`` needs to rebuild this encoder."""

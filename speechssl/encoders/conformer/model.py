@@ -96,14 +96,6 @@ class ConformerEncoder(FbankEncoder):
             convolution_first=config.convolution_first,
         )
 
-    @property
-    def output_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.num_layers
-
     def forward_features(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """Log-mel (B, F, n_mels) -> EncoderOutput over subsampled frames (B, F', D)."""
         lengths = self._check_features(feats, lengths)

@@ -51,14 +51,6 @@ class FbankTransformerEncoder(FbankEncoder):
         # pre-LN stacks end with a layer norm (post-LN layers already end normalised)
         self.final_layer_norm = nn.LayerNorm(config.embed_dim) if config.layer_norm_first else None
 
-    @property
-    def output_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.num_layers
-
     def forward_features(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """Log-mel (B, F, n_mels) -> EncoderOutput over subsampled frames (B, F', D)."""
         lengths = self._check_features(feats, lengths)

@@ -59,14 +59,6 @@ class CausalTransformerEncoder(FbankEncoder):
         )
         self.final_layer_norm = nn.LayerNorm(config.embed_dim) if config.layer_norm_first else None
 
-    @property
-    def output_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.num_layers
-
     def _positions(self, num_frames: int, x: Tensor) -> Tensor:
         if self.position_embedding is None:
             return sinusoidal_positions(num_frames, self.config.embed_dim, x.device, x.dtype)
@@ -120,10 +112,6 @@ class APCEncoder(FbankEncoder):
     @property
     def output_dim(self) -> int:
         return self.config.hidden_size
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.num_layers
 
     def forward_features(self, feats: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """Log-mel (B, F, n_mels) -> EncoderOutput (B, F, hidden_size); output t sees <= t."""

@@ -322,14 +322,6 @@ class Wav2Vec2Encoder(Encoder):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
                 nn.init.zeros_(module.bias)
 
-    @property
-    def output_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.num_layers
-
     def freeze_feature_extractor(self, frozen: bool = True) -> None:
         """Stop (or restart) training the convolutional feature extractor (fine-tuning)."""
         self.feature_extractor_frozen = frozen
