@@ -40,6 +40,7 @@ from ..base import (
     check_waveform_batch,
     lengths_to_padding_mask,
 )
+from ..strided_conv import strided_conv1d
 from ..transformer import TransformerStack
 from .config import Wav2Vec2Config
 
@@ -163,7 +164,7 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
         """x (B, C_in, T) -> (B, C_out, F); ``padding_mask`` (B, F) is for the group norm."""
-        x = F.conv1d(x, self.weight, self.bias, stride=self.stride)
+        x = strided_conv1d(x, self.weight, self.bias, self.stride)
         if isinstance(self.norm, ChannelGroupNorm):
             x = self.norm(x, padding_mask)
         elif self.norm is not None:
@@ -247,8 +248,13 @@ class ConvPositionalEmbedding(nn.Module):
         self.bias = nn.Parameter(torch.zeros(embed_dim))
 
     def weight(self) -> Tensor:
-        """g * v / ||v||, the norm over all axes but the kernel axis."""
-        return self.weight_v * (self.weight_g / self.weight_v.norm(dim=(0, 1), keepdim=True))
+        """g * v / ||v||, the norm over all axes but the kernel axis.
+
+        ``torch._weight_norm`` is the fused kernel behind ``nn.utils.weight_norm``: one pass
+        over the 4.7 M weights of a Base model instead of four elementwise ops (and their
+        backward), which measurably shortens a CPU step.
+        """
+        return torch._weight_norm(self.weight_v, self.weight_g, dim=2)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, F, D) with zeroed padding -> position embedding (B, F, D)."""

@@ -120,7 +120,9 @@ def test_fbank_baseline_checkpoint_rebuilds_through_load_encoder(tmp_path):
     upstream = FbankUpstream(n_mels=40)
     rebuilt = build_encoder(upstream.spec())
     wav, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
-    assert torch.equal(upstream(wav, lengths).last_hidden_state, rebuilt(wav, lengths).last_hidden_state)
+    assert torch.equal(
+        upstream(wav, lengths).last_hidden_state, rebuilt(wav, lengths).last_hidden_state
+    )
     save_encoder(upstream, tmp_path / "export")
     loaded = load_encoder(tmp_path / "export")
     assert isinstance(loaded, FbankUpstream) and loaded.config.n_mels == 40
