@@ -5,7 +5,10 @@ mode on the same batch with layer drop off, interleaved repeat by repeat; the ta
 median step times, their ratio, and the peak memory a step adds (CPU: the child process's
 peak RSS increase; GPU: ``torch.cuda.max_memory_allocated``). On a GPU with ``--dtype
 bfloat16`` it also reports output frames per second and model FLOPs utilisation (MFU).
-On a CPU it also gives the process's CPU seconds per step, steadier on a shared machine.
+On a CPU it also gives the process's CPU seconds per step, steadier on a shared machine,
+and a roofline: each step's FLOPs per CPU second as a share of this machine's float32
+matrix-multiply rate, and the lowest ours/torchaudio ratio that share leaves possible
+(the step at 100 % of that rate).
 
     python benchmarks/encoder.py --sizes tiny base --batch 2 --seconds 2 --repeats 5
     python benchmarks/encoder.py --device cuda --dtype bfloat16 --batch 8 --seconds 15
@@ -52,6 +55,22 @@ def one_step(model, run, wav, lengths, dtype, device):
         output = run(model, wav, lengths)
     output.float().pow(2).mean().backward()
     return output.shape[1]
+
+
+def sgemm_peak_flops(repeats: int = 7, size: int = 1536) -> float:
+    """This CPU's float32 matrix-multiply rate (FLOP per CPU-second) at the current threads.
+
+    The roofline for a step made of matrix products: no implementation of the same
+    architecture in float32 can run faster than its FLOPs at this rate.
+    """
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        a @ b
+        times.append(time.process_time() - start)
+    return 2 * size**3 / statistics.median(times)
 
 
 def synchronize(device):
@@ -165,6 +184,12 @@ def benchmark(args, size: str) -> dict:
         for name, value in cpu_medians.items():
             row[f"{name} CPU (s)"] = round(value, 4)
         row["CPU ratio"] = round(cpu_medians["ours"] / cpu_medians["torchaudio"], 3)
+        # roofline: the step's FLOPs at this machine's SGEMM rate, per CPU second
+        step_flops = 3 * args.batch * forward_flops(ours, wav.shape[1])  # fwd + 2x for bwd
+        peak = sgemm_peak_flops()
+        for name in ("ours", "torchaudio"):
+            row[f"{name} % of SGEMM peak"] = f"{100 * step_flops / cpu_medians[name] / peak:.0f}%"
+        row["ratio floor"] = round(step_flops / peak / cpu_medians["torchaudio"], 3)
     if device.type == "cuda":
         for name, (model, run) in runs.items():
             torch.cuda.reset_peak_memory_stats()
