@@ -151,6 +151,27 @@ class TransformerStack(nn.Module):
             for _ in range(num_layers)
         )
 
+    @classmethod
+    def from_config(cls, config) -> TransformerStack:
+        """Build from an encoder config with the usual field names.
+
+        Reads ``num_layers``, ``embed_dim``, ``num_heads``, ``ffn_dim``, ``dropout``,
+        ``attention_dropout``, ``activation_dropout``, ``layer_norm_first`` and, where the
+        config has them, ``layer_drop`` (default 0) and ``layer_norm_eps`` (default 1e-5).
+        """
+        return cls(
+            num_layers=config.num_layers,
+            embed_dim=config.embed_dim,
+            num_heads=config.num_heads,
+            ffn_dim=config.ffn_dim,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
+            layer_norm_first=config.layer_norm_first,
+            layer_drop=getattr(config, "layer_drop", 0.0),
+            layer_norm_eps=getattr(config, "layer_norm_eps", 1e-5),
+        )
+
     def forward(
         self,
         x: Tensor,

@@ -37,17 +37,7 @@ class FbankTransformerEncoder(FbankEncoder):
         self._build_front_end(config)
         self.subsampling = Conv2dSubsampling(config.n_mels, config.embed_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.transformer = TransformerStack(
-            num_layers=config.num_layers,
-            embed_dim=config.embed_dim,
-            num_heads=config.num_heads,
-            ffn_dim=config.ffn_dim,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation_dropout=config.activation_dropout,
-            layer_norm_first=config.layer_norm_first,
-            layer_drop=config.layer_drop,
-        )
+        self.transformer = TransformerStack.from_config(config)
         # pre-LN stacks end with a layer norm (post-LN layers already end normalised)
         self.final_layer_norm = nn.LayerNorm(config.embed_dim) if config.layer_norm_first else None
 

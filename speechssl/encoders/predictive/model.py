@@ -47,16 +47,7 @@ class CausalTransformerEncoder(FbankEncoder):
         else:
             self.position_embedding = None
         self.dropout = nn.Dropout(config.dropout)
-        self.transformer = TransformerStack(
-            num_layers=config.num_layers,
-            embed_dim=config.embed_dim,
-            num_heads=config.num_heads,
-            ffn_dim=config.ffn_dim,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation_dropout=config.activation_dropout,
-            layer_norm_first=config.layer_norm_first,
-        )
+        self.transformer = TransformerStack.from_config(config)
         self.final_layer_norm = nn.LayerNorm(config.embed_dim) if config.layer_norm_first else None
 
     def _positions(self, num_frames: int, x: Tensor) -> Tensor:

@@ -304,18 +304,7 @@ class Wav2Vec2Encoder(Encoder):
         # before the layers in post-LN (Base), after them in pre-LN (Large), as in fairseq
         self.layer_norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
-        self.transformer = TransformerStack(
-            num_layers=config.num_layers,
-            embed_dim=config.embed_dim,
-            num_heads=config.num_heads,
-            ffn_dim=config.ffn_dim,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation_dropout=config.activation_dropout,
-            layer_norm_first=config.layer_norm_first,
-            layer_drop=config.layer_drop,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        self.transformer = TransformerStack.from_config(config)
         self.reset_transformer_parameters()
         self.feature_extractor_frozen = False
         if freeze_feature_extractor:
