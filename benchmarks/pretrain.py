@@ -49,6 +49,9 @@ from speechssl.objectives.masked_prediction import (
 )
 from speechssl.testing import small_hubert_pretrain_reference
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from encoder import forward_flops, sgemm_peak_flops  # the sibling benchmark
+
 
 def torchaudio_hubert_loss(
     logit_m, logit_u, feature_pen, masked_weight=1.0, unmasked_weight=0.0, feature_weight=10.0
@@ -264,6 +267,20 @@ def main() -> None:
         f"speechssl / torchaudio: wall time {ratio_wall:.2f}x, process CPU time {ratio_cpu:.2f}x, "
         f"peak memory {ratio_memory:.2f}x"
     )
+    if device.type == "cpu":
+        # roofline: the encoder's forward + backward FLOPs (3x forward) at this CPU's SGEMM
+        # rate; the objective adds little. No float32 implementation can go below the floor.
+        step_flops = sum(3 * forward_flops(ours.encoder, int(n)) for n in lengths.tolist())
+        peak = sgemm_peak_flops()
+        shares = {
+            key: step_flops / statistics.median(cpu[key]) / peak
+            for key in ("speechssl", "torchaudio")
+        }
+        print(
+            f"roofline: {step_flops / 1e9:.0f} GFLOP per step; SGEMM rate {peak / 1e9:.1f} GFLOP/s; "
+            f"speechssl at {shares['speechssl']:.0%}, torchaudio at {shares['torchaudio']:.0%} of it; "
+            f"lowest possible ratio {shares['torchaudio']:.2f}x"
+        )
 
 
 if __name__ == "__main__":
