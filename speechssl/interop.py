@@ -1,7 +1,8 @@
 """Weight-exact conversion between speechssl's wav2vec 2.0 / HuBERT encoder and peers.
 
 - torchaudio: :func:`from_torchaudio` / :func:`to_torchaudio` (``Wav2Vec2Model``),
-  :func:`load_torchaudio_checkpoint` (a saved ``state_dict`` plus a preset name);
+  :func:`load_torchaudio_checkpoint` (a saved ``state_dict``; its preset is recognised from
+  the parameter shapes or named in the file);
 - fairseq: :func:`load_fairseq_checkpoint` reads a HuBERT / wav2vec 2.0 ``.pt`` file a
   user downloaded (no fairseq install needed, nothing is downloaded);
 - Hugging Face: :func:`from_huggingface` (a local ``transformers`` model directory) and
@@ -247,16 +248,32 @@ TORCHAUDIO_PRESETS = (
     "wav2vec2_large_lv60k",
 )
 
+# encoder_embed_dim of each preset (torchaudio.models), to try only the presets that can fit
+_TORCHAUDIO_PRESET_WIDTHS = {
+    "hubert_base": 768,
+    "hubert_large": 1024,
+    "hubert_xlarge": 1280,
+    "wav2vec2_base": 768,
+    "wav2vec2_large": 1024,
+    "wav2vec2_large_lv60k": 1024,
+}
+
 
 def load_torchaudio_checkpoint(
-    path: str | os.PathLike, preset: str | dict = "hubert_base"
+    path: str | os.PathLike, preset: str | dict | None = None
 ) -> Wav2Vec2Encoder:
     """A ``torch.save``-d torchaudio ``Wav2Vec2Model.state_dict()`` -> our encoder (eval mode).
 
     ``preset`` names the torchaudio builder the weights belong to (``hubert_base``,
     ``hubert_large``, ``wav2vec2_base``, ...) or is a dict of keyword arguments for
     ``torchaudio.models.wav2vec2_model``. The file may also be a dict
-    ``{"state_dict": ..., "preset": ...}``.
+    ``{"state_dict": ..., "preset": ...}`` (how to ship a non-standard architecture). With
+    neither, the preset whose parameter shapes match the state dict is used (``hubert_base``
+    and ``wav2vec2_base`` share one architecture and differ only in dropout rates).
+
+    Raises:
+        ValueError: an unreadable file, or weights that fit no preset (the message says how
+            to name the architecture).
     """
     import torchaudio
 
@@ -264,6 +281,20 @@ def load_torchaudio_checkpoint(
     if isinstance(payload, dict) and "state_dict" in payload:
         preset = payload.get("preset", preset)
         payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(
+        isinstance(value, Tensor) for value in payload.values()
+    ):
+        raise ValueError(f"{path}: not a torchaudio state dict (expected a dict of tensors)")
+    state = _legacy_weight_norm_keys(payload)
+    state = {key: value for key, value in state.items() if not TORCHAUDIO_ONLY.fullmatch(key)}
+    if preset is None:
+        preset = match_torchaudio_preset(state)
+        if preset is None:
+            raise ValueError(
+                f"{path}: the weights fit none of torchaudio's presets {TORCHAUDIO_PRESETS}; "
+                "save them as {'state_dict': model.state_dict(), 'preset': {<the "
+                "torchaudio.models.wav2vec2_model keyword arguments>}}"
+            )
     if isinstance(preset, dict):
         model = torchaudio.models.wav2vec2_model(**{"aux_num_out": None, **preset})
     elif preset in TORCHAUDIO_PRESETS:
@@ -272,15 +303,57 @@ def load_torchaudio_checkpoint(
         raise ValueError(
             f"unknown torchaudio preset {preset!r}; expected one of {TORCHAUDIO_PRESETS} or a dict"
         )
-    state = _legacy_weight_norm_keys(payload)
-    state = {key: value for key, value in state.items() if not TORCHAUDIO_ONLY.fullmatch(key)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not TORCHAUDIO_ONLY.fullmatch(key)]
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: not a torchaudio {preset} state dict; missing {missing}, unexpected {unexpected}"
-        )
+    mismatches = _shape_mismatches(model.state_dict(), state)
+    if mismatches:
+        # checked here: load_state_dict would raise a many-line RuntimeError on a shape
+        raise ValueError(f"{path}: not a torchaudio {preset} state dict ({mismatches})")
+    model.load_state_dict(state, strict=False)
     return from_torchaudio(model.eval()).eval()
+
+
+def _shape_mismatches(expected: dict[str, Tensor], state: dict[str, Tensor]) -> str:
+    """A short description of how ``state`` differs from ``expected`` ('' when it fits)."""
+    missing = sorted(
+        key for key in expected if key not in state and not TORCHAUDIO_ONLY.fullmatch(key)
+    )
+    unexpected = sorted(key for key in state if key not in expected)
+    reshaped = sorted(
+        key for key in state if key in expected and state[key].shape != expected[key].shape
+    )
+    problems = [
+        f"{name} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape of", reshaped))
+        if keys
+    ]
+    return "; ".join(problems)
+
+
+def match_torchaudio_preset(state: dict[str, Tensor]) -> str | None:
+    """The first of :data:`TORCHAUDIO_PRESETS` whose parameter names and shapes equal those
+    of ``state`` (a torchaudio ``Wav2Vec2Model`` state dict), or ``None``.
+
+    Example:
+        >>> import torchaudio
+        >>> with torch.device("meta"):
+        ...     state = torchaudio.models.hubert_large().state_dict()
+        >>> match_torchaudio_preset(state)
+        'hubert_large'
+    """
+    import torchaudio
+
+    state = _legacy_weight_norm_keys(state)
+    state = {key: value for key, value in state.items() if not TORCHAUDIO_ONLY.fullmatch(key)}
+    projection = state.get("encoder.feature_projection.projection.weight")
+    width = None if projection is None else projection.shape[0]
+    for name in TORCHAUDIO_PRESETS:
+        if width != _TORCHAUDIO_PRESET_WIDTHS[name]:
+            continue  # building a preset takes ~0.5 s even on the meta device: skip misfits
+        # on the meta device: shapes only, no memory for the weights of the large presets
+        with torch.device("meta"):
+            expected = getattr(torchaudio.models, name)().state_dict()
+        if not _shape_mismatches(expected, state):
+            return name
+    return None
 
 
 def _torch_load(path: str | os.PathLike):

@@ -101,14 +101,15 @@ def _trainer_config(config: TransferConfig, has_valid: bool) -> TrainerConfig:
         eval_every=config.eval_every if has_valid else 0,
         checkpoint_every=max(config.max_steps, 1),
         keep_last=1,
-        early_stopping=EarlyStoppingConfig(metric="accuracy", mode="max") if has_valid
+        early_stopping=EarlyStoppingConfig(metric="accuracy", mode="max")
+        if has_valid
         else EarlyStoppingConfig(),
     )
 
 
-def _optim_config(config: TransferConfig, mode: str) -> OptimConfig:
+def _optim_config(config: TransferConfig, train_encoder: bool) -> OptimConfig:
     groups = []
-    if mode == "finetune":
+    if train_encoder:
         groups.append(ParamGroupConfig(prefix="encoder.", lr_scale=config.encoder_lr_scale))
     return OptimConfig(
         lr=config.lr,
@@ -144,22 +145,36 @@ def train_classifier(
         raise ValueError(f"a classifier needs at least 2 classes, got {labels}")
     model = build_transfer_model(head_config, encoder, num_classes=len(labels))
     train_loader = make_loader(
-        train_manifest, config.data, train=True, label_column=label_column,
-        label_vocabulary=labels, seed=seed,
+        train_manifest,
+        config.data,
+        train=True,
+        label_column=label_column,
+        label_vocabulary=labels,
+        seed=seed,
     )
     valid_loader = None
     if valid_manifest is not None and len(valid_manifest):
         valid_loader = make_loader(
-            valid_manifest, config.data, train=False, label_column=label_column,
+            valid_manifest,
+            config.data,
+            train=False,
+            label_column=label_column,
             label_vocabulary=labels,
         )
-    trainer_config = dataclasses.replace(_trainer_config(config, valid_loader is not None), seed=seed)
+    trainer_config = dataclasses.replace(
+        _trainer_config(config, valid_loader is not None), seed=seed
+    )
     trainer = Trainer(
         model,
         train_loader,
         valid_loader,
         trainer_cfg=trainer_config,
-        optim_cfg=_optim_config(config, head_config.mode),
+        # an upstream without weights (FBANK) has no encoder group even in finetune mode
+        optim_cfg=_optim_config(
+            config,
+            train_encoder=head_config.mode == "finetune"
+            and any(parameter.requires_grad for parameter in model.encoder.parameters()),
+        ),
         full_config=full_config,
         run_dir=run_dir,
         sample_rate=config.data.sample_rate,
@@ -190,8 +205,11 @@ def predict(
     model.eval()
     device = next(model.parameters()).device
     loader = make_loader(
-        manifest, dataclasses.replace(config.data, num_workers=0), train=False,
-        label_column=label_column, label_vocabulary=labels,
+        manifest,
+        dataclasses.replace(config.data, num_workers=0),
+        train=False,
+        label_column=label_column,
+        label_vocabulary=labels,
     )
     probabilities, indices, targets = [], [], []
     for batch in loader:
@@ -200,8 +218,11 @@ def predict(
         batch = batch.to(device)
         probabilities.append(model.predict_proba(batch.wav, batch.lengths).float().cpu())
         indices.append(batch.indices.cpu())
-        targets.append(batch.labels.cpu() if batch.labels is not None
-                       else torch.full_like(batch.indices.cpu(), -1))
+        targets.append(
+            batch.labels.cpu()
+            if batch.labels is not None
+            else torch.full_like(batch.indices.cpu(), -1)
+        )
     if not probabilities:
         raise ValueError("no utterance of the manifest could be read")
     order = torch.argsort(torch.cat(indices))

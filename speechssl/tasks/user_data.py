@@ -52,6 +52,7 @@ __all__ = [
     "FinetuneDataConfig",
     "UserData",
     "check_labels",
+    "checkpoint_kind",
     "load_upstream",
     "load_user_data",
     "read_labelled",
@@ -379,9 +380,9 @@ def load_upstream(spec: str, seed: int = 0, n_mels: int = 80):
     - a directory: a speechssl export (``config.json`` with ``family``) or a Hugging Face
       ``transformers`` wav2vec2/HuBERT/UniSpeech-SAT directory (``config.json`` with
       ``model_type``);
-    - a file: a speechssl checkpoint or ``.safetensors`` export, else a fairseq
-      HuBERT/wav2vec2 checkpoint, else a torchaudio ``Wav2Vec2Model`` state dict (tried in
-      this order).
+    - a file: a speechssl checkpoint or ``.safetensors`` export, a fairseq HuBERT/wav2vec2
+      checkpoint or a torchaudio ``Wav2Vec2Model`` state dict, told apart by
+      :func:`checkpoint_kind`.
 
     Raises:
         ValueError: the spec is none of these (naming why each reading failed).
@@ -423,14 +424,74 @@ def load_upstream(spec: str, seed: int = 0, n_mels: int = 80):
         )
     if path.suffix == ".safetensors":
         return load_encoder(path), "speechssl"
-    failures = []
-    for kind, loader in (
-        ("speechssl", load_encoder),
-        ("fairseq", interop.load_fairseq_checkpoint),
-        ("torchaudio", interop.load_torchaudio_checkpoint),
-    ):
-        try:
-            return loader(path), kind
-        except Exception as error:  # noqa: BLE001 -- each reader fails its own way on others' files
-            failures.append(f"{kind}: {' '.join(str(error).split())[:160]}")
-    raise ValueError(f"upstream={spec}: cannot load the file ({'; '.join(failures)})")
+    try:
+        kind = checkpoint_kind(path)
+    except ValueError as error:
+        raise ValueError(f"upstream={spec}: cannot load the file ({error})") from None
+    loader = {
+        "speechssl": load_encoder,
+        "fairseq": interop.load_fairseq_checkpoint,
+        "torchaudio": interop.load_torchaudio_checkpoint,
+    }[kind]
+    try:
+        return loader(path), kind
+    except (ValueError, KeyError, RuntimeError) as error:
+        # one line naming the format the file was read as and what did not fit
+        reason = " ".join(str(error).split())
+        raise ValueError(
+            f"upstream={spec}: cannot load it as a {kind} checkpoint: {reason}"
+        ) from None
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str:
+    """Which reader a ``.pt`` file needs: ``"speechssl"`` (a Trainer checkpoint with an
+    ``encoder_spec``), ``"fairseq"`` (``model`` + ``cfg``/``args``, or config objects pickled
+    beside the weights) or ``"torchaudio"`` (a ``Wav2Vec2Model`` state dict, bare or as
+    ``{"state_dict", "preset"}``).
+
+    Only the pickled structure is read: zip-format files are memory-mapped, so a large
+    checkpoint is not loaded twice.
+
+    Raises:
+        ValueError: a truncated/corrupt file or a PyTorch file of none of these kinds.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    try:
+        payload = torch.load(
+            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+        )
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" in str(error):
+            # config objects (argparse.Namespace, omegaconf nodes) pickled with the
+            # weights: what fairseq writes; its reader allow-lists them one by one
+            return "fairseq"
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
+    except Exception as error:  # noqa: BLE001 -- torch raises many kinds on a damaged file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{path}: not a readable speechssl, fairseq or torchaudio checkpoint, truncated "
+            f"or corrupt? ({type(error).__name__}: {first_line[:120]})"
+        ) from None
+    if isinstance(payload, dict):
+        if "encoder_spec" in payload or {"model", "config"} <= payload.keys():
+            # a Trainer checkpoint; load_encoder explains one that lacks the encoder_spec
+            return "speechssl"
+        if "model" in payload and ("cfg" in payload or "args" in payload):
+            return "fairseq"
+        if "state_dict" in payload or any(
+            str(key).startswith("feature_extractor.conv_layers.") for key in payload
+        ):
+            return "torchaudio"
+        shown = ", ".join(repr(key) for key in list(payload)[:5])
+        what = f"a dict with keys {shown}{' ...' if len(payload) > 5 else ''}"
+    else:
+        what = f"a {type(payload).__name__}"
+    raise ValueError(
+        f"{path}: {what} is not a speechssl, fairseq or torchaudio checkpoint "
+        "(expected 'encoder_spec', 'model' + 'cfg'/'args', or a Wav2Vec2Model state dict)"
+    )
