@@ -157,8 +157,6 @@ class Trainer:
         self.cfg: TrainerConfig = to_dataclass(trainer_cfg, TrainerConfig)
         self.optim_cfg: OptimConfig = to_dataclass(optim_cfg, OptimConfig)
         _check_trainer_config(self.cfg)
-        if self.cfg.threads > 0:
-            torch.set_num_threads(self.cfg.threads)
         self.precision = Precision(self.cfg.precision)
         self.dist = distributed.init_from_env(Device(self.cfg.device).value)
         self.device = self._pick_device()
@@ -630,6 +628,16 @@ class Trainer:
             NonFiniteLossError: ``max_consecutive_nonfinite`` steps in a row had a
                 non-finite loss (a checkpoint is written first).
         """
+        # trainer.threads holds for this run only: the caller's thread count comes back
+        previous_threads = torch.get_num_threads()
+        if self.cfg.threads > 0:
+            torch.set_num_threads(self.cfg.threads)
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _fit(self) -> dict:
         resumed_from = self._resume()
         if resumed_from is None:
             seed_everything(self.cfg.seed + self.dist.rank)

@@ -315,10 +315,25 @@ def test_unreadable_files_are_reported_in_skipped_jsonl_and_training_goes_on(cor
     )
 
 
-def test_threads_setting_caps_torch_cpu_threads(corpus, tmp_path):
+class _ThreadRecorder(NextFrameModel):
+    """Records torch's CPU thread count at every training forward."""
+
+    seen: list
+
+    def forward(self, batch):
+        self.seen.append(torch.get_num_threads())
+        return super().forward(batch)
+
+
+def test_threads_setting_holds_during_fit_and_is_restored_after(corpus, tmp_path):
     before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's setting, which the run must give back
     try:
-        _trainer(_model(), make_loader(corpus[0]), tmp_path, threads=1)
-        assert torch.get_num_threads() == 1
+        seed_everything(0)
+        model = _ThreadRecorder()
+        model.seen = []
+        _trainer(model, make_loader(corpus[0]), tmp_path, threads=1, max_steps=2).fit()
+        assert model.seen and set(model.seen) == {1}
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
