@@ -143,7 +143,10 @@ def train_classifier(
     labels = [str(label) for label in labels]
     if len(labels) < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {labels}")
-    model = build_transfer_model(head_config, encoder, num_classes=len(labels))
+    # the head's initial weights come from `seed`, not from whatever ran before
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_transfer_model(head_config, encoder, num_classes=len(labels))
     train_loader = make_loader(
         train_manifest,
         config.data,
