@@ -60,6 +60,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -73,6 +74,27 @@ import torch
 __all__ = ["KMeans", "LabelReport", "kmeans_plusplus"]
 
 logger = logging.getLogger(__name__)
+
+
+def _temporary_name(path: str) -> str:
+    """A hidden name beside ``path``, unique to this process (pid), for write-then-rename:
+    two processes writing the same file never share a temporary file, and a reader never
+    sees a partial file (the last complete rename wins)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.tmp{os.getpid()}")
+
+
+@contextlib.contextmanager
+def _replaced_on_success(temporary: str, path: str):
+    """Rename ``temporary`` over ``path`` when the block succeeds; delete it when it fails."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    os.replace(temporary, path)
+
 
 _FILE_FORMAT = "speechssl.kmeans"
 _FILE_VERSION = 1
@@ -621,7 +643,7 @@ class KMeans:
         as one line of space-separated integers. Audio that cannot be read
         (``AudioError``) gets an empty line, so line ``i`` still belongs to row ``i``, and
         is listed in the report's ``skipped`` (and logged). The file is written to a
-        temporary name and renamed at the end.
+        temporary name of this process and renamed at the end.
 
         Raises:
             ValueError: manifest missing or malformed (``ManifestError``), features of the
@@ -637,10 +659,13 @@ class KMeans:
         device = _resolve_device(feature_device) if feature_device is not None else self.device
         out_path = os.fspath(out_path)
         os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
-        temporary = f"{out_path}.tmp"
+        temporary = _temporary_name(out_path)
         skipped: list[dict] = []
         num_frames = 0
-        with open(temporary, "w", encoding="utf-8") as file:
+        with (
+            _replaced_on_success(temporary, out_path),
+            open(temporary, "w", encoding="utf-8") as file,
+        ):
             for row in tqdm(rows, desc="k-means labels", unit="utt", disable=not progress):
                 try:
                     wav = audio.load(row["audio"], sample_rate=sample_rate)
@@ -661,7 +686,6 @@ class KMeans:
                 )
                 num_frames += labels.numel()
                 file.write(" ".join(map(str, labels.tolist())) + "\n")
-        os.replace(temporary, out_path)
         if skipped:
             logger.warning(
                 "predict_manifest: skipped %d unreadable file(s) of %d", len(skipped), len(rows)
@@ -702,9 +726,9 @@ class KMeans:
             "n_iter": self.n_iter_,
             "fingerprint": self.fingerprint,
         }
-        temporary = f"{path}.tmp"
-        torch.save(state, temporary)
-        os.replace(temporary, path)
+        temporary = _temporary_name(path)
+        with _replaced_on_success(temporary, path):
+            torch.save(state, temporary)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> KMeans:

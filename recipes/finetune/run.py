@@ -36,6 +36,7 @@ from speechssl.tasks.user_data import (
     load_user_data,
     register_finetune_schema,
 )
+from speechssl.train import distributed
 from speechssl.train.config import TrainerConfig, to_dataclass
 
 register_configs()
@@ -239,6 +240,11 @@ def finetune(cfg: DictConfig) -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # under torchrun, rank 0 runs the whole recipe as a single process (no DDP: the data
+    # preparation and outputs are not split by rank); the other ranks stop here
+    distributed.init_from_env(cfg.trainer.device)
+    if not distributed.continue_on_main_only():
+        return
     try:
         table = finetune(cfg)
     except (ValueError, FileNotFoundError) as error:

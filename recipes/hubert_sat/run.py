@@ -13,6 +13,10 @@ budget -> speaker identification (accuracy), verification (EER, minDCF) and
 leave-one-session-out emotion recognition (WA/UA) on FBANK, the random-weight encoder and
 each pre-trained encoder -> results.md, results.json and plots in ``run_dir``.
 See recipes/hubert_sat/README.md.
+
+Under ``torchrun --nproc_per_node=N`` rank 0 prepares the data, fits the k-means models
+and writes the labels while the other ranks wait and then load them; every rank
+pre-trains (DDP); rank 0 alone runs the downstream tasks and writes the report.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from speechssl.tasks.plots import plot_layer_weights, plot_metric_bars, plot_tsn
 from speechssl.tasks.report import write_results
 from speechssl.tasks.speaker import read_trials
 from speechssl.tasks.speaker_protocol import run_speaker_identification, run_speaker_verification
-from speechssl.train import Trainer
+from speechssl.train import Trainer, distributed
 from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.config import TrainerConfig, to_dataclass
 
@@ -205,26 +209,39 @@ def objective_for(cfg: DictConfig, switches, num_classes: int, label_rate: float
     )
 
 
+def iteration1_targets(
+    cfg: DictConfig, run_dir: Path
+) -> tuple[tuple[Path, Path], KMeans, FrameLabels, FrameLabels]:
+    """Pre-training manifests, MFCC k-means fitted on train, labels of train and valid.
+
+    Under torchrun rank 0 writes the manifests, the k-means model and the labels; the
+    other ranks wait, then find and load them, so no file is written twice.
+    """
+    mfcc = mfcc_features()
+    with distributed.main_process_first("iteration-1 targets"):
+        manifests = pretraining_manifests(cfg, run_dir)
+        kmeans = kmeans_once(
+            run_dir / "labels" / f"iter1_mfcc_k{cfg.labels.mfcc_clusters}.pt",
+            cfg.labels.mfcc_clusters,
+            lambda: fit_kmeans(
+                manifests[0],
+                mfcc,
+                cfg.labels.mfcc_clusters,
+                max_fit_frames=cfg.labels.max_fit_frames,
+                seed=cfg.seed,
+                device="cpu",
+            ),
+        )
+        train, valid = label_splits(cfg, manifests, kmeans, mfcc, "iter1_mfcc", FRAME_RATE_MFCC)
+    return manifests, kmeans, train, valid
+
+
 def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]:
     """Targets (one or two iterations), then every arm; returns ``{arm: checkpoint}``."""
-    manifests = pretraining_manifests(cfg, run_dir)
     labels_dir = run_dir / "labels"
     timings, summary = {}, {}
     start = time.perf_counter()
-    mfcc = mfcc_features()
-    kmeans = kmeans_once(
-        labels_dir / f"iter1_mfcc_k{cfg.labels.mfcc_clusters}.pt",
-        cfg.labels.mfcc_clusters,
-        lambda: fit_kmeans(
-            manifests[0],
-            mfcc,
-            cfg.labels.mfcc_clusters,
-            max_fit_frames=cfg.labels.max_fit_frames,
-            seed=cfg.seed,
-            device="cpu",
-        ),
-    )
-    train, valid = label_splits(cfg, manifests, kmeans, mfcc, "iter1_mfcc", FRAME_RATE_MFCC)
+    manifests, kmeans, train, valid = iteration1_targets(cfg, run_dir)
     num_classes, label_rate = kmeans.n_clusters, FRAME_RATE_MFCC
     summary["iteration1"] = _label_summary(kmeans, train, valid, label_rate)
     timings["labels_iteration1_s"] = time.perf_counter() - start
@@ -239,21 +256,22 @@ def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]
         )
         layer = cfg.labels.hidden_layer
         features = encoder_layer_features(load_encoder(teacher), layer)
-        kmeans = kmeans_once(
-            labels_dir / f"iter2_layer{layer}_k{cfg.labels.hidden_clusters}_{teacher.stem}.pt",
-            cfg.labels.hidden_clusters,
-            lambda: fit_kmeans(
-                manifests[0],
-                features,
+        with distributed.main_process_first("iteration-2 targets"):
+            kmeans = kmeans_once(
+                labels_dir / f"iter2_layer{layer}_k{cfg.labels.hidden_clusters}_{teacher.stem}.pt",
                 cfg.labels.hidden_clusters,
-                max_fit_frames=cfg.labels.max_fit_frames,
-                seed=cfg.seed,
-                device="cpu",
-            ),
-        )
-        train, valid = label_splits(
-            cfg, manifests, kmeans, features, f"iter2_layer{layer}", FRAME_RATE_ENCODER
-        )
+                lambda: fit_kmeans(
+                    manifests[0],
+                    features,
+                    cfg.labels.hidden_clusters,
+                    max_fit_frames=cfg.labels.max_fit_frames,
+                    seed=cfg.seed,
+                    device="cpu",
+                ),
+            )
+            train, valid = label_splits(
+                cfg, manifests, kmeans, features, f"iter2_layer{layer}", FRAME_RATE_ENCODER
+            )
         num_classes, label_rate = kmeans.n_clusters, FRAME_RATE_ENCODER
         summary["iteration2"] = {
             **_label_summary(kmeans, train, valid, label_rate),
@@ -336,6 +354,15 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
     config = transfer_config(cfg)
     head_schema = EcapaHeadConfig if cfg.head.kind == "ecapa" else ClassifierHeadConfig
     head = to_dataclass(cfg.head, head_schema)
+    emotion_head = head
+    if head.kind == "ecapa":
+        # ECAPA + AAM softmax is the speaker head (UniSpeech-SAT, SUPERB SID/ASV); emotion
+        # keeps SUPERB's utterance classifier (weighted layer sum, mean pooling, linear)
+        emotion_head = ClassifierHeadConfig(
+            freeze_feature_extractor=head.freeze_feature_extractor,
+            use_layer_sum=head.use_layer_sum,
+            layer_norm=head.layer_norm,
+        )
     layers = cfg.speaker.verification_layers
     outcomes = {}
     for name, mode, checkpoint in upstream_rows(cfg, checkpoints):
@@ -346,6 +373,10 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
         row_head = dataclasses.replace(head, mode=head_mode)
         row_dir = run_dir / "transfer" / name
         print(f"\n== {name}: {TRANSFER_MODES[mode]}")
+        # the head's initial weights come from the global RNG: seed it so that a row's
+        # figures do not depend on what ran before it (pre-training, resumed or not, the
+        # rows above); unseeded, the FBANK speaker-ID row moved between 67 and 79 %
+        torch.manual_seed(cfg.seed)
         sid = run_speaker_identification(
             make_encoder,
             identification["train"],
@@ -377,11 +408,12 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
                     title=f"{name}: verification embeddings",
                     seed=cfg.seed,
                 )
+        torch.manual_seed(cfg.seed)  # as for speaker identification
         emotion_results, emotion_weights = run_emotion_loso(
             make_encoder,
             emotion,
             list(cfg.emotion.labels),
-            row_head,
+            dataclasses.replace(emotion_head, mode=head_mode),
             config,
             row_dir / "emotion",
             validation=cfg.emotion.validation,
@@ -401,6 +433,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
             "mode": mode,
             "description": TRANSFER_MODES[mode],
             "checkpoint": None if checkpoint is None else str(checkpoint),
+            "heads": {"speaker_identification": head.kind, "emotion": emotion_head.kind},
             "speaker_identification": sid,
             "speaker_verification": sv,
             "emotion": emotion_summary,
@@ -485,9 +518,13 @@ def report(run_dir: Path, outcomes: dict, pretraining: dict, title: str) -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="hubert_sat", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # one process group for the whole recipe under torchrun (a plain run: world of size 1)
+    distributed.init_from_env(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
     start = time.perf_counter()
     checkpoints, pretraining = pretrain_all(cfg, run_dir)
+    if not distributed.continue_on_main_only():
+        return  # the downstream tasks and the report are rank 0's
     outcomes = evaluate(cfg, run_dir, checkpoints)
     pretraining["timings"]["total_s"] = time.perf_counter() - start
     title = (

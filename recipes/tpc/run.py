@@ -8,6 +8,9 @@ pre-train a causal Transformer to predict log-mel frames n steps ahead -> leave-
 session-out emotion recognition with the same head on FBANK, the random-weight encoder,
 the frozen pre-trained encoder and the fine-tuned pre-trained encoder -> results.md,
 results.json and plots in ``run_dir``. See recipes/tpc/README.md.
+
+Under ``torchrun --nproc_per_node=N`` rank 0 prepares the data while the other ranks wait,
+every rank pre-trains (DDP), and rank 0 alone runs the emotion folds and the report.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from speechssl.config import CONF_DIR, register_configs, to_container
@@ -27,6 +31,7 @@ from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
 from speechssl.tasks.emotion import run_emotion_loso
 from speechssl.tasks.report import write_emotion_report
+from speechssl.train import distributed
 from speechssl.train.config import TrainerConfig, to_dataclass
 from speechssl.train.pretrain import pretrain_on_manifests
 
@@ -44,17 +49,29 @@ def prepared_manifests(sources, run_dir: Path, split_key: str) -> list[Path]:
 
 
 def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
-    train = load_manifests(prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits"))
-    valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
+    # rank 0 prepares the corpora; the other ranks then find them prepared
+    with distributed.main_process_first("data preparation"):
+        train_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits")
+        valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
+    train = load_manifests(train_paths)
     valid = load_manifests(valid_paths) if valid_paths else None
     encoder = build_encoder(to_container(cfg.encoder))
     objective = to_dataclass(cfg.objective, PredictiveCodingConfig)
     model = PredictiveCodingModel(encoder, feature_dim=encoder.config.n_mels, config=objective)
-    print(f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
-          f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h")
+    print(
+        f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
+        f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h"
+    )
     return pretrain_on_manifests(
-        model, train, valid, cfg.data, cfg.trainer, cfg.optim, run_dir / "pretrain",
-        full_config=cfg, seed=cfg.seed,
+        model,
+        train,
+        valid,
+        cfg.data,
+        cfg.trainer,
+        cfg.optim,
+        run_dir / "pretrain",
+        full_config=cfg,
+        seed=cfg.seed,
     )
 
 
@@ -78,6 +95,9 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
             mode, to_container(cfg.encoder), checkpoint, n_mels=cfg.encoder.n_mels, seed=cfg.seed
         )
         print(f"\n== {mode}: {TRANSFER_MODES[mode]}")
+        # the head's initial weights come from the global RNG: seeded, a row's figures do
+        # not depend on what ran before it (pre-training, resumed or not, the rows above)
+        torch.manual_seed(cfg.seed)
         outcomes[mode] = run_emotion_loso(
             make_encoder,
             manifest,
@@ -95,8 +115,12 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="tpc", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # one process group for the whole recipe under torchrun (a plain run: world of size 1)
+    distributed.init_from_env(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
     checkpoint, pretrain_result = pretrain(cfg, run_dir)
+    if not distributed.continue_on_main_only():
+        return  # the emotion folds and the report are rank 0's
     outcomes = transfer(cfg, run_dir, checkpoint)
     table = write_emotion_report(
         run_dir,

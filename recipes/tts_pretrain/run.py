@@ -10,6 +10,10 @@ subsets): pre-train a multi-speaker Tacotron 2 on the subset, fine-tune it on th
 the same budget, synthesize every test sentence (Griffin-Lim WAVs), score it -> results.md,
 results.json, one plot per metric and alignment images in ``run_dir``. The study logic is
 ``speechssl.tts.study``. See recipes/tts_pretrain/README.md.
+
+Under ``torchrun --nproc_per_node=N`` rank 0 prepares the data while the other ranks wait,
+every rank pre-trains and fine-tunes (DDP), rank 0 alone synthesizes and scores the test
+sentences (the others wait for it) and writes the report.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_root
 from speechssl.tasks.report import write_results
+from speechssl.train import distributed
 from speechssl.train.config import to_dataclass
 from speechssl.tts import OOD_BIN, TacotronConfig, TacotronTTS, load_vocoder, study
 
@@ -94,10 +99,14 @@ def main(cfg: DictConfig) -> None:
     started = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    # one process group for the whole recipe under torchrun (a plain run: world of size 1)
+    distributed.init_from_env(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
     model_config = to_dataclass(cfg.tts, TacotronConfig)
-    pool = load_rows(cfg.pretrain, list(cfg.pretrain.train_splits), run_dir)
-    target = load_rows(cfg.target, [cfg.target.split], run_dir)
+    # rank 0 prepares the corpora; the other ranks then find them prepared
+    with distributed.main_process_first("data preparation"):
+        pool = load_rows(cfg.pretrain, list(cfg.pretrain.train_splits), run_dir)
+        target = load_rows(cfg.target, [cfg.target.split], run_dir)
 
     # hold the test sentences out BEFORE the similarity vectorizer sees any text
     target_train, target_test = study.split_target(target, cfg.target.num_test, seed=cfg.seed)
@@ -115,10 +124,11 @@ def main(cfg: DictConfig) -> None:
         pool, cfg.pretrain.fractions, seed=cfg.seed, mode=cfg.pretrain.subset_mode
     )
     # the subsets themselves, for the record (and the nesting check of the smoke test)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "subsets.json").write_text(
-        json.dumps({f"{f:g}": [row["id"] for row in rows] for f, rows in subsets.items()})
-    )
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "subsets.json").write_text(
+            json.dumps({f"{f:g}": [row["id"] for row in rows] for f, rows in subsets.items()})
+        )
     vocoder = load_vocoder(
         None if cfg.evaluation.vocoder == "griffin-lim" else cfg.evaluation.vocoder,
         config=model_config,
@@ -143,7 +153,9 @@ def main(cfg: DictConfig) -> None:
         model, speaker, finetune_result = finetune(
             cfg, model_config, target_train, checkpoint, fraction, run_dir
         )
-        rows_of_fraction, kept = study.evaluate_model(
+        # synthesis and scoring on rank 0 alone; the others wait and get its rows
+        rows_of_fraction, kept = distributed.run_on_main(
+            study.evaluate_model,
             model,
             speaker,
             sentences,
@@ -164,6 +176,8 @@ def main(cfg: DictConfig) -> None:
             "seconds": time.perf_counter() - stage_started,
         }
 
+    if not distributed.continue_on_main_only():
+        return  # the summary, plots and report are rank 0's
     cells = study.summarize(sentence_rows, bin_order)
     table = study.results_markdown(cells, bins, sizes)
     plots = study.write_study_plots(sentence_rows, bin_order, alignments, run_dir)

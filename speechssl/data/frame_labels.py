@@ -57,6 +57,7 @@ from speechssl.data.collate import Batch, collate
 from speechssl.data.compact import Manifest
 from speechssl.data.dataset import SkippedItem
 from speechssl.data.manifest import read_jsonl
+from speechssl.data.prepare.common import write_text_atomic
 from speechssl.data.sampler import DurationBucketSampler
 
 __all__ = [
@@ -211,7 +212,7 @@ def ensure_frame_labels(
         "num_frames": report.num_frames,
         "unreadable": report.skipped,
     }
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return label_path
 
 

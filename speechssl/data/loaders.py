@@ -26,6 +26,7 @@ from speechssl.data.compact import Manifest
 from speechssl.data.dataset import AudioDataset
 from speechssl.data.manifest import read_jsonl
 from speechssl.data.prepare import prepare
+from speechssl.data.prepare.common import write_text_atomic
 from speechssl.data.sampler import DurationBucketSampler
 
 __all__ = ["DataConfig", "load_manifests", "make_loader", "prepare_once"]
@@ -102,11 +103,10 @@ def prepare_once(corpus: str, src: str | os.PathLike, out: str | os.PathLike, **
     stamp = out / "source.json"
     source = {"corpus": corpus, "src": str(Path(src).resolve()), **options}
     summary_path = out / "summary.json"
-    if summary_path.is_file() and stamp.is_file():
-        if json.loads(stamp.read_text()) == source:
-            return json.loads(summary_path.read_text())
+    if summary_path.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
+        return json.loads(summary_path.read_text())
     summary = prepare(corpus, src, out, **options)
-    stamp.write_text(json.dumps(source))
+    write_text_atomic(stamp, json.dumps(source))
     return summary
 
 

@@ -1,5 +1,6 @@
 """Smoke test of recipes/hubert_sat: targets (two iterations), a two-arm ablation and every
-downstream task run on the demo corpus and write their outputs."""
+downstream task run on the demo corpus and write their outputs; a second, smaller run
+with the ECAPA speaker head."""
 
 import json
 import math
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import speechssl
 from speechssl.cluster import KMeans
@@ -18,14 +20,24 @@ from speechssl.data.manifest import read_jsonl
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("hubert_sat")
+def _run_recipe(run_dir, *overrides):
     command = [
         sys.executable,
         str(REPO / "recipes" / "hubert_sat" / "run.py"),
         "debug=tiny",
         f"run_dir={run_dir}",
+        *overrides,
+    ]
+    completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("hubert_sat")
+    stdout = _run_recipe(
+        run_dir,
         "ablation=sat",
         "~arms.sat_no_contrastive",
         "~arms.sat_no_mixing",
@@ -38,10 +50,27 @@ def tiny_run(tmp_path_factory):
         "data.max_batch_seconds=6",
         "data.max_duration=1.0",
         "trainer.eval_every=4",
-    ]
-    completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return run_dir, completed.stdout
+    )
+    return run_dir, stdout
+
+
+@pytest.fixture(scope="module")
+def ecapa_run(tmp_path_factory):
+    """One pre-trained upstream, 2 steps everywhere, a narrow ECAPA (the default is
+    512 x 4 + 1536 channels: minutes per run on a CPU)."""
+    run_dir = tmp_path_factory.mktemp("hubert_sat_ecapa")
+    _run_recipe(
+        run_dir,
+        "head=ecapa_tiny",
+        "modes=[pretrained_frozen]",
+        "emotion.max_folds=1",
+        "pretrain.max_utterances=24",
+        "labels.mfcc_clusters=8",
+        "data.max_batch_seconds=6",
+        "data.max_duration=1.0",
+        "trainer.max_steps=2",
+    )
+    return run_dir
 
 
 def test_results_table_covers_every_upstream_and_task(tiny_run):
@@ -58,6 +87,7 @@ def test_results_table_covers_every_upstream_and_task(tiny_run):
         assert sv["num_trials"] == 40 and 0.0 <= sv["eer"] <= 1.0 and math.isfinite(sv["min_dcf"])
         assert len(emotion["folds"]) == 1 and 0.0 <= emotion["ua_mean"] <= 1.0
         assert (run_dir / f"tsne_{name}.png").stat().st_size > 1000
+        assert outcome["heads"] == {"speaker_identification": "classifier", "emotion": "classifier"}
     assert (run_dir / "layer_weights_speaker_unispeech_sat_frozen.png").is_file()
     assert (run_dir / "layer_weights_emotion_hubert_frozen.png").is_file()
     assert (run_dir / "results.png").is_file()
@@ -125,3 +155,24 @@ def test_configs_compose():
     )
     assert base.encoder.num_layers == 12
     assert compose("hubert_sat", ["head=ecapa"]).head.embedding_dim == 192  # paper's speaker head
+
+
+def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_run):
+    outcome = json.loads((ecapa_run / "results.json").read_text())["results"]["pretrained_frozen"]
+    assert outcome["heads"] == {"speaker_identification": "ecapa", "emotion": "classifier"}
+    sid = outcome["speaker_identification"]
+    assert sid["num_speakers"] == 12 and 0.0 <= sid["top1"] <= 1.0
+    # the ECAPA head mixes the 3 hidden states of the 2-layer encoder with learned weights
+    assert len(sid["layer_weights"]) == 3 and abs(sum(sid["layer_weights"]) - 1.0) < 1e-6
+    transfer = ecapa_run / "transfer" / "pretrained_frozen"
+    speaker_model = torch.load(
+        transfer / "speaker_id" / "checkpoints" / "best.pt", weights_only=True
+    )["model"]
+    assert speaker_model["head.classifier.weight"].shape == (12, 32)  # AAM cosine classifier
+    assert any(name.startswith("head.ecapa.") for name in speaker_model)
+    emotion_model = torch.load(
+        transfer / "emotion" / "fold_1" / "checkpoints" / "best.pt", weights_only=True
+    )["model"]
+    assert not any(name.startswith("head.ecapa.") for name in emotion_model)
+    assert math.isfinite(outcome["speaker_verification"]["eer"])
+    assert (ecapa_run / "layer_weights_speaker_pretrained_frozen.png").is_file()

@@ -31,6 +31,29 @@ from speechssl.data.manifest import write_jsonl
 MIN_DURATION_S = 0.1
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file of this process, then rename.
+
+    The temporary name carries the pid, so two processes writing the same file (a
+    misused torchrun job) never interleave their bytes, and a reader sees either the old
+    file or a whole new one.
+
+    Example:
+        >>> import tempfile
+        >>> write_text_atomic(tempfile.mkdtemp() + "/a/stamp.json", "{}").read_text()
+        '{}'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
 @dataclass
 class Utterance:
     """One utterance a corpus layout lists, before its audio is checked.
@@ -219,9 +242,9 @@ def write_outputs(
         "skipped": dict(sorted(Counter(row["reason"] for row in report.skipped).items())),
         **report.extra,
     }
-    with open(out / "summary.json", "w", encoding="utf-8") as file:
-        json.dump(summary, file, indent=2, ensure_ascii=False)
-        file.write("\n")
+    write_text_atomic(
+        out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    )
     return summary
 
 

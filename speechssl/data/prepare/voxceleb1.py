@@ -19,7 +19,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from speechssl.data.prepare.common import Preparer, Report, Utterance, find_root, read_text
+from speechssl.data.prepare.common import (
+    Preparer,
+    Report,
+    Utterance,
+    find_root,
+    read_text,
+    write_text_atomic,
+)
 
 LAYOUT = "VoxCeleb1/wav/idXXXXX/<video>/NNNNN.wav"
 SPLIT_CODES = {"1": "train", "2": "dev", "3": "test"}
@@ -117,15 +124,15 @@ def _write_trials(
 ) -> None:
     """Write ``trials.txt`` with the trials whose two utterances survived verification."""
     kept = {row["id"] for row in manifests.get("verification", [])}
-    written = 0
-    with open(out / "trials.txt", "w", encoding="utf-8") as file:
-        for line_number, label, enroll, test in trials:
-            if enroll in kept and test in kept:
-                file.write(f"{label} {enroll} {test}\n")
-                written += 1
-            else:
-                absent = " ".join(utt for utt in (enroll, test) if utt not in kept)
-                report.skip(veri_test, "trial-audio-unusable", f"line {line_number}: {absent}")
+    lines = []
+    for line_number, label, enroll, test in trials:
+        if enroll in kept and test in kept:
+            lines.append(f"{label} {enroll} {test}\n")
+        else:
+            absent = " ".join(utt for utt in (enroll, test) if utt not in kept)
+            report.skip(veri_test, "trial-audio-unusable", f"line {line_number}: {absent}")
+    write_text_atomic(out / "trials.txt", "".join(lines))
+    written = len(lines)
     report.extra["trials"] = {"written": written, "skipped": len(trials) - written}
 
 
