@@ -210,15 +210,12 @@ def main() -> None:
         return float(loss.detach())
 
     steps = {"torchaudio": step_reference, "speechssl": step_ours}
-    memory = PeakMemory(device)
     wall = {name: [] for name in steps}
     cpu = {name: [] for name in steps}
-    peaks = {name: [] for name in steps}
     losses = {name: [] for name in steps}
     for repeat in range(args.warmup + args.repeats):
         order = list(steps) if repeat % 2 == 0 else list(reversed(steps))
         for name in order:
-            memory.start()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start_wall, start_cpu = time.perf_counter(), time.process_time()
@@ -227,12 +224,20 @@ def main() -> None:
                 time.perf_counter() - start_wall,
                 time.process_time() - start_cpu,
             )
-            peak = memory.stop()
             if repeat >= args.warmup:
                 wall[name].append(elapsed_wall)
                 cpu[name].append(elapsed_cpu)
-                peaks[name].append(peak)
                 losses[name].append(loss)
+    # memory after the timings, in steps of its own: on a CPU, measuring it means sending
+    # every buffer back to the OS on free (mmap), and re-faulting those pages would
+    # inflate the timed steps (by a third for both sides)
+    memory = PeakMemory(device)
+    peaks = {name: [] for name in steps}
+    for _ in range(2):
+        for name, step in steps.items():
+            memory.start()
+            step()
+            peaks[name].append(memory.stop())
 
     name = (
         torch.cuda.get_device_name(device)

@@ -117,6 +117,10 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
 def main(cfg: DictConfig) -> None:
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)
     distributed.init_from_env(cfg.trainer.device)
+    if cfg.trainer.threads > 0:
+        # the whole recipe, not only the Trainer's fits: evaluation passes of the tiny
+        # demo model also run fastest on one thread of a shared 2-core machine
+        torch.set_num_threads(cfg.trainer.threads)
     run_dir = Path(cfg.run_dir)
     checkpoint, pretrain_result = pretrain(cfg, run_dir)
     if not distributed.continue_on_main_only():
