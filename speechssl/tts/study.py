@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from speechssl import audio
+from speechssl.train import distributed
 from speechssl.train.config import TrainerConfig, to_dataclass
 from speechssl.train.trainer import Trainer
 from speechssl.tts.data import TTSDataset, collate_tts
@@ -220,11 +221,22 @@ def _loader(rows, model: TacotronTTS, speaker_ids, default_speaker, batch_size, 
         frontend=model.frontend,
         default_speaker=default_speaker,
     )
+    info = distributed.get_info()
+    sampler = None
+    per_rank = len(dataset)
+    if info.world_size > 1:
+        # under torchrun each rank trains on its own share of the clips (reshuffled every
+        # epoch: the Trainer calls sampler.set_epoch)
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, info.world_size, info.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        per_rank = len(sampler)
     # a 1/8 subset of a small pool can hold fewer clips than a batch: cap the batch there
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=max(1, min(batch_size, len(dataset))),
-        shuffle=True,
+        batch_size=max(1, min(batch_size, per_rank)),
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,
         collate_fn=collate_tts,
         generator=torch.Generator().manual_seed(seed),
