@@ -22,7 +22,7 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-__all__ = ["AudioError", "AudioInfo", "info", "load", "save", "to_mono", "resample"]
+__all__ = ["AudioError", "AudioInfo", "info", "load", "resample", "save", "to_mono"]
 
 
 class AudioError(ValueError):
@@ -62,7 +62,7 @@ def info(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(path, "empty")
     try:
         header = soundfile.info(path)
-    except Exception as error:  # soundfile raises several types for bad headers
+    except Exception as error:  # noqa: BLE001 -- soundfile raises several types for bad headers
         raise AudioError(path, "unreadable", _first_line(error)) from None
     # libsndfile silently shortens a WAV whose data chunk was cut; its log says so
     # ("data : 32000 (should be 15978)"), which is the cheapest truncation check there is.
@@ -116,7 +116,7 @@ def load(
         data, file_rate = soundfile.read(
             path, start=start, frames=num_samples, dtype="float32", always_2d=True
         )
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 -- libsndfile's errors for a cut file vary
         raise AudioError(path, "truncated", _first_line(error)) from None
     expected = header.num_samples - start if num_samples < 0 else num_samples
     if data.shape[0] < min(expected, header.num_samples - start):
@@ -129,7 +129,9 @@ def load(
     return wav.contiguous()
 
 
-def save(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str | None = None) -> None:
+def save(
+    path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str | None = None
+) -> None:
     """Write ``(T,)`` or ``(T, C)`` float audio; the format follows the file extension."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -140,4 +142,3 @@ def save(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-

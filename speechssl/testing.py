@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import string
@@ -34,6 +35,7 @@ __all__ = [
     "make_vctk_tree",
     "make_voxceleb1_tree",
     "plant_bad_audio",
+    "write_labelled_csv",
     "write_tone",
 ]
 
@@ -53,6 +55,23 @@ _WORDS = [
     "sing",
     "softly",
 ]
+
+
+def write_labelled_csv(path: str | os.PathLike, rows) -> Path:
+    """Write a user-style ``path,label`` CSV (what ``recipes/finetune`` reads); returns it.
+
+    Example:
+        >>> import tempfile
+        >>> out = write_labelled_csv(tempfile.mkdtemp() + "/train.csv", [("a.wav", "yes")])
+        >>> out.read_text().splitlines()
+        ['path,label', 'a.wav,yes']
+    """
+    path = Path(path)
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return path
 
 
 def write_tone(

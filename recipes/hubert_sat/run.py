@@ -220,20 +220,43 @@ def iteration1_targets(
     mfcc = mfcc_features()
     with distributed.main_process_first("iteration-1 targets"):
         manifests = pretraining_manifests(cfg, run_dir)
-        kmeans = kmeans_once(
+        kmeans, train, valid = fit_and_label(
+            cfg,
+            manifests,
             run_dir / "labels" / f"iter1_mfcc_k{cfg.labels.mfcc_clusters}.pt",
+            mfcc,
             cfg.labels.mfcc_clusters,
-            lambda: fit_kmeans(
-                manifests[0],
-                mfcc,
-                cfg.labels.mfcc_clusters,
-                max_fit_frames=cfg.labels.max_fit_frames,
-                seed=cfg.seed,
-                device="cpu",
-            ),
+            "iter1_mfcc",
+            FRAME_RATE_MFCC,
         )
-        train, valid = label_splits(cfg, manifests, kmeans, mfcc, "iter1_mfcc", FRAME_RATE_MFCC)
     return manifests, kmeans, train, valid
+
+
+def fit_and_label(
+    cfg: DictConfig,
+    manifests: tuple[Path, Path],
+    kmeans_path: Path,
+    feature_fn,
+    num_clusters: int,
+    tag: str,
+    label_rate: float,
+) -> tuple[KMeans, FrameLabels, FrameLabels]:
+    """K-means on the train split's features (fitted once, kept at ``kmeans_path``), then
+    frame labels for train and valid with it."""
+    kmeans = kmeans_once(
+        kmeans_path,
+        num_clusters,
+        lambda: fit_kmeans(
+            manifests[0],
+            feature_fn,
+            num_clusters,
+            max_fit_frames=cfg.labels.max_fit_frames,
+            seed=cfg.seed,
+            device="cpu",
+        ),
+    )
+    train, valid = label_splits(cfg, manifests, kmeans, feature_fn, tag, label_rate)
+    return kmeans, train, valid
 
 
 def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]:
@@ -257,20 +280,14 @@ def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]
         layer = cfg.labels.hidden_layer
         features = encoder_layer_features(load_encoder(teacher), layer)
         with distributed.main_process_first("iteration-2 targets"):
-            kmeans = kmeans_once(
+            kmeans, train, valid = fit_and_label(
+                cfg,
+                manifests,
                 labels_dir / f"iter2_layer{layer}_k{cfg.labels.hidden_clusters}_{teacher.stem}.pt",
+                features,
                 cfg.labels.hidden_clusters,
-                lambda: fit_kmeans(
-                    manifests[0],
-                    features,
-                    cfg.labels.hidden_clusters,
-                    max_fit_frames=cfg.labels.max_fit_frames,
-                    seed=cfg.seed,
-                    device="cpu",
-                ),
-            )
-            train, valid = label_splits(
-                cfg, manifests, kmeans, features, f"iter2_layer{layer}", FRAME_RATE_ENCODER
+                f"iter2_layer{layer}",
+                FRAME_RATE_ENCODER,
             )
         num_classes, label_rate = kmeans.n_clusters, FRAME_RATE_ENCODER
         summary["iteration2"] = {

@@ -46,9 +46,7 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return count
 
 
-def read_jsonl(
-    path: str | os.PathLike, skipped: list[dict] | None = None
-) -> Iterator[dict]:
+def read_jsonl(path: str | os.PathLike, skipped: list[dict] | None = None) -> Iterator[dict]:
     """Yield manifest rows. Malformed lines are appended to ``skipped`` (or raise if None)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -63,9 +61,14 @@ def read_jsonl(
             except json.JSONDecodeError as error:
                 reason, detail = "malformed-line", f"line {line_number}: {error.msg}"
             else:
-                missing = [key for key in REQUIRED_KEYS if not isinstance(row, dict) or key not in row]
+                missing = [
+                    key for key in REQUIRED_KEYS if not isinstance(row, dict) or key not in row
+                ]
                 if missing:
-                    reason, detail = "malformed-line", f"line {line_number}: missing {', '.join(missing)}"
+                    reason, detail = (
+                        "malformed-line",
+                        f"line {line_number}: missing {', '.join(missing)}",
+                    )
             if reason is None:
                 yield row
             elif skipped is None:

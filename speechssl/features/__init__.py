@@ -24,14 +24,14 @@ from speechssl.features.normalize import GlobalCMVN, UtteranceCMVN, masked_mean_
 from speechssl.features.specaugment import SpecAugment
 
 __all__ = [
-    "MixingConfig",
-    "UtteranceMixing",
     "MFCC",
     "Fbank",
     "GlobalCMVN",
     "LogMel",
+    "MixingConfig",
     "SpecAugment",
     "UtteranceCMVN",
+    "UtteranceMixing",
     "WaveformAugment",
     "check_batch",
     "frame_lengths",

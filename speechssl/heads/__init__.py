@@ -11,6 +11,7 @@
   :class:`EcapaHeadConfig`.
 """
 
+from speechssl.encoders.fbank_upstream import FbankUpstream, FbankUpstreamConfig
 from speechssl.heads.classifier import UtteranceClassifier
 from speechssl.heads.config import (
     ClassifierHeadConfig,
@@ -22,7 +23,6 @@ from speechssl.heads.layer_sum import WeightedLayerSum
 from speechssl.heads.pooling import AttentiveStatisticsPooling, MaskedMeanPooling
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
-from speechssl.encoders.fbank_upstream import FbankUpstream, FbankUpstreamConfig
 
 CONFIG_SCHEMAS = {"head": {"classifier": ClassifierHeadConfig, "ecapa": EcapaHeadConfig}}
 

@@ -70,7 +70,10 @@ def future_frame_l1(
 
 
 def span_mask(
-    lengths: torch.Tensor, max_frames: int, mask_prob: float, mask_length: int,
+    lengths: torch.Tensor,
+    max_frames: int,
+    mask_prob: float,
+    mask_length: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Random spans of ``mask_length`` frames, started with probability ``mask_prob``.
@@ -80,7 +83,9 @@ def span_mask(
     starts = torch.rand(len(lengths), max_frames, generator=generator) < mask_prob  # (B, F)
     # a frame is masked when a span started in the previous mask_length frames:
     # a 1-D max-pool over the start indicators does that in one op
-    padded = nn.functional.pad(starts.float()[:, None, :], (mask_length - 1, 0))  # (B, 1, F + L - 1)
+    padded = nn.functional.pad(
+        starts.float()[:, None, :], (mask_length - 1, 0)
+    )  # (B, 1, F + L - 1)
     spans = nn.functional.max_pool1d(padded, kernel_size=mask_length, stride=1)[:, 0]  # (B, F)
     valid = torch.arange(max_frames)[None, :] < lengths.cpu()[:, None]
     return (spans > 0) & valid
@@ -108,7 +113,9 @@ class PredictiveCodingModel(nn.Module):
         feats, feat_lengths = self.encoder.features(batch.wav, batch.lengths)  # (B, F, D)
         inputs = feats
         if self.training and self.config.mask_prob > 0:
-            mask = span_mask(feat_lengths, feats.shape[1], self.config.mask_prob, self.config.mask_length)
+            mask = span_mask(
+                feat_lengths, feats.shape[1], self.config.mask_prob, self.config.mask_length
+            )
             inputs = feats.masked_fill(mask.to(feats.device)[..., None], 0.0)
         hidden = self.encoder.forward_features(inputs, feat_lengths).last_hidden_state  # (B, F, H)
         losses, metrics = [], {}

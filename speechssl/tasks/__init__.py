@@ -2,8 +2,13 @@
 verification (top-1, EER/minDCF), and result plots (:mod:`speechssl.tasks.plots`)."""
 
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
-from speechssl.tasks.user_data import FinetuneDataConfig
-from speechssl.tasks.emotion import EmotionResults, Fold, loso_folds, run_emotion_loso, validation_split
+from speechssl.tasks.emotion import (
+    EmotionResults,
+    Fold,
+    loso_folds,
+    run_emotion_loso,
+    validation_split,
+)
 from speechssl.tasks.metrics import (
     confusion_matrix,
     eer_and_mindcf,
@@ -20,6 +25,7 @@ from speechssl.tasks.speaker import (
     score_trials,
     verification_eer,
 )
+from speechssl.tasks.user_data import FinetuneDataConfig
 
 CONFIG_SCHEMAS = {
     "transfer": {"transfer": TransferConfig},
@@ -28,12 +34,9 @@ CONFIG_SCHEMAS = {
 
 __all__ = [
     "CONFIG_SCHEMAS",
-    "TransferConfig",
-    "predict",
-    "run_emotion_loso",
-    "train_classifier",
     "EmotionResults",
     "Fold",
+    "TransferConfig",
     "Trial",
     "collect_outputs",
     "confusion_matrix",
@@ -41,9 +44,12 @@ __all__ = [
     "identification_accuracy",
     "loso_folds",
     "mean_std",
+    "predict",
     "read_trials",
+    "run_emotion_loso",
     "score_trials",
     "top1_accuracy",
+    "train_classifier",
     "unweighted_accuracy",
     "validation_split",
     "verification_eer",

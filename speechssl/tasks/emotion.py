@@ -259,8 +259,10 @@ def run_emotion_loso(
             fold, sessions, strategy=validation, speakers=speakers, seed=seed
         )
         if progress is not None:
-            progress(f"fold {number}/{len(folds)}: test session {fold.session}, "
-                     f"{len(train_rows)} train / {len(valid_rows)} valid / {len(fold.test)} test")
+            progress(
+                f"fold {number}/{len(folds)}: test session {fold.session}, "
+                f"{len(train_rows)} train / {len(valid_rows)} valid / {len(fold.test)} test"
+            )
         run = train_classifier(
             make_encoder(),
             head_config,

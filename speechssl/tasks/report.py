@@ -60,7 +60,9 @@ def write_emotion_report(
         )
         bars[f"{mode} WA"], bars[f"{mode} UA"] = wa, ua
         plot_confusion_matrix(
-            summary["confusion"], results.labels, run_dir / f"confusion_{mode}.png",
+            summary["confusion"],
+            results.labels,
+            run_dir / f"confusion_{mode}.png",
             title=f"{mode}: summed over folds",
         )
         weights = [w for w in layer_weights if np.size(w) > 1]  # one layer: nothing to weigh
@@ -68,7 +70,8 @@ def write_emotion_report(
             mean_weights = np.mean(np.stack(weights), axis=0)
             summary["layer_weights_mean"] = mean_weights.tolist()
             plot_layer_weights(
-                mean_weights, run_dir / f"layer_weights_{mode}.png",
+                mean_weights,
+                run_dir / f"layer_weights_{mode}.png",
                 title=f"{mode}: learned layer weights (mean over folds)",
             )
         summaries[mode] = summary

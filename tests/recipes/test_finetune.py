@@ -12,21 +12,13 @@ from pathlib import Path
 import pytest
 
 from speechssl.cli import main as cli_main
-from speechssl.testing import plant_bad_audio, write_tone
+from speechssl.testing import plant_bad_audio, write_labelled_csv, write_tone
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "finetune" / "run.py"
 # class -> tone frequency: far apart on the mel scale, so a linear head on FBANK separates them
 FREQUENCIES = {"low": 250.0, "mid": 1000.0, "high": 3500.0}
 SMALL = ["debug=tiny", "head.projector_dim=32", "fbank_n_mels=40", "data.verify_audio=false"]
-
-
-def _write_csv(path: Path, rows) -> Path:
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +38,7 @@ def corpus(tmp_path_factory):
                     frequency=frequency * (1 + 0.03 * index),
                 )
                 rows.append((relative, label))
-        sets[name] = _write_csv(root / f"{name}.csv", rows)
+        sets[name] = write_labelled_csv(root / f"{name}.csv", rows)
     return root, sets
 
 
@@ -148,16 +140,20 @@ def bad_cases(corpus, tmp_path_factory):
     plant_bad_audio(bad / "broken.wav", "unreadable")
     cases = {
         "unseen label": (
-            [f"data.test={_write_csv(bad / 'test.csv', [(str(root / train_rows[0][0]), 'loud')])}"],
+            [
+                f"data.test={write_labelled_csv(bad / 'test.csv', [(str(root / train_rows[0][0]), 'loud')])}"
+            ],
             "label 'loud'",
         ),
         "class without training example": (["data.labels=[high,low,mid,silent]"], "class 'silent'"),
         "unreadable audio": (
-            [f"data.valid={_write_csv(bad / 'valid.csv', [(str(bad / 'broken.wav'), 'low')])}"],
+            [
+                f"data.valid={write_labelled_csv(bad / 'valid.csv', [(str(bad / 'broken.wav'), 'low')])}"
+            ],
             "broken.wav",
         ),
         "missing audio": (
-            [f"data.valid={_write_csv(bad / 'valid2.csv', [('gone.wav', 'low')])}"],
+            [f"data.valid={write_labelled_csv(bad / 'valid2.csv', [('gone.wav', 'low')])}"],
             "gone.wav listed in",
         ),
         "missing label column": (
@@ -165,7 +161,10 @@ def bad_cases(corpus, tmp_path_factory):
             "has no 'label' column",
         ),
         "empty csv": ([f"data.valid={bad / 'empty.csv'}"], "is empty"),
-        "header only": ([f"data.valid={_write_csv(bad / 'header.csv', [])}"], "no data rows"),
+        "header only": (
+            [f"data.valid={write_labelled_csv(bad / 'header.csv', [])}"],
+            "no data rows",
+        ),
         "no such csv": ([f"data.valid={bad / 'absent.csv'}"], "absent.csv does not exist"),
     }
     (bad / "columns.csv").write_text("path,class\na.wav,low\n")

@@ -11,7 +11,6 @@ does for its bad-data cases): a subprocess per run would cost seconds of imports
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import re
@@ -26,7 +25,7 @@ from omegaconf import OmegaConf
 from speechssl.interop import FAIRSEQ_KEY_MAP, from_torchaudio, match_torchaudio_preset
 from speechssl.tasks.predict import load_run
 from speechssl.tasks.user_data import load_upstream
-from speechssl.testing import write_tone
+from speechssl.testing import write_labelled_csv, write_tone
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "finetune" / "run.py"
@@ -76,14 +75,6 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-def _write_csv(path: Path, rows) -> Path:
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory):
     """``train.csv`` (8 tones per class) and ``test.csv`` (4 per class), absolute paths."""
@@ -96,7 +87,7 @@ def tones(tmp_path_factory):
                 path = root / name / f"{label}_{index}.wav"
                 write_tone(path, 0.4 + 0.2 * (index % 2), frequency=frequency * (1 + 0.03 * index))
                 rows.append((str(path), label))
-        sets[name] = _write_csv(root / f"{name}.csv", rows)
+        sets[name] = write_labelled_csv(root / f"{name}.csv", rows)
     return sets
 
 

@@ -5,9 +5,9 @@ import torch
 from speechbrain.dataio.dataio import length_to_mask
 from torchaudio.compliance import kaldi
 
+from speechssl.encoders.fbank_upstream import utterance_normalize
 from speechssl.heads import ECAPAHead, FbankUpstream, UtteranceClassifier
 from speechssl.heads.speaker import relative_lengths
-from speechssl.encoders.fbank_upstream import utterance_normalize
 
 TINY_ECAPA = {
     "channels": (16, 16, 16, 16, 48),
