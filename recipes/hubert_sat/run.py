@@ -390,9 +390,9 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
         row_head = dataclasses.replace(head, mode=head_mode)
         row_dir = run_dir / "transfer" / name
         print(f"\n== {name}: {TRANSFER_MODES[mode]}")
-        # the head's initial weights come from the global RNG: seed it so that a row's
-        # figures do not depend on what ran before it (pre-training, resumed or not, the
-        # rows above); unseeded, the FBANK speaker-ID row moved between 67 and 79 %
+        # train_classifier seeds each head itself; seeding the global RNG here too keeps
+        # anything else a row draws from it independent of what ran before (pre-training,
+        # resumed or not, the rows above)
         torch.manual_seed(cfg.seed)
         sid = run_speaker_identification(
             make_encoder,

@@ -95,8 +95,9 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
             mode, to_container(cfg.encoder), checkpoint, n_mels=cfg.encoder.n_mels, seed=cfg.seed
         )
         print(f"\n== {mode}: {TRANSFER_MODES[mode]}")
-        # the head's initial weights come from the global RNG: seeded, a row's figures do
-        # not depend on what ran before it (pre-training, resumed or not, the rows above)
+        # train_classifier seeds each head itself; seeding the global RNG here too keeps
+        # anything else a row draws from it independent of what ran before (pre-training,
+        # resumed or not, the rows above)
         torch.manual_seed(cfg.seed)
         outcomes[mode] = run_emotion_loso(
             make_encoder,
