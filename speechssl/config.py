@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,11 +76,21 @@ def _demo_path(corpus: str) -> str:
     return str(demo_path(corpus))
 
 
+def _rank_suffix() -> str:
+    """``""`` in a plain run and on torchrun's rank 0, ``".rank<N>"`` on the other ranks."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    return f".rank{rank}" if rank > 0 else ""
+
+
 def register_configs() -> dict[str, dict[str, type]]:
     """Store every schema as ``<group>/<name>_schema`` in Hydra's ConfigStore (idempotent),
-    and the ``${demo:<corpus>}`` resolver that points at the embedded demo corpus."""
+    the ``${demo:<corpus>}`` resolver that points at the embedded demo corpus, and
+    ``${rank_suffix:}``, which keeps torchrun's ranks out of each other's Hydra files
+    (``.hydra.rank1/``, ``run.rank1.log``)."""
     if not OmegaConf.has_resolver("demo"):
         OmegaConf.register_new_resolver("demo", _demo_path)
+    if not OmegaConf.has_resolver("rank_suffix"):
+        OmegaConf.register_new_resolver("rank_suffix", _rank_suffix)
     schemas = config_schemas()
     store = ConfigStore.instance()
     for group, named in schemas.items():

@@ -90,3 +90,15 @@ def test_debug_tiny_shrinks_the_run():
 def test_unknown_keys_and_wrong_types_fail_at_composition(override, message):
     with pytest.raises(ValueError, match=message):
         compose(overrides=[*BASE, override])
+
+
+def test_torchrun_ranks_get_their_own_hydra_files(monkeypatch):
+    """Rank 0 (or a plain run) keeps Hydra's usual names; rank N>0 writes beside them."""
+    from speechssl.config import _rank_suffix
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert _rank_suffix() == ""
+    monkeypatch.setenv("RANK", "0")
+    assert _rank_suffix() == ""
+    monkeypatch.setenv("RANK", "3")
+    assert _rank_suffix() == ".rank3"
