@@ -50,6 +50,7 @@ from speechssl.encoders import build_encoder
 from speechssl.heads.config import ClassifierHeadConfig, EcapaHeadConfig
 from speechssl.loading import load_encoder
 from speechssl.objectives import HubertPretrainModel, MaskedPredictionConfig
+from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
 from speechssl.tasks.emotion import run_emotion_loso
 from speechssl.tasks.plots import plot_layer_weights, plot_metric_bars, plot_tsne
@@ -533,8 +534,15 @@ def report(run_dir: Path, outcomes: dict, pretraining: dict, title: str) -> str:
     return table
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="hubert_sat", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    # every corpus folder the run will read, checked before any work
+    check_source_folders(
+        {
+            "pretrain.src": cfg.pretrain.src,
+            "speaker.src": cfg.speaker.src,
+            "emotion.src": cfg.emotion.src,
+        }
+    )
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)
     distributed.init_from_env(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
@@ -550,6 +558,12 @@ def main(cfg: DictConfig) -> None:
     table = report(run_dir, outcomes, pretraining, title)
     print("\n" + table)
     print(f"results: {run_dir / 'results.md'} ({pretraining['timings']['total_s']:.0f} s)")
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="hubert_sat", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    # bad corpus paths, layouts, audio or options: one line and exit code 1
+    exit_on_bad_input("hubert_sat", run, cfg)
 
 
 if __name__ == "__main__":

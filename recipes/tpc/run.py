@@ -28,6 +28,7 @@ from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
 from speechssl.heads.config import ClassifierHeadConfig
 from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
+from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
 from speechssl.tasks.emotion import run_emotion_loso
 from speechssl.tasks.report import write_emotion_report
@@ -115,8 +116,17 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
     return outcomes
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="tpc", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    # every corpus folder the run will read, checked before any work
+    check_source_folders(
+        {
+            **{
+                f"pretrain.sources[{index}].src": source.src
+                for index, source in enumerate(cfg.pretrain.sources)
+            },
+            "emotion.src": cfg.emotion.src,
+        }
+    )
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)
     distributed.init_from_env(cfg.trainer.device)
     if cfg.trainer.threads > 0:
@@ -137,6 +147,12 @@ def main(cfg: DictConfig) -> None:
     )
     print("\n" + table)
     print(f"results: {run_dir / 'results.md'}")
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="tpc", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    # bad corpus paths, layouts, audio or options: one line and exit code 1
+    exit_on_bad_input("tpc", run, cfg)
 
 
 if __name__ == "__main__":

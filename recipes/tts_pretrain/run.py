@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_root
+from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.report import write_results
 from speechssl.train import distributed
 from speechssl.train.config import to_dataclass
@@ -94,8 +95,9 @@ def finetune(
     return model, speaker, {**result, "init_max_abs_difference": difference}
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="tts_pretrain", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    # every corpus folder the run will read, checked before any work
+    check_source_folders({"pretrain.src": cfg.pretrain.src, "target.src": cfg.target.src})
     started = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -207,6 +209,12 @@ def main(cfg: DictConfig) -> None:
     write_results(run_dir, results, markdown)
     print("\n" + table)
     print(f"results: {run_dir / 'results.md'} ({seconds:.0f} s)")
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="tts_pretrain", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    # bad corpus paths, layouts, audio or options: one line and exit code 1
+    exit_on_bad_input("tts_pretrain", run, cfg)
 
 
 if __name__ == "__main__":
