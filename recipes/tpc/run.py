@@ -56,7 +56,8 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
         valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
     train = load_manifests(train_paths)
     valid = load_manifests(valid_paths) if valid_paths else None
-    torch.manual_seed(cfg.seed)  # the initial weights come from the seed alone
+    # the initial weights come from the seed alone (torch's global generator starts at random)
+    torch.manual_seed(cfg.seed)
     encoder = build_encoder(to_container(cfg.encoder))
     objective = to_dataclass(cfg.objective, PredictiveCodingConfig)
     model = PredictiveCodingModel(encoder, feature_dim=encoder.config.n_mels, config=objective)
