@@ -27,6 +27,7 @@ from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
 from speechssl.heads.config import ClassifierHeadConfig
+from speechssl.recipe_errors import exit_on_bad_input
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
 from speechssl.tasks.predict import write_model_file
 from speechssl.tasks.report import write_results
@@ -245,12 +246,8 @@ def main(cfg: DictConfig) -> None:
     distributed.init_from_env(cfg.trainer.device)
     if not distributed.continue_on_main_only():
         return
-    try:
-        table = finetune(cfg)
-    except (ValueError, FileNotFoundError) as error:
-        # bad user data or upstream: one line, no traceback
-        print(f"finetune: error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(1)
+    # bad user data or upstream: one line and exit code 1, no traceback
+    table = exit_on_bad_input("finetune", finetune, cfg)
     run_dir = Path(cfg.run_dir)
     print("\n" + table)
     print(

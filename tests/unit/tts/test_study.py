@@ -198,3 +198,20 @@ def test_tts_config_group_composes_to_the_presets(preset):
     cfg = compose("tts_pretrain", [f"tts={preset}", "debug=tiny"])
     assert to_dataclass(cfg.tts, TacotronConfig) == TacotronConfig.preset(preset)
     assert cfg.trainer.max_steps == 4 and cfg.finetune.max_steps == 60  # capped in run.py
+
+
+def test_each_torchrun_rank_trains_on_its_own_clips(demo_rows, monkeypatch):
+    """Under DDP the study's loader shards the clips: two ranks see disjoint halves."""
+    from speechssl.train import distributed
+
+    _, pool = demo_rows
+    model = TacotronTTS(TacotronConfig.preset("tiny", num_speakers=1))
+    seen = {}
+    for rank in (0, 1):
+        info = distributed.DistributedInfo(rank=rank, local_rank=rank, world_size=2)
+        monkeypatch.setattr(distributed, "get_info", lambda info=info: info)
+        loader = study._loader(pool, model, None, 0, batch_size=4, seed=0, workers=0)
+        assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+        seen[rank] = list(loader.sampler)
+    assert seen[0] and len(seen[0]) == len(seen[1]) == len(pool) // 2
+    assert not set(seen[0]) & set(seen[1])
