@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import soundfile
 from tqdm import tqdm
 
 from speechssl import audio
@@ -51,6 +52,51 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    return path
+
+
+def audio_extensions() -> tuple[str, ...]:
+    """Extensions of the audio files a layout may hold, as the installed libsndfile decodes them.
+
+    Layouts whose release uses ``.wav`` or ``.flac`` also accept these, so a corpus may be
+    stored compressed (the embedded demo keeps real speech as Ogg Opus under ``.opus``).
+    """
+    extensions = [".wav", ".flac", ".ogg"]
+    if "OPUS" in soundfile.available_subtypes("OGG"):
+        extensions.append(".opus")
+    if "MP3" in soundfile.available_formats():
+        extensions.append(".mp3")
+    return tuple(extensions)
+
+
+def audio_files(folder: Path, pattern: str) -> list[Path]:
+    """Sorted files matching ``pattern`` (a glob without extension, e.g. ``"*/*/*"``) whose
+    extension is one of ``audio_extensions()``.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "a.opus").write_bytes(b""), (folder / "a.txt").write_bytes(b"")
+        >>> [path.name for path in audio_files(folder, "*")]
+        ['a.opus']
+    """
+    extensions = audio_extensions()
+    return sorted(path for path in folder.glob(pattern) if path.suffix.lower() in extensions)
+
+
+def resolve_audio(path: Path) -> Path:
+    """``path`` if it exists, else a sibling with the same stem and another audio extension.
+
+    Metadata that names ``00001.wav`` (VoxCeleb1 lists, LJSpeech ids) then finds the same
+    recording stored as ``00001.flac`` or ``00001.opus``; with none, ``path`` is returned
+    and the audio check reports it missing.
+    """
+    if path.exists():
+        return path
+    for extension in audio_extensions():
+        candidate = path.with_suffix(extension)
+        if candidate.exists():
+            return candidate
     return path
 
 

@@ -18,20 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import soundfile
-
-from speechssl.data.prepare.common import Preparer, Report, Utterance
+from speechssl.data.prepare.common import Preparer, Report, Utterance, audio_extensions
 
 LAYOUT = "<folder>/<label>/<file>.wav (one sub-folder per class label)"
-
-
-def audio_extensions() -> tuple[str, ...]:
-    """Extensions of the audio files a folder may hold, as libsndfile can decode them."""
-    formats = soundfile.available_formats()
-    extensions = [".wav", ".flac", ".ogg"]
-    if "MP3" in formats:
-        extensions.append(".mp3")
-    return tuple(extensions)
 
 
 def collect(src, report: Report, labels: set[str] | None = None) -> list[Utterance]:

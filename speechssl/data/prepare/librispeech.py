@@ -1,7 +1,9 @@
 """LibriSpeech: ``LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-NNNN.flac``.
 
 Each chapter folder holds ``<speaker>-<chapter>.trans.txt`` ("19-198-0001 TEXT" lines);
-``SPEAKERS.TXT`` (";" comments, then "19 | F | train-clean-100 | 25.19 | Name") gives the
+a chapter without that file is unlabelled audio (rows without ``text``, for pre-training),
+and audio may be stored in any format ``common.audio_extensions()`` lists (the embedded
+demo keeps Ogg Opus). ``SPEAKERS.TXT`` (";" comments, then "19 | F | train-clean-100 | 25.19 | Name") gives the
 gender. One manifest per subset found: ``train-clean-100.jsonl``, ``dev-clean.jsonl``, ...
 
 Example:
@@ -23,6 +25,7 @@ from speechssl.data.prepare.common import (
     Preparer,
     Report,
     Utterance,
+    audio_files,
     find_root,
     read_text,
     try_read_text,
@@ -33,12 +36,12 @@ _UTTERANCE_ID = re.compile(r"^\d+-\d+-\d+$")
 
 
 def _subsets(root: Path) -> list[Path]:
-    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` or ``*.trans.txt``."""
+    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` (or other audio) or ``*.trans.txt``."""
     return [
         child
         for child in sorted(root.iterdir())
         if child.is_dir()
-        and (next(child.glob("*/*/*.flac"), None) or next(child.glob("*/*/*.trans.txt"), None))
+        and (audio_files(child, "*/*/*") or next(child.glob("*/*/*.trans.txt"), None))
     ]
 
 
@@ -78,17 +81,21 @@ def collect(src, report: Report) -> list[Utterance]:
         for chapter in sorted(path for path in subset.glob("*/*") if path.is_dir()):
             speaker = chapter.parent.name
             transcripts, error = _read_transcripts(chapter, report)
-            flacs = {path.stem: path for path in chapter.glob("*.flac")}
+            flacs = {path.stem: path for path in audio_files(chapter, "*")}
+            unlabelled = transcripts is None
             # an utterance the transcript lists whose flac is absent is reported as missing
-            for utterance_id in sorted(set(flacs) | set(transcripts)):
+            for utterance_id in sorted(set(flacs) | set(transcripts or {})):
                 audio = flacs.get(utterance_id, chapter / f"{utterance_id}.flac")
                 if error:
                     report.skip(audio, "unreadable-transcript", error)
                     continue
-                if utterance_id not in transcripts:
+                if unlabelled:
+                    fields = {"speaker": speaker}
+                elif utterance_id in transcripts:
+                    fields = {"speaker": speaker, "text": transcripts[utterance_id]}
+                else:
                     report.skip(audio, "no-transcript", f"not in {chapter.name} transcript")
                     continue
-                fields = {"speaker": speaker, "text": transcripts[utterance_id]}
                 if speaker in genders:
                     fields["gender"] = genders[speaker]
                 utterances.append(Utterance(subset.name, utterance_id, str(audio), fields))
@@ -97,11 +104,14 @@ def collect(src, report: Report) -> list[Utterance]:
     return utterances
 
 
-def _read_transcripts(chapter: Path, report: Report) -> tuple[dict[str, str], str]:
-    """``(utterance id -> text, error)`` of one chapter; ``error`` says why it is unreadable."""
+def _read_transcripts(chapter: Path, report: Report) -> tuple[dict[str, str] | None, str]:
+    """``(utterance id -> text, error)`` of one chapter; ``error`` says why it is unreadable.
+
+    ``None`` when the chapter has no transcript file: its audio is unlabelled.
+    """
     path = chapter / f"{chapter.parent.name}-{chapter.name}.trans.txt"
     if not path.is_file():
-        return {}, ""
+        return None, ""
     text, error = try_read_text(path)
     if text is None:
         return {}, error

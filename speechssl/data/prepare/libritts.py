@@ -1,5 +1,7 @@
 """LibriTTS: ``LibriTTS/<subset>/<speaker>/<chapter>/<speaker>_<chapter>_NNNNNN_NNNNNN.wav``.
 
+Audio may be stored in any format ``common.audio_extensions()`` lists, not only ``.wav``.
+
 Each wav has ``<stem>.normalized.txt`` (the text used here) and ``<stem>.original.txt``
 beside it. One manifest per subset found; ``speaker`` and ``chapter`` come from the path,
 ``gender`` from ``SPEAKERS.txt`` when present.
@@ -17,7 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from speechssl.data.prepare.common import Preparer, Report, Utterance, find_root, try_read_text
+from speechssl.data.prepare.common import (
+    Preparer,
+    Report,
+    Utterance,
+    audio_files,
+    find_root,
+    try_read_text,
+)
 from speechssl.data.prepare.librispeech import read_speakers_file
 
 LAYOUT = "LibriTTS/<subset>/<speaker>/<chapter>/<speaker>_<chapter>_NNNNNN_NNNNNN.wav"
@@ -25,9 +34,7 @@ LAYOUT = "LibriTTS/<subset>/<speaker>/<chapter>/<speaker>_<chapter>_NNNNNN_NNNNN
 
 def _subsets(root: Path) -> list[Path]:
     return [
-        child
-        for child in sorted(root.iterdir())
-        if child.is_dir() and next(child.glob("*/*/*.wav"), None) is not None
+        child for child in sorted(root.iterdir()) if child.is_dir() and audio_files(child, "*/*/*")
     ]
 
 
@@ -47,7 +54,8 @@ def collect(src, report: Report) -> list[Utterance]:
     genders = read_speakers_file(speakers_file, report) if speakers_file else {}
     utterances = []
     for subset in _subsets(root):
-        for audio in sorted(subset.glob("*/*/*.wav")):
+        # .wav as released, or any other audio format (the .txt files beside are not audio)
+        for audio in audio_files(subset, "*/*/*"):
             chapter, speaker = audio.parent.name, audio.parent.parent.name
             text_path = audio.with_name(f"{audio.stem}.normalized.txt")
             if not text_path.is_file():

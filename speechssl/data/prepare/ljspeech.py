@@ -1,5 +1,8 @@
 """LJSpeech: ``LJSpeech-1.1/metadata.csv`` + ``LJSpeech-1.1/wavs/LJ001-0001.wav``.
 
+A clip stored in another audio format under the same id (``wavs/LJ001-0001.opus``) is
+read in place of the ``.wav`` (``common.resolve_audio``).
+
 ``metadata.csv`` has no header; each line is ``id|raw text|normalized text`` and the text
 may contain quotes, so it is read with ``csv.QUOTE_NONE`` (as torchaudio does). Writes
 ``all.jsonl`` with ``text`` = the normalized text and ``speaker`` = ``LJ``.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from speechssl.data.prepare.common import Preparer, Report, Utterance, find_root
+from speechssl.data.prepare.common import Preparer, Report, Utterance, find_root, resolve_audio
 
 LAYOUT = "LJSpeech-1.1/metadata.csv and LJSpeech-1.1/wavs/LJ001-0001.wav"
 SPEAKER = "LJ"
@@ -50,7 +53,8 @@ def collect(src, report: Report) -> list[Utterance]:
             report.skip(metadata, "malformed-line", detail)
             continue
         utterance_id, _raw_text, normalized_text = (field.strip() for field in fields)
-        audio = root / "wavs" / f"{utterance_id}.wav"
+        # wavs/<id>.wav, or the same recording in another audio format (wavs/<id>.opus)
+        audio = resolve_audio(root / "wavs" / f"{utterance_id}.wav")
         fields = {"speaker": SPEAKER, "text": normalized_text}
         utterances.append(Utterance("all", utterance_id, str(audio), fields))
     if not utterances and not report.skipped:

@@ -3,7 +3,9 @@
 Writes ``train.jsonl`` / ``dev.jsonl`` / ``test.jsonl`` from the identification split
 (codes 1 / 2 / 3), ``verification.jsonl`` with every utterance the trials use, and
 ``trials.txt`` (``label enroll_id test_id``, ids as in the manifests: ``id10001/1zcIwhmdeo4/00001``).
-A trial whose audio is missing or unusable is left out and counted.
+A trial whose audio is missing or unusable is left out and counted. The lists name
+``.wav`` files, as the release does; a recording stored in another audio format under the
+same stem (``00001.opus``, see ``common.resolve_audio``) stands in for it.
 
 Example:
     >>> import tempfile
@@ -25,6 +27,7 @@ from speechssl.data.prepare.common import (
     Utterance,
     find_root,
     read_text,
+    resolve_audio,
     write_text_atomic,
 )
 
@@ -86,7 +89,8 @@ def _utterance(
     fields = {"speaker": speaker, **(extra or {})}
     if speaker in genders:
         fields["gender"] = genders[speaker]
-    return Utterance(manifest, relative[: -len(".wav")], str(wav_dir / relative), fields)
+    audio = resolve_audio(wav_dir / relative)
+    return Utterance(manifest, relative[: -len(".wav")], str(audio), fields)
 
 
 def _read_meta(path: Path, report: Report) -> dict[str, str]:
