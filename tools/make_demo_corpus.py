@@ -1,27 +1,31 @@
-"""Synthesise the tiny demo corpus shipped in ``speechssl/demo_data``.
+"""Build the demo corpus shipped in ``speechssl/demo_data``.
 
 Every corpus is written in the real on-disk layout of its public release (see
 /work/shared/CORPORA.md), so ``speechssl prepare`` reads the demo exactly as it reads
-the real thing. Speech comes from espeak-ng (voice + variant per speaker, with pitch,
-speed, amplitude, word gap and pitch range varied) and sox (emotion and channel
-effects, resampling); numpy adds noise and gain. Everything is seeded, so two runs with
-the same ``--seed`` write the same samples.
+the real thing.
 
-Corpora written under ``--out``:
+Real human speech (``tools/make_real_demo.py``; sources and licences in
+``speechssl/demo_data/NOTICE.md``):
 
-* ``LibriSpeech/``            16 kHz FLAC, train-clean-100 + dev-clean, SPEAKERS.TXT
+* ``LibriSpeech/``            LibriSpeech readers, 16 kHz Ogg Opus, unlabelled (no trans.txt)
+* ``VoxCeleb1/``              100 LibriSpeech readers in the VoxCeleb1 layout, 16 kHz Ogg Opus,
+                              iden_split.txt and veri_test.txt
+* ``LJSpeech-1.1/``           LJ Speech clips, 22,050 Hz Ogg Vorbis, the release's metadata
+
+Synthetic speech, where no permissively licensed corpus could be found (acted emotion;
+a LibriTTS pool with transcripts), from espeak-ng (voice + variant per speaker, with
+pitch, speed, amplitude, word gap and pitch range varied) and sox (emotion effects,
+resampling); numpy adds noise and gain. Everything is seeded, so two runs with the same
+``--seed`` write the same samples:
+
 * ``IEMOCAP_full_release/``   16 kHz WAV, 5 sessions x (F, M), EmoEvaluation labels whose
                               emotions (neu, hap, exc, ang, sad + a few fru/sur/xxx) are
                               rendered by prosody and effects with per-utterance jitter
-* ``VoxCeleb1/``              16 kHz WAV, 12 speakers x 3 "videos" with their own channel,
-                              iden_split.txt (all speakers) and veri_test.txt (trials among
-                              the last 4 speakers, like VoxCeleb1-O's held-out speakers)
-* ``LJSpeech-1.1/``           22,050 Hz WAV, one target voice reading a narrow domain
-* ``LibriTTS/``               24 kHz WAV, other voices reading diverse text
+* ``LibriTTS/``               24 kHz WAV, six voices reading diverse text
 * ``ood_sentences.txt``       out-of-domain sentences for the TTS text-similarity study
 
-Requires the ``espeak-ng`` and ``sox`` programs (``apt-get install -y espeak-ng sox``);
-users of the committed corpus need neither.
+Requires the ``espeak-ng`` and ``sox`` programs (``apt-get install -y espeak-ng sox``) and
+the fetched source repositories (``--mirror``); users of the committed corpus need none.
 
 Example:
     python tools/make_demo_corpus.py --out speechssl/demo_data --seed 0
@@ -35,11 +39,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import librosa
+import make_real_demo  # tools/make_real_demo.py, beside this script
 import numpy as np
 import soundfile
 
@@ -80,16 +85,6 @@ def number_to_words(number: int) -> str:
         return ONES[number]
     tens, ones = divmod(number, 10)
     return TENS[tens] + ("" if ones == 0 else "-" + ONES[ones])
-
-
-def year_to_words(year: int) -> str:
-    """Spell a year the way LJSpeech's normalised text does, e.g. ``1843 -> "eighteen forty-three"``."""
-    century, rest = divmod(year, 100)
-    if rest == 0:
-        return number_to_words(century) + " hundred"
-    if rest < 10:
-        return number_to_words(century) + " oh " + number_to_words(rest)
-    return number_to_words(century) + " " + number_to_words(rest)
 
 
 class TextMaker:
@@ -261,30 +256,6 @@ class TextMaker:
             ),
         ]
         return templates[int(self.rng.integers(len(templates)))]()
-
-    def narrow_domain(self) -> tuple[str, str]:
-        """Printing and prison history, LJSpeech style: ``(raw text, normalised text)``.
-
-        Raw text keeps digits, abbreviations and quotes; normalised text spells them out.
-        """
-        year = int(self.rng.integers(1810, 1890))
-        count = int(self.rng.integers(2, 40))
-        city = self.pick(self.CITIES)
-        official = self.pick(self.OFFICIALS)
-        templates = [
-            (f"Printed in {year}.", f"Printed in {year_to_words(year)}."),
-            (f"{city} printers, {year}.", f"{city} printers, {year_to_words(year)}."),
-            (f"They used {self.pick(self.MATERIALS)} type.", None),
-            (f"Mr. {self.pick(self.SURNAMES)} kept the {self.pick(self.PRISON_PLACES)}.", None),
-            (f"He came {count} times.", None),
-            (f'"Silence," said the {official}.', None),
-            (f"Dr. {self.pick(self.SURNAMES)} closed the {self.pick(self.PRISON_PLACES)}.", None),
-        ]
-        raw, normalized = templates[int(self.rng.integers(len(templates)))]
-        if normalized is None:
-            normalized = raw.replace("Mr.", "Mister").replace("Dr.", "Doctor")
-            normalized = normalized.replace(f" {count} ", f" {number_to_words(count)} ")
-        return raw, normalized
 
     def diverse(self) -> tuple[str, str]:
         """LibriTTS style ``(original, normalised)``: narrative text, sometimes with a number."""
@@ -531,85 +502,6 @@ class Summary:
         self.seconds += seconds
 
 
-def write_librispeech(root: Path, voices: dict[str, list[Voice]], rng, text: TextMaker) -> Summary:
-    """``LibriSpeech/<subset>/<spk>/<chapter>/<spk>-<chapter>-NNNN.flac`` + trans + SPEAKERS.TXT."""
-    summary = Summary()
-    speaker_rows = []
-    used_ids: set[int] = set()
-    first_names = [
-        "Ada",
-        "Bram",
-        "Cora",
-        "Dale",
-        "Edie",
-        "Finn",
-        "Gwen",
-        "Hal",
-        "Ivy",
-        "Joel",
-        "Kate",
-        "Lars",
-        "Mae",
-        "Ned",
-    ]
-    last_names = [
-        "Reed",
-        "Holt",
-        "Vance",
-        "Pryor",
-        "Lane",
-        "Marsh",
-        "Ames",
-        "Cole",
-        "Frost",
-        "Hale",
-        "Wren",
-        "Doyle",
-    ]
-    for subset, subset_voices, utterances_per_chapter in [
-        ("train-clean-100", voices["train"], 5),
-        ("dev-clean", voices["dev"], 4),
-    ]:
-        for voice in subset_voices:
-            speaker_id = int(rng.integers(19, 9000))
-            while speaker_id in used_ids:
-                speaker_id = int(rng.integers(19, 9000))
-            used_ids.add(speaker_id)
-            seconds = 0.0
-            num_chapters = 2 if subset == "train-clean-100" and rng.random() < 0.4 else 1
-            for _ in range(num_chapters):
-                chapter_id = int(rng.integers(100, 150000))
-                folder = root / subset / str(speaker_id) / str(chapter_id)
-                lines = []
-                for index, sentence in enumerate(
-                    unique_texts(text.narrative, utterances_per_chapter)
-                ):
-                    utterance_id = f"{speaker_id}-{chapter_id}-{index:04d}"
-                    wav = synthesize(sentence, voice, neutral_rendering(voice, rng), 16000, rng)
-                    duration = write_audio(folder / f"{utterance_id}.flac", wav, 16000)
-                    summary.add(duration)
-                    seconds += duration
-                    # LibriSpeech transcripts: upper case, apostrophes kept, no other punctuation.
-                    words = "".join(c for c in sentence.upper() if c.isalpha() or c in " '")
-                    lines.append(f"{utterance_id} {' '.join(words.split())}")
-                (folder / f"{speaker_id}-{chapter_id}.trans.txt").write_text(
-                    "\n".join(lines) + "\n"
-                )
-            name = f"{text.pick(first_names)} {text.pick(last_names)}"
-            speaker_rows.append((speaker_id, voice.gender, subset, seconds / 60, name))
-    header = [
-        "; Synthetic demo corpus in the LibriSpeech layout (espeak-ng voices, invented names).",
-        "; Columns are the same as in the real SPEAKERS.TXT; MINUTES is the demo audio length.",
-        ";ID  |SEX| SUBSET           |MINUTES| NAME",
-    ]
-    rows = [
-        f"{speaker_id:<5}| {gender} | {subset:<17}| {minutes:5.2f} | {name}"
-        for speaker_id, gender, subset, minutes, name in sorted(speaker_rows)
-    ]
-    (root / "SPEAKERS.TXT").write_text("\n".join(header + rows) + "\n")
-    return summary
-
-
 def write_iemocap(root: Path, voices: list[tuple[Voice, Voice]], rng, text: TextMaker) -> Summary:
     """Five sessions, each with a female and a male speaker in impro and script dialogs."""
     summary = Summary()
@@ -687,89 +579,6 @@ def iemocap_turn(utterance: str, emotion: str, start: float, end: float, rng) ->
     return lines + [""]
 
 
-def random_video_id(rng: np.random.Generator) -> str:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    return "".join(alphabet[int(i)] for i in rng.integers(len(alphabet), size=11))
-
-
-def channel_effects(rng: np.random.Generator) -> tuple[tuple[str, ...], float]:
-    """One "video": a random microphone/room (sox effects) and a noise level in dBFS."""
-    kind = ["eq", "reverb", "phone"][int(rng.integers(3))]
-    if kind == "eq":
-        effects = (
-            "highpass", f"{rng.uniform(80, 250):.0f}",
-            "equalizer", f"{rng.uniform(500, 4000):.0f}", "1q", f"{rng.uniform(-8, 8):.1f}",
-        )  # fmt: skip
-    elif kind == "reverb":
-        effects = ("reverb", f"{rng.uniform(20, 60):.0f}", "50", f"{rng.uniform(20, 60):.0f}")
-    else:
-        effects = ("highpass", "300", "lowpass", f"{rng.uniform(3000, 3800):.0f}")
-    return effects, float(rng.uniform(-50, -32))
-
-
-def write_voxceleb1(root: Path, voices: list[Voice], rng, text: TextMaker) -> Summary:
-    """``wav/id100NN/<video>/000NN.wav`` + iden_split.txt + veri_test.txt."""
-    summary = Summary()
-    iden_lines = []
-    by_speaker: dict[str, list[tuple[str, str]]] = {}
-    for speaker_index, voice in enumerate(voices, start=1):
-        speaker = f"id{10000 + speaker_index}"
-        utterance_number = 0
-        for video_index, count in enumerate([3, 2, 2]):
-            video = random_video_id(rng)
-            effects, noise_db = channel_effects(rng)
-            for position in range(count):
-                utterance_number += 1
-                relative = f"{speaker}/{video}/{utterance_number:05d}.wav"
-                rendering = replace(
-                    neutral_rendering(voice, rng), sox_effects=effects, noise_db=noise_db
-                )
-                wav = synthesize(text.conversational(), voice, rendering, 16000, rng)
-                summary.add(write_audio(root / "wav" / relative, wav, 16000))
-                # Videos 1-2 train (last utterance of video 2 is dev), video 3 is test.
-                split = (
-                    3
-                    if video_index == 2
-                    else (2 if video_index == 1 and position == count - 1 else 1)
-                )
-                iden_lines.append(f"{split} {relative}")
-                by_speaker.setdefault(speaker, []).append((video, relative))
-    (root / "iden_split.txt").write_text("\n".join(iden_lines) + "\n")
-
-    # Trials among the last 4 speakers: targets pair different videos of one speaker.
-    trial_speakers = sorted(by_speaker)[-4:]
-    trials = []
-    for speaker in trial_speakers:
-        utterances = by_speaker[speaker]
-        cross_video = [(a, b) for a in utterances for b in utterances if a[0] < b[0]]
-        for index in rng.choice(len(cross_video), size=5, replace=False):
-            trials.append(f"1 {cross_video[index][0][1]} {cross_video[index][1][1]}")
-        for _ in range(5):
-            other = trial_speakers[int(rng.integers(len(trial_speakers)))]
-            while other == speaker:
-                other = trial_speakers[int(rng.integers(len(trial_speakers)))]
-            enroll = utterances[int(rng.integers(len(utterances)))][1]
-            test = by_speaker[other][int(rng.integers(len(by_speaker[other])))][1]
-            trials.append(f"0 {enroll} {test}")
-    (root / "veri_test.txt").write_text("\n".join(trials) + "\n")
-    return summary
-
-
-def write_ljspeech(root: Path, voice: Voice, rng, text: TextMaker, count: int) -> Summary:
-    """``metadata.csv`` (``id|raw|normalized``) + ``wavs/<id>.wav`` at 22,050 Hz."""
-    summary = Summary()
-    rows = []
-    for index, (raw, normalized) in enumerate(unique_texts(text.narrow_domain, count)):
-        chapter, number = divmod(index, 20)
-        utterance_id = f"LJ{chapter + 1:03d}-{number + 1:04d}"
-        rendering = neutral_rendering(voice, rng, jitter=0.5)  # a read-speech, steady voice
-        wav = synthesize(normalized, voice, rendering, 22050, rng)
-        summary.add(write_audio(root / "wavs" / f"{utterance_id}.wav", wav, 22050))
-        rows.append(f"{utterance_id}|{raw}|{normalized}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return summary
-
-
 def write_libritts(
     root: Path, voices: list[Voice], rng, text: TextMaker, per_speaker: int
 ) -> Summary:
@@ -811,60 +620,54 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("speechssl/demo_data"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mirror",
+        type=Path,
+        default=Path("/work/.mirror"),
+        help="folder holding the fetched git directories of make_real_demo.SOURCES",
+    )
+    parser.add_argument(
+        "--synthetic-only",
+        action="store_true",
+        help="rebuild only the espeak-ng corpora (IEMOCAP, LibriTTS); keep the real ones",
+    )
     args = parser.parse_args(argv)
     check_tools()
 
     out: Path = args.out
-    corpus_dirs = ["LibriSpeech", "IEMOCAP_full_release", "VoxCeleb1", "LJSpeech-1.1", "LibriTTS"]
-    for name in corpus_dirs:
+    for name in ("IEMOCAP_full_release", "LibriTTS"):
         shutil.rmtree(out / name, ignore_errors=True)  # a rerun replaces, never appends
     out.mkdir(parents=True, exist_ok=True)
 
     # One independent stream per corpus, so changing one corpus leaves the others unchanged.
+    # Streams 1, 3 and 4 drove the espeak LibriSpeech, VoxCeleb1 and LJSpeech sets that real
+    # speech replaced; they stay drawn so IEMOCAP and LibriTTS keep their committed samples.
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(args.seed).spawn(7)]
     voice_rng = streams[0]
     females = make_voices(voice_rng, "F", 15)
     males = make_voices(voice_rng, "M", 17)
-    # Within a corpus every speaker has its own voice. VoxCeleb re-uses six timbres with
-    # another habitual pitch/tempo, and LibriTTS shares two LibriSpeech voices (as the real
-    # LibriTTS derives from LibriSpeech); the LJ target voice is in no other corpus.
-    librispeech_voices = {
-        "train": females[0:4] + males[0:4],
-        "dev": [females[4], males[4], males[5]],
-    }
+    # Within a corpus every speaker has its own voice; LibriTTS re-uses two timbres that
+    # the retired espeak LibriSpeech set had (the real LibriTTS derives from LibriSpeech).
     iemocap_voices = list(zip(females[5:10], males[6:11]))
-    voxceleb_voices = [v for pair in zip(females[10:13], males[11:14]) for v in pair]
-    voxceleb_voices += [
-        replace(v, pitch=min(99.0, v.pitch + 15), speed=v.speed * 0.92)
-        for v in (females[0], males[0], females[5], males[6], females[2], males[3])
-    ]  # same espeak timbre with another habitual pitch/tempo: a hard, "similar-voice" case
-    lj_voice = replace(females[13], speed=225.0, pitch_range=45.0, word_gap=0)
     libritts_voices = [females[14], males[14], males[15], males[16], females[1], males[1]]
 
     summaries = {
-        "LibriSpeech": write_librispeech(
-            out / "LibriSpeech", librispeech_voices, streams[1], TextMaker(streams[1])
-        ),
         "IEMOCAP_full_release": write_iemocap(
             out / "IEMOCAP_full_release", iemocap_voices, streams[2], TextMaker(streams[2])
-        ),
-        "VoxCeleb1": write_voxceleb1(
-            out / "VoxCeleb1", voxceleb_voices, streams[3], TextMaker(streams[3])
-        ),
-        "LJSpeech-1.1": write_ljspeech(
-            out / "LJSpeech-1.1", lj_voice, streams[4], TextMaker(streams[4]), 36
         ),
         "LibriTTS": write_libritts(
             out / "LibriTTS", libritts_voices, streams[5], TextMaker(streams[5]), 5
         ),
     }
     (out / "ood_sentences.txt").write_text("\n".join(TextMaker.OOD) + "\n")
+    if not args.synthetic_only:
+        real = make_real_demo.build(out, args.mirror, args.seed)
+        summaries.update({name: (summary.files, summary.seconds) for name, summary in real.items()})
 
     print(f"{'corpus':<22}{'files':>7}{'seconds':>10}{'MB':>8}")
     for name, summary in summaries.items():
-        print(
-            f"{name:<22}{summary.files:>7}{summary.seconds:>10.1f}{folder_megabytes(out / name):>8.2f}"
-        )
+        files, seconds = summary if isinstance(summary, tuple) else (summary.files, summary.seconds)
+        print(f"{name:<22}{files:>7}{seconds:>10.1f}{folder_megabytes(out / name):>8.2f}")
     print(f"{'total (with text files)':<22}{'':>17}{folder_megabytes(out):>8.2f}")
 
 

@@ -1,10 +1,13 @@
-"""The committed demo corpus: real layouts, real sample rates, size budget, learnable emotions.
+"""The committed demo corpus: real layouts, real sample rates, size budget, sources, learnable
+emotions.
 
-torchaudio's own dataset parsers serve as an independent reader of the layouts.
+LibriSpeech/, VoxCeleb1/ and LJSpeech-1.1/ hold real speech stored as Ogg (Opus/Vorbis), read
+by our preparers; torchaudio's own parsers check the metadata files and the WAV corpora.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -17,7 +20,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from speechssl.data.prepare import prepare
+from speechssl.data.prepare.common import resolve_audio
 from speechssl.demo import CORPUS_DIRECTORIES, demo_path, demo_root
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 FOUR_CLASSES = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
 SUMMARY_LINE = re.compile(
@@ -79,21 +86,23 @@ def test_demo_path_maps_every_corpus_and_rejects_unknown_names():
 
 def test_total_size_fits_the_budget():
     files = [path for path in demo_root().rglob("*") if path.is_file()]
-    assert sum(path.stat().st_size for path in files) <= 14_000_000
+    assert sum(path.stat().st_size for path in files) <= 40_000_000
     assert not [path for path in files if path.name.startswith(".") or path.suffix == ".pyc"]
 
 
 @pytest.mark.parametrize(
-    "corpus, pattern, sample_rate, container",
+    "corpus, pattern, sample_rate, container, subtype, seconds",
     [
-        ("librispeech", "*/*/*/*.flac", 16000, "FLAC"),
-        ("iemocap", "Session*/sentences/wav/*/*.wav", 16000, "WAV"),
-        ("voxceleb1", "wav/id*/*/*.wav", 16000, "WAV"),
-        ("ljspeech", "wavs/*.wav", 22050, "WAV"),
-        ("libritts", "train-clean-100/*/*/*.wav", 24000, "WAV"),
+        ("librispeech", "*/*/*/*.opus", 16000, "OGG", "OPUS", (1.0, 20.0)),
+        ("iemocap", "Session*/sentences/wav/*/*.wav", 16000, "WAV", "PCM_16", (0.4, 3.0)),
+        ("voxceleb1", "wav/id*/*/*.opus", 16000, "OGG", "OPUS", (1.5, 5.0)),
+        ("ljspeech", "wavs/*.ogg", 22050, "OGG", "VORBIS", (1.0, 11.0)),
+        ("libritts", "train-clean-100/*/*/*.wav", 24000, "WAV", "PCM_16", (0.4, 3.0)),
     ],
 )
-def test_audio_has_the_real_corpus_format(corpus, pattern, sample_rate, container):
+def test_audio_has_the_real_corpus_format(
+    corpus, pattern, sample_rate, container, subtype, seconds
+):
     paths = sorted(demo_path(corpus).glob(pattern))
     assert len(paths) >= 30
     for path in paths:
@@ -102,31 +111,59 @@ def test_audio_has_the_real_corpus_format(corpus, pattern, sample_rate, containe
             sample_rate,
             1,
             container,
-            "PCM_16",
+            subtype,
         ), path
-        assert 0.4 <= header.duration <= 3.0, path
+        assert seconds[0] <= header.duration <= seconds[1], path
 
 
-def test_librispeech_layout_matches_torchaudio_and_speakers_file():
-    root = demo_root()
-    train = torchaudio.datasets.LIBRISPEECH(root, url="train-clean-100")
-    dev = torchaudio.datasets.LIBRISPEECH(root, url="dev-clean")
-    assert len(train) >= 40 and len(dev) >= 8
-    _, rate, transcript, _speaker, _chapter, _ = train.get_metadata(0)
-    assert rate == 16000 and transcript == transcript.upper() and transcript.strip()
+def test_notice_lists_every_source_folder_with_its_commit():
+    notice = (demo_root() / "NOTICE.md").read_text()
+    sections = {block.split("\n", 1)[0].strip(): block for block in notice.split("\n## ")[1:]}
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in demo_root().iterdir())
+    assert sorted(sections) == sorted(e for e in entries if e != "NOTICE.md")
+    for corpus in ("LibriSpeech/", "VoxCeleb1/", "LJSpeech-1.1/"):
+        assert re.search(r"`[\w.-]+/[\w.-]+` at `[0-9a-f]{40}`", sections[corpus]), corpus
+        assert "Licence" in sections[corpus]
+    for corpus in ("IEMOCAP_full_release/", "LibriTTS/"):
+        assert sections[corpus].startswith(corpus + "\n\nSynthetic")
+    # every repository and commit the builder reads is credited
+    builder = (REPOSITORY_ROOT / "tools" / "make_real_demo.py").read_text()
+    sources = re.findall(r'Source\(\s*"([\w.-]+/[\w.-]+)",\s*"([0-9a-f]{40})"', builder)
+    assert len(sources) >= 4
+    for repository, commit in sources:
+        assert f"`{repository}` at `{commit}`" in notice, repository
 
+
+def test_librispeech_is_unlabelled_real_speech_from_many_readers(tmp_path):
+    root = demo_path("librispeech")
+    summary = prepare("librispeech", root, tmp_path)
+    assert not summary["skipped"]
+    minutes, readers = {}, {}
+    for subset in ("train-clean-100", "dev-clean"):
+        rows = [
+            json.loads(line) for line in (tmp_path / f"{subset}.jsonl").read_text().splitlines()
+        ]
+        assert all("text" not in row for row in rows)
+        minutes[subset] = sum(row["duration"] for row in rows) / 60
+        readers[subset] = {row["speaker"] for row in rows}
+    # the pre-training target: at least 30 minutes, many readers rather than long ones
+    assert minutes["train-clean-100"] >= 30 and len(readers["train-clean-100"]) >= 100
+    assert len(readers["dev-clean"]) >= 8 and not readers["train-clean-100"] & readers["dev-clean"]
+    for path in root.glob("*/*/*/*.opus"):
+        speaker, chapter = path.parent.parent.name, path.parent.name
+        assert re.fullmatch(rf"{speaker}-{chapter}-\d{{4}}\.opus", path.name)
     speakers = {}
-    for line in (demo_path("librispeech") / "SPEAKERS.TXT").read_text().splitlines():
+    for line in (root / "SPEAKERS.TXT").read_text().splitlines():
         if line.startswith(";"):
             continue
-        speaker_id, gender, subset, minutes, name = (field.strip() for field in line.split("|"))
-        speakers[int(speaker_id)] = (gender, subset)
-        assert gender in {"F", "M"} and float(minutes) > 0 and name
-    train_speakers = {train.get_metadata(n)[3] for n in range(len(train))}
-    dev_speakers = {dev.get_metadata(n)[3] for n in range(len(dev))}
-    assert not train_speakers & dev_speakers
-    assert all(speakers[s][1] == "train-clean-100" for s in train_speakers)
-    assert all(speakers[s][1] == "dev-clean" for s in dev_speakers)
+        speaker_id, gender, _subset, minutes_read, name = (f.strip() for f in line.split("|", 4))
+        speakers[speaker_id] = gender
+        assert gender in {"F", "M"} and float(minutes_read) > 0 and name
+    assert set(speakers) == readers["train-clean-100"] | readers["dev-clean"]
+    assert set(speakers.values()) == {"F", "M"}
+    # no reader of the speaker set is in the pre-training audio
+    voxceleb_readers = {str(int(p.name[3:])) for p in demo_path("voxceleb1").glob("wav/id*")}
+    assert not voxceleb_readers & set(speakers)
 
 
 def test_iemocap_sessions_have_both_genders_and_all_four_classes(iemocap_turns):
@@ -157,24 +194,32 @@ def test_iemocap_parses_with_torchaudio(tmp_path):
     assert sum(labels.values()) >= 160
 
 
-def test_voxceleb_iden_split_covers_every_wav_and_every_speaker_is_in_all_splits():
+def test_voxceleb_iden_split_covers_every_clip_with_real_sized_splits():
     root = demo_path("voxceleb1")
     splits: dict[str, set[int]] = defaultdict(set)
-    listed = []
+    videos: dict[tuple[str, int], set[str]] = defaultdict(set)
+    listed, counts = [], Counter()
     for line in (root / "iden_split.txt").read_text().splitlines():
         split, relative = line.split(" ")
         speaker, video, utterance = relative.split("/")
-        assert re.fullmatch(r"id1\d{4}", speaker) and len(video) == 11
-        assert re.fullmatch(r"\d{5}\.wav", utterance)
+        assert re.fullmatch(r"id1\d{4}", speaker) and re.fullmatch(r"[\w-]{11}", video)
+        assert re.fullmatch(r"\d{5}\.wav", utterance)  # the release's names
         splits[speaker].add(int(split))
-        listed.append(relative)
-    on_disk = sorted(str(p.relative_to(root / "wav")) for p in root.glob("wav/*/*/*.wav"))
+        videos[speaker, int(split)].add(video)
+        listed.append(relative[: -len(".wav")])
+        counts[int(split)] += 1
+    on_disk = sorted(
+        str(p.relative_to(root / "wav"))[: -len(".opus")] for p in root.glob("wav/*/*/*")
+    )
     assert sorted(listed) == on_disk
-    assert len(splits) >= 10 and all(found == {1, 2, 3} for found in splits.values())
-    videos_per_speaker = Counter(p.parent.parent.name for p in root.glob("wav/*/*"))
-    assert min(videos_per_speaker.values()) >= 2
+    assert len(splits) >= 20 and all(found == {1, 2, 3} for found in splits.values())
+    assert counts[3] >= 200
+    # where a reader has several recordings, training and test never share one
+    several = [s for s in splits if len(videos[s, 1] | videos[s, 3]) > 1]
+    assert len(several) >= 10
+    assert all(not videos[s, 1] & videos[s, 3] for s in several)
     test_set = torchaudio.datasets.VoxCeleb1Identification(root, subset="test")
-    assert test_set.get_metadata(0)[1] == 16000
+    assert len(test_set) == counts[3]
 
 
 def test_voxceleb_trials_reference_existing_files_and_are_balanced():
@@ -183,26 +228,27 @@ def test_voxceleb_trials_reference_existing_files_and_are_balanced():
     targets = Counter()
     for n in range(len(trials)):
         enroll, test, _rate, label, _, _ = trials.get_metadata(n)
-        assert (root / "wav" / enroll).is_file() and (root / "wav" / test).is_file()
+        for relative in (enroll, test):
+            assert resolve_audio(root / "wav" / relative).is_file(), relative
         same_speaker = enroll.split("/")[0] == test.split("/")[0]
         assert same_speaker == bool(label)
         if label:  # target trials cross videos, as in VoxCeleb1-O
             assert enroll.split("/")[1] != test.split("/")[1]
         targets[label] += 1
-    assert targets[0] == targets[1] >= 10
+    assert targets[0] == targets[1] >= 100
 
 
 def test_ljspeech_metadata_and_libritts_texts():
     root = demo_path("ljspeech")
     dataset = torchaudio.datasets.LJSPEECH(demo_root())
     rows = [line.split("|") for line in (root / "metadata.csv").read_text().splitlines()]
-    assert len(rows) == len(dataset) >= 30 and all(len(row) == 3 for row in rows)
-    for utterance_id, raw, normalized in rows:
+    assert len(rows) == len(dataset) >= 100 and all(len(row) == 3 for row in rows)
+    for utterance_id, _raw, normalized in rows:
         assert re.fullmatch(r"LJ\d{3}-\d{4}", utterance_id)
-        assert (root / "wavs" / f"{utterance_id}.wav").is_file()
+        assert (root / "wavs" / f"{utterance_id}.ogg").is_file()
         assert not re.search(r"\d", normalized)
-    assert any(re.search(r"\d", raw) for _, raw, _ in rows)
-    assert any('"' in raw for _, raw, _ in rows)
+    assert len({row[2] for row in rows}) == len(rows), "every clip reads another sentence"
+    assert len({row[0][:5] for row in rows}) >= 20, "sentences from many chapters"
     assert any(raw != normalized for _, raw, normalized in rows)
 
     libritts = demo_path("libritts") / "train-clean-100"

@@ -1,0 +1,455 @@
+"""Build the real-speech parts of ``speechssl/demo_data`` from public repositories.
+
+Every clip is a human recording under a permissive licence, taken at a pinned commit of a
+public GitHub repository (``SOURCES``; each repository's git directory is read with
+``git show COMMIT:PATH``, nothing is downloaded here), and written in the real on-disk
+layout of its corpus:
+
+* ``LibriSpeech/``  Ogg Opus at 16 kHz, one chapter folder per LibriSpeech reader, no
+  ``trans.txt`` (the source carries no transcripts: unlabelled pre-training audio),
+  ``SPEAKERS.TXT`` lines copied from the LibriSpeech release;
+* ``VoxCeleb1/``    Ogg Opus at 16 kHz under ``wav/idNNNNN/<video>/NNNNN.opus`` with
+  ``iden_split.txt`` / ``veri_test.txt`` naming ``.wav`` as the release does (the preparer
+  reads the ``.opus`` of the same stem). A LibriSpeech utterance plays a YouTube "video";
+  utterances are cut into ~3 s segments at their quietest points;
+* ``LJSpeech-1.1/`` Ogg Vorbis at 22,050 Hz (Opus has no 22,050 Hz mode), ``metadata.csv``
+  lines copied from the LJ Speech release.
+
+Lossy coding keeps 70 minutes of speech in ~20 MB; Kaldi fbank features of the decoded
+audio stay within a fraction of a nat of the lossless original's (see
+``tests/unit/data/test_prepare_compressed.py``). The Ogg stream serial numbers are fixed,
+so two runs write byte-identical files. ``speechssl/demo_data/NOTICE.md`` records the
+sources and licences; ``tools/make_demo_corpus.py`` calls this for the real corpora.
+
+Example:
+    python tools/make_real_demo.py --mirror /work/.mirror --out speechssl/demo_data
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import shutil
+import subprocess
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio.functional
+
+SEGMENT_SECONDS = 3.0  # VoxCeleb1 utterances are 4-20 s; ~3 s pieces give several per reader
+OPUS_LEVEL = 0.9  # libsndfile compression level: about 30 kbit/s for 16 kHz speech
+VORBIS_LEVEL = 0.6  # about 40 kbit/s at 22,050 Hz
+
+
+@dataclass(frozen=True)
+class Source:
+    """One public repository at one commit; ``mirror`` is its folder under ``--mirror``."""
+
+    repo: str
+    commit: str
+
+    @property
+    def mirror(self) -> str:
+        return self.repo.replace("/", "+")
+
+
+SOURCES = {
+    # 251 train-clean-100 readers x 1 utterance, 10 test-other readers x 10 (LibriSpeech, CC BY 4.0)
+    "resemblyzer": Source("resemble-ai/Resemblyzer", "15d828edebe06bc72b9cabc8ef8ca5ab2cb457ce"),
+    # LibriSpeech SPEAKERS.TXT and LICENSE.TXT as released (the audio there is Git LFS only)
+    "librispeech_meta": Source(
+        "Ironmomo/SpeakerVerificationBA", "2dd9e4176ac5981cfc86eb407363dac97ef17d20"
+    ),
+    # 46 LJ Speech clips across the corpus + the release's metadata.csv and README
+    "lj_kritika": Source(
+        "Kritika09092004/TTS_Fine_Tuning_Project", "5dc7986d8e25fd2a022c8629aec83667d0a37f08"
+    ),
+    # 32 LJ Speech clips (LJ001) in a TTS test fixture
+    "lj_coqui": Source("coqui-ai/TTS", "dbf1a08a0d4e47fdad6172e433eeb34bc6b13b4e"),
+    # 44 LJ Speech clips (LJ050-0235..0278) from the 16 kHz resampled release
+    "lj_harini": Source("HariniBennuri/VERBAL-NOTUS-", "4c11f407cf69146c879b545480ec5e2a46f7ec2c"),
+}
+RESEMBLYZER_TRAIN = "audio_data/librispeech_train-clean-100"
+RESEMBLYZER_OTHER = "audio_data/librispeech_test-other"
+
+
+class Repositories:
+    """Reads files of the ``SOURCES`` from their fetched git directories."""
+
+    def __init__(self, mirror: Path) -> None:
+        self.mirror = mirror
+
+    def git_dir(self, name: str) -> Path:
+        path = self.mirror / SOURCES[name].mirror / "repo"
+        if not path.is_dir():
+            raise SystemExit(
+                f"error: {SOURCES[name].repo} is not fetched under {self.mirror} "
+                f"(expected the git directory {path})"
+            )
+        return path
+
+    def read(self, name: str, path: str) -> bytes:
+        command = ["git", "--git-dir", str(self.git_dir(name)), "show"]
+        result = subprocess.run(
+            [*command, f"{SOURCES[name].commit}:{path}"], check=True, capture_output=True
+        )
+        return result.stdout
+
+    def list(self, name: str, folder: str) -> list[str]:
+        command = ["git", "--git-dir", str(self.git_dir(name)), "ls-tree", "-r", "--name-only"]
+        result = subprocess.run(
+            [*command, SOURCES[name].commit, folder], check=True, capture_output=True, text=True
+        )
+        # ls-tree quotes names with odd characters; the sources here have none
+        return sorted(result.stdout.split())
+
+    def audio(self, name: str, path: str) -> tuple[np.ndarray, int]:
+        wav, rate = soundfile.read(io.BytesIO(self.read(name, path)), dtype="float32")
+        return wav, rate
+
+
+# ---------------------------------------------------------------------------------------
+# Deterministic Ogg files
+# ---------------------------------------------------------------------------------------
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        value = byte << 24
+        for _ in range(8):
+            value = ((value << 1) ^ 0x04C11DB7) if value & 0x80000000 else value << 1
+        table.append(value & 0xFFFFFFFF)
+    return table
+
+
+OGG_CRC_TABLE = _ogg_crc_table()
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page checksum: CRC-32, polynomial 0x04C11DB7, not reflected, no final xor."""
+    crc = 0
+    for byte in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ OGG_CRC_TABLE[((crc >> 24) ^ byte) & 0xFF]
+    return crc
+
+
+def with_serial(data: bytes, serial: int) -> bytes:
+    """The Ogg file ``data`` with every page's stream serial number set to ``serial``.
+
+    libsndfile draws the serial at random, so the same audio would differ byte for byte
+    between two builds; the page checksums are recomputed.
+    """
+    pages, offset = [], 0
+    while offset < len(data):
+        if data[offset : offset + 4] != b"OggS":
+            raise ValueError(f"not an Ogg page at byte {offset}")
+        segments = data[offset + 26]
+        table = data[offset + 27 : offset + 27 + segments]
+        end = offset + 27 + segments + sum(table)
+        page = bytearray(data[offset:end])
+        page[14:18] = serial.to_bytes(4, "little")
+        page[22:26] = b"\0\0\0\0"
+        page[22:26] = _ogg_crc(bytes(page)).to_bytes(4, "little")
+        pages.append(bytes(page))
+        offset = end
+    return b"".join(pages)
+
+
+def write_ogg(path: Path, wav: np.ndarray, rate: int) -> float:
+    """Write ``wav`` as Ogg Opus (16/24/48 kHz) or Ogg Vorbis; returns seconds written."""
+    buffer = io.BytesIO()
+    if rate in (8000, 12000, 16000, 24000, 48000):
+        soundfile.write(
+            buffer, wav, rate, format="OGG", subtype="OPUS", compression_level=OPUS_LEVEL
+        )
+    else:
+        soundfile.write(
+            buffer, wav, rate, format="OGG", subtype="VORBIS", compression_level=VORBIS_LEVEL
+        )
+    # a serial from the path: stable across runs, different between files
+    serial = zlib.crc32(path.as_posix().split("demo_data/")[-1].encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(with_serial(buffer.getvalue(), serial))
+    return len(wav) / rate
+
+
+# ---------------------------------------------------------------------------------------
+# Segmentation and splits
+# ---------------------------------------------------------------------------------------
+
+
+def cut_points(wav: np.ndarray, rate: int, seconds: float = SEGMENT_SECONDS) -> list[int]:
+    """Sample indices that cut ``wav`` into pieces of about ``seconds``, each moved to the
+    quietest 10 ms hop within 0.4 s of its nominal place (a pause between words).
+
+    Example:
+        >>> cut_points(np.ones(16000 * 7, dtype="float32"), 16000)[0]
+        0
+    """
+    pieces = max(1, round(len(wav) / rate / seconds))
+    hop = rate // 100
+    energy = np.array([np.mean(wav[i : i + hop] ** 2) for i in range(0, len(wav) - hop + 1, hop)])
+    points = [0]
+    for piece in range(1, pieces):
+        nominal = piece * len(wav) // pieces // hop  # in hops
+        low, high = max(0, nominal - 40), min(len(energy), nominal + 41)
+        points.append((low + int(np.argmin(energy[low:high]))) * hop)
+    return points + [len(wav)]
+
+
+def segments(wav: np.ndarray, rate: int) -> list[np.ndarray]:
+    points = cut_points(wav, rate)
+    return [wav[start:end] for start, end in itertools.pairwise(points) if end > start]
+
+
+def split_codes(count: int) -> list[int]:
+    """VoxCeleb1 ``iden_split`` codes for ``count`` segments of one recording, in time order:
+    the first pieces train (1), one validates (2), the last pieces test (3)."""
+    if count < 3:
+        raise ValueError(f"need at least 3 segments for train/dev/test, got {count}")
+    tests = 2 if count >= 5 else 1
+    return [1] * (count - tests - 1) + [2] + [3] * tests
+
+
+# ---------------------------------------------------------------------------------------
+# The corpora
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    seconds: float = 0.0
+    speakers: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.files += 1
+        self.seconds += seconds
+
+
+def librispeech_readers(repositories: Repositories) -> list[tuple[str, str, str]]:
+    """``(speaker, chapter, git path)`` of the 251 one-utterance train-clean-100 readers."""
+    readers = []
+    for path in repositories.list("resemblyzer", RESEMBLYZER_TRAIN + "/"):
+        if not path.endswith(".flac"):
+            continue
+        speaker, chapter, _ = Path(path).stem.split("-")
+        readers.append((speaker, chapter, path))
+    return readers
+
+
+def assign_readers(
+    repositories: Repositories, num_voxceleb: int, num_dev: int, seed: int
+) -> dict[str, list[tuple[str, str, str]]]:
+    """Disjoint reader sets: VoxCeleb1 speakers (utterances long enough for three segments),
+    LibriSpeech dev-clean and train-clean-100 (the rest); a seeded draw, so reproducible."""
+    readers = librispeech_readers(repositories)
+    rng = np.random.default_rng(seed)
+    order = [readers[i] for i in rng.permutation(len(readers))]
+    durations = {
+        path: soundfile.info(io.BytesIO(repositories.read("resemblyzer", path))).duration
+        for _, _, path in readers
+    }
+    long_enough = [r for r in order if durations[r[2]] >= 3.5 * SEGMENT_SECONDS]
+    voxceleb = sorted(long_enough[:num_voxceleb])
+    rest = [r for r in order if r not in voxceleb]
+    return {
+        "voxceleb": voxceleb,
+        "dev-clean": sorted(rest[:num_dev]),
+        "train": sorted(rest[num_dev:]),
+    }
+
+
+def write_librispeech(
+    out: Path, repositories: Repositories, readers: dict[str, list[tuple[str, str, str]]]
+) -> Summary:
+    """``LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-0000.opus`` + SPEAKERS.TXT."""
+    summary = Summary()
+    subsets = {"train-clean-100": readers["train"], "dev-clean": readers["dev-clean"]}
+    for subset, members in subsets.items():
+        for speaker, chapter, path in members:
+            wav, rate = repositories.audio("resemblyzer", path)
+            target = out / subset / speaker / chapter / f"{speaker}-{chapter}-0000.opus"
+            summary.add(write_ogg(target, wav, rate))
+    used = {speaker for members in subsets.values() for speaker, _, _ in members}
+    summary.speakers = len(used)
+    write_speakers_file(out / "SPEAKERS.TXT", repositories, used)
+    (out / "LICENSE.TXT").write_bytes(
+        repositories.read("librispeech_meta", "data/LibriSpeech/LICENSE.TXT")
+    )
+    return summary
+
+
+def write_speakers_file(path: Path, repositories: Repositories, speakers: set[str]) -> None:
+    """The release's SPEAKERS.TXT: its ';' header, then its lines for ``speakers`` verbatim."""
+    text = repositories.read("librispeech_meta", "data/LibriSpeech/SPEAKERS.TXT").decode()
+    header = [line for line in text.splitlines() if line.startswith(";")]
+    lines = [
+        line
+        for line in text.splitlines()
+        if not line.startswith(";") and line.split("|")[0].strip() in speakers
+    ]
+    found = {line.split("|")[0].strip() for line in lines}
+    if found != speakers:
+        raise SystemExit(f"error: SPEAKERS.TXT lacks readers {sorted(speakers - found)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(header + lines) + "\n")
+
+
+def voxceleb_speaker(librispeech_speaker: str) -> str:
+    """``id1`` + the LibriSpeech reader id on four digits: ``19 -> id10019``, traceable."""
+    return f"id1{int(librispeech_speaker):04d}"
+
+
+def video_id(chapter: str, utterance: str) -> str:
+    """An 11-character "YouTube id" naming one LibriSpeech utterance: ``L121119U0000``[:11]."""
+    return f"L{int(chapter):06d}U{int(utterance):03d}"
+
+
+def write_voxceleb1(
+    out: Path, repositories: Repositories, readers: list[tuple[str, str, str]], seed: int
+) -> Summary:
+    """VoxCeleb1 layout from one-utterance readers (train/dev/test are consecutive segments
+    of that utterance) and ten-utterance test-other readers (train, dev and test segments
+    come from different utterances; the verification trials use these readers)."""
+    summary = Summary()
+    iden, test_segments = [], {}
+    for speaker, chapter, path in readers:
+        wav, rate = repositories.audio("resemblyzer", path)
+        pieces = segments(wav, rate)
+        for number, (piece, code) in enumerate(zip(pieces, split_codes(len(pieces))), start=1):
+            relative = f"{voxceleb_speaker(speaker)}/{video_id(chapter, '0')}/{number:05d}"
+            summary.add(write_ogg(out / "wav" / f"{relative}.opus", piece, rate))
+            iden.append(f"{code} {relative}.wav")
+    other = [
+        p for p in repositories.list("resemblyzer", RESEMBLYZER_OTHER + "/") if p.endswith(".flac")
+    ]
+    for speaker in sorted({Path(path).parent.name for path in other}, key=int):
+        utterances = [path for path in other if Path(path).parent.name == speaker]
+        # utterances in order: the first half trains, one validates, the rest test
+        codes = (
+            [1] * (len(utterances) // 2) + [2] + [3] * (len(utterances) - len(utterances) // 2 - 1)
+        )
+        number = 0
+        for path, code in zip(utterances, codes):
+            _, chapter, utterance = Path(path).stem.split("-")
+            wav, rate = repositories.audio("resemblyzer", path)
+            for piece in segments(wav, rate):
+                number += 1
+                relative = (
+                    f"{voxceleb_speaker(speaker)}/{video_id(chapter, utterance)}/{number:05d}"
+                )
+                summary.add(write_ogg(out / "wav" / f"{relative}.opus", piece, rate))
+                iden.append(f"{code} {relative}.wav")
+                if code == 3:
+                    test_segments.setdefault(speaker, []).append(relative)
+    summary.speakers = len(readers) + len(test_segments)
+    (out / "iden_split.txt").write_text("\n".join(iden) + "\n")
+    (out / "veri_test.txt").write_text("\n".join(trials(test_segments, seed)) + "\n")
+    return summary
+
+
+def trials(test_segments: dict[str, list[str]], seed: int) -> list[str]:
+    """VoxCeleb1-O style trials: each test segment enrolls once against a segment of the
+    same reader from another utterance ("video") and once against another reader."""
+    rng = np.random.default_rng(seed)
+    speakers = sorted(test_segments)
+    lines = []
+    for speaker in speakers:
+        for enroll in test_segments[speaker]:
+            video = enroll.split("/")[1]
+            others = [s for s in test_segments[speaker] if s.split("/")[1] != video]
+            target = others[int(rng.integers(len(others)))]
+            impostor = speakers[int(rng.integers(len(speakers) - 1))]
+            impostor = speakers[-1] if impostor == speaker else impostor
+            nontarget = test_segments[impostor][int(rng.integers(len(test_segments[impostor])))]
+            lines += [f"1 {enroll}.wav {target}.wav", f"0 {enroll}.wav {nontarget}.wav"]
+    return lines
+
+
+def lj_clips(repositories: Repositories) -> dict[str, tuple[str, str]]:
+    """LJ id -> (source, git path); the first source listing an id wins."""
+    clips: dict[str, tuple[str, str]] = {}
+    listings = [
+        ("lj_kritika", [p for p in repositories.list("lj_kritika", ".") if p.startswith("LJ")]),
+        ("lj_coqui", repositories.list("lj_coqui", "tests/data/ljspeech/wavs")),
+        ("lj_harini", [p for p in repositories.list("lj_harini", ".") if p.startswith("LJ")]),
+    ]
+    for name, paths in listings:
+        for path in paths:
+            if path.endswith(".wav"):
+                clips.setdefault(Path(path).stem, (name, path))
+    return dict(sorted(clips.items()))
+
+
+def write_ljspeech(out: Path, repositories: Repositories) -> Summary:
+    """``metadata.csv`` (the release's lines) + ``wavs/<id>.ogg`` at 22,050 Hz."""
+    summary = Summary(speakers=1)
+    metadata_text = repositories.read("lj_kritika", "metadata.csv").decode("utf-8")
+    rows = {
+        fields[0]: "|".join(fields)
+        for fields in csv.reader(io.StringIO(metadata_text), delimiter="|", quoting=csv.QUOTE_NONE)
+        if fields
+    }
+    lines = []
+    for utterance_id, (source, path) in lj_clips(repositories).items():
+        wav, rate = repositories.audio(source, path)
+        if rate != 22050:
+            # the 16 kHz copies keep their 8 kHz band; resampled to the corpus rate
+            wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, 22050).numpy()
+        summary.add(write_ogg(out / "wavs" / f"{utterance_id}.ogg", wav, 22050))
+        lines.append(rows[utterance_id])
+    (out / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "README").write_bytes(repositories.read("lj_kritika", "README"))
+    return summary
+
+
+def folder_megabytes(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def build(out: Path, mirror: Path, seed: int = 0) -> dict[str, Summary]:
+    """Write LibriSpeech/, VoxCeleb1/ and LJSpeech-1.1/ under ``out`` (replacing them)."""
+    repositories = Repositories(mirror)
+    for name in ("LibriSpeech", "VoxCeleb1", "LJSpeech-1.1"):
+        shutil.rmtree(out / name, ignore_errors=True)  # a rerun replaces, never appends
+    readers = assign_readers(repositories, num_voxceleb=90, num_dev=10, seed=seed)
+    return {
+        "LibriSpeech": write_librispeech(out / "LibriSpeech", repositories, readers),
+        "VoxCeleb1": write_voxceleb1(out / "VoxCeleb1", repositories, readers["voxceleb"], seed),
+        "LJSpeech-1.1": write_ljspeech(out / "LJSpeech-1.1", repositories),
+    }
+
+
+def print_summaries(out: Path, summaries: dict[str, Summary]) -> None:
+    print(f"{'corpus':<22}{'files':>7}{'speakers':>9}{'minutes':>9}{'MB':>8}")
+    for name, summary in summaries.items():
+        megabytes = folder_megabytes(out / name)
+        minutes = summary.seconds / 60
+        print(f"{name:<22}{summary.files:>7}{summary.speakers:>9}{minutes:>9.1f}{megabytes:>8.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("speechssl/demo_data"))
+    parser.add_argument(
+        "--mirror",
+        type=Path,
+        default=Path("/work/.mirror"),
+        help="folder holding <owner>+<name>/repo git directories of the SOURCES",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    summaries = build(args.out, args.mirror, args.seed)
+    print_summaries(args.out, summaries)
+
+
+if __name__ == "__main__":
+    main()
