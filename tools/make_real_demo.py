@@ -162,8 +162,10 @@ def with_serial(data: bytes, serial: int) -> bytes:
     return b"".join(pages)
 
 
-def write_ogg(path: Path, wav: np.ndarray, rate: int) -> float:
-    """Write ``wav`` as Ogg Opus (16/24/48 kHz) or Ogg Vorbis; returns seconds written."""
+def write_ogg(root: Path, relative: str, wav: np.ndarray, rate: int) -> float:
+    """Write ``wav`` to ``root / relative`` as Ogg Opus (16/24/48 kHz) or Ogg Vorbis;
+    returns the seconds written. The stream serial comes from ``relative``: the same in
+    every build, different between files."""
     buffer = io.BytesIO()
     if rate in (8000, 12000, 16000, 24000, 48000):
         soundfile.write(
@@ -173,10 +175,9 @@ def write_ogg(path: Path, wav: np.ndarray, rate: int) -> float:
         soundfile.write(
             buffer, wav, rate, format="OGG", subtype="VORBIS", compression_level=VORBIS_LEVEL
         )
-    # a serial from the path: stable across runs, different between files
-    serial = zlib.crc32(path.as_posix().split("demo_data/")[-1].encode())
+    path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(with_serial(buffer.getvalue(), serial))
+    path.write_bytes(with_serial(buffer.getvalue(), zlib.crc32(relative.encode())))
     return len(wav) / rate
 
 
@@ -276,8 +277,8 @@ def write_librispeech(
     for subset, members in subsets.items():
         for speaker, chapter, path in members:
             wav, rate = repositories.audio("resemblyzer", path)
-            target = out / subset / speaker / chapter / f"{speaker}-{chapter}-0000.opus"
-            summary.add(write_ogg(target, wav, rate))
+            target = f"{subset}/{speaker}/{chapter}/{speaker}-{chapter}-0000.opus"
+            summary.add(write_ogg(out, target, wav, rate))
     used = {speaker for members in subsets.values() for speaker, _, _ in members}
     summary.speakers = len(used)
     write_speakers_file(out / "SPEAKERS.TXT", repositories, used)
@@ -326,7 +327,7 @@ def write_voxceleb1(
         pieces = segments(wav, rate)
         for number, (piece, code) in enumerate(zip(pieces, split_codes(len(pieces))), start=1):
             relative = f"{voxceleb_speaker(speaker)}/{video_id(chapter, '0')}/{number:05d}"
-            summary.add(write_ogg(out / "wav" / f"{relative}.opus", piece, rate))
+            summary.add(write_ogg(out, f"wav/{relative}.opus", piece, rate))
             iden.append(f"{code} {relative}.wav")
     other = [
         p for p in repositories.list("resemblyzer", RESEMBLYZER_OTHER + "/") if p.endswith(".flac")
@@ -346,7 +347,7 @@ def write_voxceleb1(
                 relative = (
                     f"{voxceleb_speaker(speaker)}/{video_id(chapter, utterance)}/{number:05d}"
                 )
-                summary.add(write_ogg(out / "wav" / f"{relative}.opus", piece, rate))
+                summary.add(write_ogg(out, f"wav/{relative}.opus", piece, rate))
                 iden.append(f"{code} {relative}.wav")
                 if code == 3:
                     test_segments.setdefault(speaker, []).append(relative)
@@ -404,7 +405,7 @@ def write_ljspeech(out: Path, repositories: Repositories) -> Summary:
         if rate != 22050:
             # the 16 kHz copies keep their 8 kHz band; resampled to the corpus rate
             wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, 22050).numpy()
-        summary.add(write_ogg(out / "wavs" / f"{utterance_id}.ogg", wav, 22050))
+        summary.add(write_ogg(out, f"wavs/{utterance_id}.ogg", wav, 22050))
         lines.append(rows[utterance_id])
     (out / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "README").write_bytes(repositories.read("lj_kritika", "README"))

@@ -24,14 +24,15 @@ def _demo_files(corpus: str, pattern: str, count: int) -> list:
 
 @pytest.fixture(scope="session")
 def speech_16k() -> list[torch.Tensor]:
-    """Five LibriSpeech demo utterances at 16 kHz, ``(T,)`` float32 each, of different lengths."""
-    return [audio.load(path, sample_rate=16000) for path in _demo_files("librispeech", "*.flac", 5)]
+    """Five LibriSpeech demo utterances at 16 kHz, ``(T,)`` float32 each, of different lengths
+    (real speech, decoded from the demo's Ogg Opus)."""
+    return [audio.load(path, sample_rate=16000) for path in _demo_files("librispeech", "*.opus", 5)]
 
 
 @pytest.fixture(scope="session")
 def speech_22k() -> list[torch.Tensor]:
     """Three LJSpeech demo utterances at 22.05 kHz."""
-    return [audio.load(path, sample_rate=22050) for path in _demo_files("ljspeech", "*.wav", 3)]
+    return [audio.load(path, sample_rate=22050) for path in _demo_files("ljspeech", "*.ogg", 3)]
 
 
 def pad_batch(

@@ -9,6 +9,7 @@ import torchaudio
 from PIL import Image
 
 from speechssl import audio
+from speechssl.data.prepare.common import resolve_audio
 from speechssl.demo import demo_path
 from speechssl.features import LogMel
 from speechssl.tts.metrics import (
@@ -27,7 +28,9 @@ SAMPLE_RATE = 22050
 
 @pytest.fixture(scope="module")
 def demo_wav() -> torch.Tensor:
-    return audio.load(demo_path("ljspeech") / "wavs" / "LJ001-0002.wav", sample_rate=SAMPLE_RATE)
+    return audio.load(
+        resolve_audio(demo_path("ljspeech") / "wavs" / "LJ001-0002.wav"), sample_rate=SAMPLE_RATE
+    )
 
 
 def _harmonic(f0: float, seconds: float = 0.35, rate: int = SAMPLE_RATE) -> np.ndarray:

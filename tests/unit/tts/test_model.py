@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from speechssl.data.prepare.common import resolve_audio
 from speechssl.demo import demo_path
 from speechssl.tts.data import TTSDataset, collate_tts
 from speechssl.tts.losses import guided_attention_loss, masked_mel_loss, stop_token_loss
@@ -19,7 +20,12 @@ def _ljspeech_rows(count: int) -> list[dict]:
     with open(root / "metadata.csv", encoding="utf-8", newline="") as file:
         lines = list(csv.reader(file, delimiter="|", quoting=csv.QUOTE_NONE))
     return [
-        {"id": uid, "audio": str(root / "wavs" / f"{uid}.wav"), "text": text, "speaker": "LJ"}
+        {
+            "id": uid,
+            "audio": str(resolve_audio(root / "wavs" / f"{uid}.wav")),
+            "text": text,
+            "speaker": "LJ",
+        }
         for uid, _, text in lines[:count]
     ]
 
