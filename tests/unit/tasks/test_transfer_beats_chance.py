@@ -1,6 +1,8 @@
 """Transfer learns the demo corpus: a tiny encoder at seeded random init under the
 classifier head scores well above chance on held-out data, frozen and fine-tuned, for the
-demo's emotion set (4 classes) and its speaker-identification split (12 speakers).
+demo's emotion set (4 classes, synthetic voices) and 20 readers of its real-speech
+speaker-identification set (``speaker_subset``: the 10 readers whose test clips come from
+other utterances than their training clips, then the 10 lowest other ids).
 
 The encoder is ``fbank_transformer_tiny`` (40 log-mel bins, 2 Transformer layers of 64),
 the head SUPERB's (layer sum, projector, mean pooling, linear). Every run is seeded and
@@ -15,8 +17,10 @@ four seeds measured with this exact budget (``python -m pytest`` on 2 cores, tor
 | speaker top-1 (8.3 %)    | finetune | 62.5 / 54.2 / 50.0 / 75.0 %   | >= chance + 30   |
 
 With the epoch budget (30 epochs, frozen heads on cached whole-utterance means) the
-speaker finetune row measured 41.7 / 54.2 % for seeds 0 / 1, so its margin is chance + 25;
-the other rows pass their margins at seed 0.
+speaker finetune row measured 41.7 / 54.2 % for seeds 0 / 1 on the espeak set. On the real
+LibriSpeech readers that replaced it (20 readers, chance 5.0 %, 123 test clips) the speaker
+rows measured: frozen 36.6 / 32.5 / 16.3 / 43.1 % (seeds 0-3), asserted >= chance + 8;
+finetune 40.7 / 33.3 % (seeds 0 / 1), asserted >= chance + 20.
 
 A random frozen encoder carries less than a trained one, and the head trains on it
 slowly (a pooled vector differs little from utterance to utterance), hence the higher
@@ -56,8 +60,8 @@ BUDGET = TransferConfig(
 MARGINS = {
     ("emotion", "frozen"): 0.10,
     ("emotion", "finetune"): 0.20,
-    ("speaker", "frozen"): 0.12,
-    ("speaker", "finetune"): 0.25,
+    ("speaker", "frozen"): 0.08,
+    ("speaker", "finetune"): 0.20,
 }
 
 
@@ -145,6 +149,6 @@ def test_speaker_identification_beats_chance(mode, demo, tmp_path):
         tmp_path,
         seed=SEED,
     )
-    assert result["num_speakers"] == 12 and result["num_test"] == 24
+    assert result["num_speakers"] == 20 and result["num_test"] == len(splits["test"])
     chance = 1 / result["num_speakers"]
     assert result["top1"] >= chance + MARGINS["speaker", mode], f"{mode}: top-1 {result['top1']}"
