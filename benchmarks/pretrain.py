@@ -185,7 +185,7 @@ def main() -> None:
     num_frames = int(frame_lengths.max())
     labels = torch.randint(0, args.num_classes, (args.batch_size, num_frames))
     wav, lengths, labels = wav.to(device), lengths.to(device), labels.to(device)
-    batch = SimpleNamespace(wav=wav, lengths=lengths, labels=labels)
+    batch = SimpleNamespace(wav=wav, lengths=lengths, frame_label_lengths=None, frame_labels=labels)
     tokens = int(frame_lengths.sum())
 
     autocast_dtype = getattr(torch, args.dtype)

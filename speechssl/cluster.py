@@ -9,6 +9,10 @@ threads, and reaches a lower inertia in far less time (``benchmarks/kmeans.py``)
 Written by hand because scikit-learn's k-means runs on the CPU only, and neither torch
 nor torchaudio ships a k-means.
 
+A pure algorithm on tensors: it reads no manifest and decodes no audio. Turning a corpus
+into features, fitting on the training split and labelling every split is
+:mod:`speechssl.targets`.
+
 How it fits (``algorithm="lloyd"``, the default):
 
 1. the fit data is a sample of at most ``max_fit_frames`` frames: all of a tensor that
@@ -65,13 +69,12 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
-__all__ = ["KMeans", "LabelReport", "kmeans_plusplus"]
+__all__ = ["KMeans", "kmeans_plusplus"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +107,6 @@ _CPU_DISTANCE_BUDGET = 2**21
 _CUDA_DISTANCE_BUDGET = 2**26
 # predict/inertia move frames to the device this many rows at a time.
 _TRANSFER_ROWS = 2**20
-
-
-@dataclass
-class LabelReport:
-    """What :meth:`KMeans.predict_manifest` wrote."""
-
-    path: str
-    num_utterances: int
-    num_frames: int
-    skipped: list[dict] = field(default_factory=list)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -623,74 +616,6 @@ class KMeans:
     def inertia(self, features) -> float:
         """Sum of squared distances of ``(N, D)`` frames to their nearest center (float64 sum)."""
         return self._assign_blocks(self._check_features(features))[1]
-
-    @torch.no_grad()
-    def predict_manifest(
-        self,
-        manifest_path: str | os.PathLike,
-        feature_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-        out_path: str | os.PathLike,
-        *,
-        sample_rate: int = 16000,
-        feature_device: str | torch.device | None = None,
-        progress: bool = True,
-    ) -> LabelReport:
-        """Label every utterance of a JSONL manifest into a fairseq ``.km`` file, streaming.
-
-        For each row, in manifest order: ``speechssl.audio.load`` the audio, call
-        ``feature_fn(wav (1, T), lengths (1,)) -> (feats (1, F, D), feat_lengths (1,))``
-        on ``feature_device`` (default: this model's device), and write the ``F`` labels
-        as one line of space-separated integers. Audio that cannot be read
-        (``AudioError``) gets an empty line, so line ``i`` still belongs to row ``i``, and
-        is listed in the report's ``skipped`` (and logged). The file is written to a
-        temporary name of this process and renamed at the end.
-
-        Raises:
-            ValueError: manifest missing or malformed (``ManifestError``), features of the
-                wrong shape or dimension.
-        """
-        from tqdm import tqdm
-
-        from speechssl import audio
-        from speechssl.data.manifest import read_jsonl
-
-        self._centers()
-        rows = list(read_jsonl(manifest_path))
-        device = _resolve_device(feature_device) if feature_device is not None else self.device
-        out_path = os.fspath(out_path)
-        os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
-        temporary = _temporary_name(out_path)
-        skipped: list[dict] = []
-        num_frames = 0
-        with (
-            _replaced_on_success(temporary, out_path),
-            open(temporary, "w", encoding="utf-8") as file,
-        ):
-            for row in tqdm(rows, desc="k-means labels", unit="utt", disable=not progress):
-                try:
-                    wav = audio.load(row["audio"], sample_rate=sample_rate)
-                except audio.AudioError as error:
-                    skipped.append({"id": row["id"], "audio": row["audio"], "reason": error.reason})
-                    file.write("\n")
-                    continue
-                wav = wav.to(device).unsqueeze(0)  # (T,) -> (1, T)
-                lengths = torch.tensor([wav.shape[1]], device=device)
-                feats, feat_lengths = feature_fn(wav, lengths)
-                if feats.dim() != 3 or feats.shape[0] != 1:
-                    raise ValueError(
-                        f"feature_fn must return (1, F, D) features, got {tuple(feats.shape)}"
-                    )
-                frames = feats[0, : int(feat_lengths[0])]  # (1, F, D) -> (F, D)
-                labels = (
-                    self.predict(frames) if frames.shape[0] else torch.empty(0, dtype=torch.long)
-                )
-                num_frames += labels.numel()
-                file.write(" ".join(map(str, labels.tolist())) + "\n")
-        if skipped:
-            logger.warning(
-                "predict_manifest: skipped %d unreadable file(s) of %d", len(skipped), len(rows)
-            )
-        return LabelReport(out_path, len(rows), num_frames, skipped)
 
     # ----------------------------------------------------------------- storage
     @property

@@ -34,7 +34,8 @@ Example:
     >>> from speechssl.encoders import build_encoder
     >>> model = HubertPretrainModel(build_encoder("hubert_tiny"), MaskedPredictionConfig(num_classes=[20]))
     >>> wav, lengths = torch.randn(2, 16000), torch.tensor([16000, 12000])
-    >>> batch = SimpleNamespace(wav=wav, lengths=lengths, labels=torch.randint(0, 20, (2, 49)))
+    >>> batch = SimpleNamespace(wav=wav, lengths=lengths, frame_labels=torch.randint(0, 20, (2, 49)),
+    ...                         frame_label_lengths=None)
     >>> loss, metrics = model(batch)
     >>> loss.ndim, 0.3 < float(metrics["mask_fraction"]) < 0.8
     (0, True)
@@ -441,10 +442,12 @@ class HubertPretrainModel(nn.Module):
     def forward(self, batch, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Batch -> (loss: 0-dim, metrics: detached 0-dim tensors), the Trainer contract."""
         config = self.config
-        wav, lengths, labels = batch.wav, batch.lengths, batch.labels
-        label_lengths = getattr(batch, "label_lengths", None)
+        wav, lengths = batch.wav, batch.lengths
+        labels, label_lengths = batch.frame_labels, batch.frame_label_lengths
         if labels is None:
-            raise ValueError("masked prediction needs frame labels (batch.labels of shape (B, L))")
+            raise ValueError(
+                "masked prediction needs frame labels (batch.frame_labels of shape (B, L))"
+            )
         self._check_labels(labels)
         metrics: dict[str, Tensor] = {}
         if self.mixing is not None and self.training:
