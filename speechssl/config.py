@@ -33,7 +33,6 @@ __all__ = [
     "compose",
     "config_schemas",
     "register_configs",
-    "to_container",
 ]
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -122,8 +121,3 @@ def compose(config_name: str | None = None, overrides: Sequence[str] = ()) -> Di
         raise ValueError(
             f"cannot compose {config_name or 'config'} {list(overrides)}: {reason}"
         ) from error
-
-
-def to_container(config: DictConfig) -> dict:
-    """The resolved config as plain dicts/lists/strings/numbers (enums as strings)."""
-    return OmegaConf.to_container(config, resolve=True, enum_to_str=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from speechssl.config import CONF_DIR, register_configs, to_container
+from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
@@ -38,7 +38,8 @@ from speechssl.tasks.user_data import (
     register_finetune_schema,
 )
 from speechssl.train import distributed
-from speechssl.train.config import TrainerConfig, to_dataclass
+from speechssl.train.config import TrainerConfig
+from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 register_finetune_schema()
@@ -206,7 +207,7 @@ def finetune(cfg: DictConfig) -> str:
         config,
         run_dir / "train",
         seed=cfg.seed,
-        full_config=to_container(cfg),
+        full_config=to_plain(cfg),
     )
     checkpoint = write_model_file(
         run_dir,

@@ -23,18 +23,19 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from speechssl.config import CONF_DIR, register_configs, to_container
+from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
 from speechssl.heads.config import ClassifierHeadConfig
-from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
+from speechssl.objectives import build_objective
 from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
 from speechssl.tasks.emotion import run_emotion_loso
 from speechssl.tasks.report import write_emotion_report
 from speechssl.train import distributed
-from speechssl.train.config import TrainerConfig, to_dataclass
+from speechssl.train.config import TrainerConfig
 from speechssl.train.pretrain import pretrain_on_manifests
+from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 
@@ -58,9 +59,8 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
     valid = load_manifests(valid_paths) if valid_paths else None
     # the initial weights come from the seed alone (torch's global generator starts at random)
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(to_container(cfg.encoder))
-    objective = to_dataclass(cfg.objective, PredictiveCodingConfig)
-    model = PredictiveCodingModel(encoder, feature_dim=encoder.config.n_mels, config=objective)
+    encoder = build_encoder(cfg.encoder)
+    model = build_objective(cfg.objective, encoder)
     print(
         f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
         f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h"
@@ -95,7 +95,7 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
     outcomes = {}
     for mode in source.modes:
         make_encoder, head_mode = upstream_factory(
-            mode, to_container(cfg.encoder), checkpoint, n_mels=cfg.encoder.n_mels, seed=cfg.seed
+            mode, to_plain(cfg.encoder), checkpoint, n_mels=cfg.encoder.n_mels, seed=cfg.seed
         )
         print(f"\n== {mode}: {TRANSFER_MODES[mode]}")
         # train_classifier seeds each head itself; seeding the global RNG here too keeps

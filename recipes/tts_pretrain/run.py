@@ -28,14 +28,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from speechssl.config import CONF_DIR, register_configs, to_container
+from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_root
 from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.report import write_results
 from speechssl.train import distributed
-from speechssl.train.config import to_dataclass
 from speechssl.tts import OOD_BIN, TacotronConfig, TacotronTTS, load_vocoder, study
+from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 
@@ -64,7 +64,7 @@ def pretrain(cfg, model_config, rows, fraction, run_dir) -> tuple[Path, dict]:
         max_steps=cfg.trainer.max_steps,
         batch_size=cfg.pretrain.batch_size,
         speaker_ids=speaker_ids,
-        full_config={**to_container(cfg), "tts_model": asdict(model.config)},
+        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
         seed=cfg.seed,
     )
 
@@ -89,7 +89,7 @@ def finetune(
         max_steps=steps,
         batch_size=cfg.finetune.batch_size,
         default_speaker=speaker,  # every target row is the new speaker
-        full_config={**to_container(cfg), "tts_model": asdict(model.config)},
+        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
         seed=cfg.seed,
     )
     return model, speaker, {**result, "init_max_abs_difference": difference}

@@ -24,7 +24,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .base import Encoder, EncoderOutput, config_to_dict
+from speechssl.typed import from_registry, to_plain
+
+from .base import Encoder, EncoderOutput
 from .conformer import PRESETS as _CONFORMER_PRESETS
 from .conformer import ConformerConfig, ConformerEncoder
 from .fbank_transformer import PRESETS as _FBANK_TRANSFORMER_PRESETS
@@ -74,18 +76,11 @@ CONFIG_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-def config_from_dict(values: dict) -> Any:
-    """``{"family": ..., <fields>}`` (a dict or OmegaConf node) -> that family's config dataclass."""
-    values = config_to_dict(values)
-    family = values.get("family")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown encoder family {family!r}; expected one of {sorted(FAMILIES)}")
-    config_class = FAMILIES[family][0]
-    known = {field.name for field in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {family} encoder config fields: {unknown}")
-    return config_class(**values)
+def config_from_dict(values: Any) -> Any:
+    """``{"family": ..., <fields>}`` (a dict or OmegaConf node) -> that family's config
+    dataclass, through the one converter (:func:`speechssl.typed.from_registry`)."""
+    schemas = {family: config_class for family, (config_class, _) in FAMILIES.items()}
+    return from_registry(values, schemas, tag="family", what="encoder")
 
 
 def build_config(family_or_config: Any = "hubert_base", **overrides) -> Any:
@@ -103,13 +98,13 @@ def build_config(family_or_config: Any = "hubert_base", **overrides) -> Any:
     elif dataclasses.is_dataclass(source) and not isinstance(source, type):
         config = source
     else:
-        values = config_to_dict(source)
+        values = to_plain(source)
         # an encoder spec {"family", "config"} as written in checkpoints and exports
         if "config" in values and isinstance(values["config"], dict):
             values = {**values["config"], "family": values.get("family")}
         config = config_from_dict(values)
     if overrides:
-        config = config_from_dict({**config_to_dict(config), **overrides})
+        config = config_from_dict({**to_plain(config), **overrides})
     return config
 
 

@@ -15,11 +15,12 @@ layer's hidden states with their frame lengths::
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from speechssl.typed import to_plain
 
 
 class EncoderOutput(NamedTuple):
@@ -105,24 +106,10 @@ class Encoder(nn.Module):
 
     def spec(self) -> dict:
         """``{"family", "config"}``: all ``build_encoder`` needs to rebuild this encoder."""
-        return {"family": self.family, "config": config_to_dict(self.config)}
+        return {"family": self.family, "config": to_plain(self.config)}
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"family={self.family!r}"
-
-
-def config_to_dict(config: Any) -> dict:
-    """A config dataclass (or OmegaConf node, or dict) -> plain JSON-able dict."""
-    if dataclasses.is_dataclass(config):
-        return dataclasses.asdict(config)
-    if isinstance(config, dict):
-        return dict(config)
-    try:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(config, resolve=True)
-    except Exception as error:
-        raise ValueError(f"cannot turn {type(config).__name__} into a config dict") from error

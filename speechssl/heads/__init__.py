@@ -14,20 +14,24 @@
 from speechssl.encoders.fbank_upstream import FbankUpstream, FbankUpstreamConfig
 from speechssl.heads.classifier import UtteranceClassifier
 from speechssl.heads.config import (
+    HEADS,
     ClassifierHeadConfig,
     EcapaHeadConfig,
     build_head,
     build_transfer_model,
+    head_config,
 )
 from speechssl.heads.layer_sum import WeightedLayerSum
 from speechssl.heads.pooling import AttentiveStatisticsPooling, MaskedMeanPooling
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
 
-CONFIG_SCHEMAS = {"head": {"classifier": ClassifierHeadConfig, "ecapa": EcapaHeadConfig}}
+# Hydra structured-config schemas: registered as ``head/<kind>_schema``
+CONFIG_SCHEMAS = {"head": {kind: schema for kind, (schema, _, _) in HEADS.items()}}
 
 __all__ = [
     "CONFIG_SCHEMAS",
+    "HEADS",
     "AttentiveStatisticsPooling",
     "ClassifierHeadConfig",
     "ECAPAHead",
@@ -42,4 +46,5 @@ __all__ = [
     "WeightedLayerSum",
     "build_head",
     "build_transfer_model",
+    "head_config",
 ]

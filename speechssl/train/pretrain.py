@@ -15,8 +15,8 @@ from torch import nn
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.train.checkpoint import latest_checkpoint
-from speechssl.train.config import to_dataclass
 from speechssl.train.trainer import Trainer
+from speechssl.typed import to_dataclass
 
 __all__ = ["pretrain_on_manifests"]
 

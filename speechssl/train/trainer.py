@@ -66,11 +66,11 @@ from speechssl.train.config import (
     OptimConfig,
     Precision,
     TrainerConfig,
-    to_dataclass,
 )
 from speechssl.train.curves import plot_curves
 from speechssl.train.progress import ProgressWriter
 from speechssl.train.schedule import build_optimizer, build_scheduler
+from speechssl.typed import to_dataclass
 
 __all__ = ["NonFiniteLossError", "Trainer", "seed_everything"]
 

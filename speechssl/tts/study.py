@@ -44,7 +44,7 @@ import torch
 
 from speechssl import audio
 from speechssl.train import distributed
-from speechssl.train.config import TrainerConfig, to_dataclass
+from speechssl.train.config import TrainerConfig
 from speechssl.train.trainer import Trainer
 from speechssl.tts.data import TTSDataset, collate_tts
 from speechssl.tts.metrics import (
@@ -60,6 +60,7 @@ from speechssl.tts.similarity import OOD_BIN, SimilarityBins, TrainingTextSimila
 from speechssl.tts.similarity import similarity_bins as make_bins
 from speechssl.tts.subsets import nested_fractions
 from speechssl.tts.text import CharacterFrontend, normalize_text
+from speechssl.typed import to_dataclass
 
 __all__ = [
     "METRICS",

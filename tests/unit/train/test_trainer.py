@@ -16,8 +16,9 @@ from speechssl.train import (
     seed_everything,
 )
 from speechssl.train.checkpoint import list_checkpoints, load_checkpoint
-from speechssl.train.config import OptimConfig, to_dataclass
+from speechssl.train.config import OptimConfig
 from speechssl.train.progress import read_metrics
+from speechssl.typed import to_dataclass
 
 OPTIM = OptimConfig(lr=3e-3, warmup_steps=1, schedule="constant", eps=1e-6)
 
