@@ -27,6 +27,8 @@ from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from speechssl.demo import demo_path
+
 __all__ = [
     "CONF_DIR",
     "SCHEMA_PACKAGES",
@@ -70,8 +72,6 @@ def config_schemas() -> dict[str, dict[str, type]]:
 
 
 def _demo_path(corpus: str) -> str:
-    from speechssl.demo import demo_path
-
     return str(demo_path(corpus))
 
 

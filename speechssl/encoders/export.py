@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from speechssl.loading import load_encoder, save_encoder
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (.pt) or an existing export")
@@ -18,8 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from speechssl.loading import load_encoder, save_encoder
-
     encoder = load_encoder(args.checkpoint)
     out_dir = save_encoder(encoder, args.out_dir)
     parameters = sum(parameter.numel() for parameter in encoder.parameters())

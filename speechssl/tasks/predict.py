@@ -21,11 +21,20 @@ Example (a table by default, JSON lines with ``--json``)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
+
+from speechssl.data.compact import Manifest
+from speechssl.data.loaders import DataConfig
+from speechssl.data.prepare.common import check_audio
+from speechssl.encoders import build_encoder
+from speechssl.heads import ClassifierHeadConfig, FbankUpstream, build_transfer_model
+from speechssl.tasks.classification import TransferConfig, predict
+from speechssl.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 
 __all__ = [
     "MODEL_FILE",
@@ -57,10 +66,6 @@ def write_model_file(
     ``trained`` is :class:`speechssl.tasks.classification.TrainedClassifier`; its best
     checkpoint is used, else the last one (a run without validation).
     """
-    import dataclasses
-
-    from speechssl.train.checkpoint import latest_checkpoint
-
     run_dir = Path(run_dir)
     folder = Path(trained.run_dir) / "checkpoints"
     checkpoint = folder / "best.pt"
@@ -88,12 +93,6 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     Raises:
         ValueError: not a finished fine-tuning run, or a checkpoint that does not fit.
     """
-    from speechssl.data.loaders import DataConfig
-    from speechssl.encoders import build_encoder
-    from speechssl.heads import ClassifierHeadConfig, FbankUpstream, build_transfer_model
-    from speechssl.tasks.classification import TransferConfig
-    from speechssl.train.checkpoint import CheckpointError, load_checkpoint
-
     run_dir = Path(run_dir)
     model_file = run_dir / MODEL_FILE
     if not model_file.is_file():
@@ -128,10 +127,6 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
 def predict_files(loaded: LoadedRun, paths: list[str]) -> tuple[list[dict], list[str]]:
     """``(results, errors)``: per readable file ``{"path", "label", "probabilities"}`` in the
     given order, and one message per file that could not be read."""
-    from speechssl.data.compact import Manifest
-    from speechssl.data.prepare.common import check_audio
-    from speechssl.tasks.classification import predict
-
     rows, errors = [], []
     for index, path in enumerate(paths):
         check = check_audio(os.path.abspath(path))

@@ -43,10 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
+
+from speechssl import interop
 from speechssl.data.loaders import DataConfig
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.data.prepare import folder, table
 from speechssl.data.prepare.common import Report, check_audio
+from speechssl.encoders import PRESETS, build_encoder
+from speechssl.heads import FbankUpstream
+from speechssl.loading import load_encoder
 
 __all__ = [
     "FinetuneDataConfig",
@@ -387,13 +393,6 @@ def load_upstream(spec: str, seed: int = 0, n_mels: int = 80):
     Raises:
         ValueError: the spec is none of these (naming why each reading failed).
     """
-    import torch
-
-    from speechssl import interop
-    from speechssl.encoders import PRESETS, build_encoder
-    from speechssl.heads import FbankUpstream
-    from speechssl.loading import load_encoder
-
     spec = str(spec).strip()
     if spec == "fbank":
         return FbankUpstream(n_mels=n_mels), "fbank"

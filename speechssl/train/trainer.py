@@ -51,6 +51,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from speechssl.data.dataset import append_skipped
 from speechssl.train import distributed
 from speechssl.train.checkpoint import (
     capture_rng_state,
@@ -443,8 +444,6 @@ class Trainer:
         return row
 
     def _write_skipped(self) -> None:
-        from speechssl.data.dataset import append_skipped
-
         records = [
             r
             for rank_records in distributed.gather_objects(self._skipped_records)

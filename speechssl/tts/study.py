@@ -44,6 +44,7 @@ import torch
 
 from speechssl import audio
 from speechssl.train import distributed
+from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.config import TrainerConfig
 from speechssl.train.trainer import Trainer
 from speechssl.tts.data import TTSDataset, collate_tts
@@ -284,8 +285,6 @@ def train_tts(
     result = trainer.fit()
     checkpoint = Path(run_dir) / "checkpoints" / f"step_{trainer.step:08d}.pt"
     if not checkpoint.is_file():
-        from speechssl.train.checkpoint import latest_checkpoint
-
         checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")
     return Path(checkpoint), result
 
