@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from speechssl.config import CONF_DIR, register_configs
-from speechssl.data.loaders import DataConfig, load_manifests, make_loader, prepare_once
+from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.encoders import build_encoder
 from speechssl.heads.config import ClassifierHeadConfig, EcapaHeadConfig
@@ -48,9 +48,9 @@ from speechssl.tasks.plots import plot_layer_weights, plot_metric_bars, plot_tsn
 from speechssl.tasks.report import write_results
 from speechssl.tasks.speaker import read_trials
 from speechssl.tasks.speaker_protocol import run_speaker_identification, run_speaker_verification
-from speechssl.train import Trainer, distributed
-from speechssl.train.checkpoint import latest_checkpoint
+from speechssl.train import distributed
 from speechssl.train.config import TrainerConfig
+from speechssl.train.pretrain import pretrain_on_manifests
 from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
@@ -111,44 +111,31 @@ def speaker_data(cfg: DictConfig, run_dir: Path) -> Path:
 def pretrain(
     cfg: DictConfig, objective: MaskedPredictionConfig, targets: Targets, run_dir: Path
 ) -> tuple[Path, dict]:
-    """Masked prediction on frame-labelled manifests; returns the final checkpoint."""
+    """Masked prediction on the frame-labelled splits; returns the final checkpoint."""
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg.encoder)
-    model = build_objective(objective, encoder)
-    data = to_dataclass(cfg.data, DataConfig)
-    train, valid, label_rate = targets.train, targets.valid, targets.label_rate
+    model = build_objective(objective, build_encoder(cfg.encoder))
+    train = targets.train
     print(
         f"pre-training {run_dir.name}: mixing={objective.mixing.enabled} "
         f"contrastive={objective.contrastive.enabled}, {objective.num_classes[0]} classes at "
-        f"{label_rate:g} Hz, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{len(train.labels)} utterances ({train.manifest.total_duration / 60:.1f} min)"
+        f"{targets.label_rate:g} Hz, {sum(p.numel() for p in model.parameters()):,} "
+        f"parameters, {len(train.labels)} utterances "
+        f"({train.manifest.total_duration / 60:.1f} min)"
     )
-
-    def loader(split, train_mode: bool, seed: int = 0):
-        return make_loader(
-            split.manifest,
-            data,
-            train=train_mode,
-            frame_labels=split.labels,
-            label_rate=label_rate,
-            seed=seed,
-        )
-
-    trainer = Trainer(
+    return pretrain_on_manifests(
         model,
-        loader(train, True, cfg.seed),
-        loader(valid, False) if valid.labels else None,
-        trainer_cfg=cfg.trainer,
-        optim_cfg=cfg.optim,
+        train.manifest,
+        targets.valid.manifest,
+        cfg.data,
+        cfg.trainer,
+        cfg.optim,
+        run_dir,
         full_config=cfg,
-        run_dir=run_dir,
-        sample_rate=data.sample_rate,
+        seed=cfg.seed,
+        train_labels=train.labels,
+        valid_labels=targets.valid.labels,
+        label_rate=targets.label_rate,
     )
-    result = trainer.fit()
-    checkpoint = latest_checkpoint(run_dir / "checkpoints")
-    if checkpoint is None:
-        raise RuntimeError(f"no checkpoint was written under {run_dir}")
-    return checkpoint, result
 
 
 def objective_for(cfg: DictConfig, switches, num_classes: int, label_rate: float):
