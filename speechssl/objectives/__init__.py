@@ -51,10 +51,14 @@ def _predictive_coding_model(config: PredictiveCodingConfig, encoder: nn.Module)
     return PredictiveCodingModel(encoder, feature_dim=encoder.config.n_mels, config=config)
 
 
+def _masked_prediction_model(config: MaskedPredictionConfig, encoder: nn.Module) -> nn.Module:
+    return HubertPretrainModel(encoder, config)
+
+
 # objective name (its config's ``name``) -> (config dataclass, builder(config, encoder))
 OBJECTIVES: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "predictive_coding": (PredictiveCodingConfig, _predictive_coding_model),
-    "masked_prediction": (MaskedPredictionConfig, HubertPretrainModel),
+    "masked_prediction": (MaskedPredictionConfig, _masked_prediction_model),
 }
 
 # Hydra structured-config schemas: registered as ``objective/<name>_schema``

@@ -203,3 +203,25 @@ def test_one_call_labels_both_splits_with_the_train_kmeans_and_reuses_them(label
     again = mfcc_targets(manifests, tmp_path / "labels", config, report=None)
     assert again.kmeans.fingerprint == targets.kmeans.fingerprint
     assert label_file.stat().st_mtime_ns == stamp
+
+
+def test_one_dataset_carries_utterance_and_frame_labels_in_separate_fields(tmp_path):
+    labels = np.arange(100) % 30
+    wav = torch.from_numpy(np.repeat(labels / 100.0, 160).astype(np.float32))  # says its label
+    audio.save(tmp_path / "a.wav", wav, 16000, subtype="FLOAT")
+    row = {"id": "a", "audio": str(tmp_path / "a.wav"), "duration": 1.0, "sample_rate": 16000}
+    manifest = Manifest.from_rows([{**row, "speaker": "s2"}, {**row, "id": "b", "speaker": "s1"}])
+    dataset = AudioDataset(
+        manifest,
+        max_duration=0.3,
+        label_column="speaker",
+        frame_labels=[labels, labels],
+        label_rate=100,
+    )
+    batch = collate([dataset[0], dataset[1]])
+    assert batch.labels.tolist() == [1, 0]  # s1 < s2
+    assert batch.frame_labels.shape == (2, 30) and batch.frame_label_lengths.tolist() == [30, 30]
+    heard = torch.round(batch.wav.reshape(2, 30, 160) * 100).long()  # (B, T) -> (B, L, hop)
+    assert (heard == batch.frame_labels[:, :, None]).all()
+    with pytest.raises(ValueError, match="1 label sequences for 2 utterances"):
+        AudioDataset(manifest, frame_labels=[labels], label_rate=100)
