@@ -3,6 +3,7 @@ label-aligned crops of the one dataset, padded collate, a batch the masked-predi
 objective accepts, and one call per label iteration (speechssl.targets)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from speechssl import audio
 from speechssl.cluster import KMeans
+from speechssl.data import manifest as manifest_module
 from speechssl.data.collate import collate
 from speechssl.data.compact import Manifest
 from speechssl.data.dataset import AudioDataset
@@ -225,3 +227,38 @@ def test_one_dataset_carries_utterance_and_frame_labels_in_separate_fields(tmp_p
     assert (heard == batch.frame_labels[:, :, None]).all()
     with pytest.raises(ValueError, match="1 label sequences for 2 utterances"):
         AudioDataset(manifest, frame_labels=[labels], label_rate=100)
+
+
+def test_each_manifest_is_read_once_and_train_audio_decoded_once_for_fit_and_labels(
+    labelled, tmp_path, monkeypatch
+):
+    _, shared_train, shared_valid, _, _ = labelled
+    manifests = []
+    for name, source in (("train", shared_train), ("valid", shared_valid)):
+        manifests.append(tmp_path / f"{name}.jsonl")
+        manifests[-1].write_text(source.read_text())
+    reads, decodes = [], []
+    read_bytes, load, builtin_open = Path.read_bytes, audio.load, open
+
+    def counted_read_bytes(path):
+        reads.append(Path(path).name)
+        return read_bytes(path)
+
+    def counted_open(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return builtin_open(path, *args, **kwargs)
+
+    def counted_load(path, *args, **kwargs):
+        decodes.append(Path(path).name)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_bytes", counted_read_bytes)
+    monkeypatch.setattr(manifest_module, "open", counted_open, raising=False)
+    monkeypatch.setattr(audio, "load", counted_load)
+    targets = mfcc_targets(
+        manifests, tmp_path / "labels", TargetConfig(mfcc_clusters=4), report=None
+    )
+    assert reads.count("train.jsonl") == 1 and reads.count("valid.jsonl") == 1
+    train_files = [Path(targets.train.manifest.audio_path(i)).name for i in range(5)]
+    assert sorted(decodes[:5]) == sorted(train_files)  # the fit's pass, kept for the labels
+    assert len(decodes) == 5 + 2  # + the valid split, labelled once
