@@ -14,6 +14,7 @@
 from speechssl.encoders.fbank_upstream import FbankUpstream, FbankUpstreamConfig
 from speechssl.heads.classifier import UtteranceClassifier
 from speechssl.heads.config import (
+    HEAD_CONFIGS,
     HEADS,
     ClassifierHeadConfig,
     EcapaHeadConfig,
@@ -22,22 +23,26 @@ from speechssl.heads.config import (
     head_config,
 )
 from speechssl.heads.layer_sum import WeightedLayerSum
+from speechssl.heads.linear_probe import LinearProbe, LinearProbeConfig
 from speechssl.heads.pooling import AttentiveStatisticsPooling, MaskedMeanPooling
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
 
 # Hydra structured-config schemas: registered as ``head/<kind>_schema``
-CONFIG_SCHEMAS = {"head": {kind: schema for kind, (schema, _, _) in HEADS.items()}}
+CONFIG_SCHEMAS = {"head": dict(HEAD_CONFIGS)}
 
 __all__ = [
     "CONFIG_SCHEMAS",
     "HEADS",
+    "HEAD_CONFIGS",
     "AttentiveStatisticsPooling",
     "ClassifierHeadConfig",
     "ECAPAHead",
     "EcapaHeadConfig",
     "FbankUpstream",
     "FbankUpstreamConfig",
+    "LinearProbe",
+    "LinearProbeConfig",
     "MaskedMeanPooling",
     "SpeakerModel",
     "TransferModel",

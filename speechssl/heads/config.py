@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from speechssl.heads.classifier import UtteranceClassifier
+from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
 from speechssl.typed import from_registry
 
 __all__ = [
     "HEADS",
+    "HEAD_CONFIGS",
     "ClassifierHeadConfig",
     "EcapaHeadConfig",
     "build_head",
@@ -132,15 +134,22 @@ HEADS: dict[str, tuple[type, Callable[..., nn.Module], type[TransferModel]]] = {
 }
 
 
-def head_config(config) -> ClassifierHeadConfig | EcapaHeadConfig:
+# every head config by kind: the trained heads above and the converged linear probe (which
+# trains no module, so it has no builder here: speechssl.tasks.suite fits it)
+HEAD_CONFIGS: dict[str, type] = {
+    **{kind: schema for kind, (schema, _, _) in HEADS.items()},
+    "linear_probe": LinearProbeConfig,
+}
+
+
+def head_config(config) -> ClassifierHeadConfig | EcapaHeadConfig | LinearProbeConfig:
     """The config dataclass a head's ``kind`` picks, from a DictConfig, dict or dataclass.
 
     Example:
         >>> head_config({"kind": "ecapa", "embedding_dim": 16}).embedding_dim
         16
     """
-    schemas = {kind: schema for kind, (schema, _, _) in HEADS.items()}
-    return from_registry(config, schemas, tag="kind", what="head")
+    return from_registry(config, HEAD_CONFIGS, tag="kind", what="head")
 
 
 def build_head(config, input_dim: int, num_classes: int, num_hidden_states: int) -> nn.Module:
