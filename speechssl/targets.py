@@ -16,7 +16,8 @@ trained on iteration 1's targets (50 Hz). One call per iteration does the whole 
 
 The training split's audio is decoded once for both the fit and its labels when its
 features fit in the fit's frame budget (``max_fit_frames``: the fit then holds them all
-anyway); a larger corpus is decoded again to label it, since the fit only keeps a sample.
+anyway) and in 1 GiB; a larger corpus is decoded again to label it, since the fit only
+keeps a sample.
 The rows and labels then go to :func:`speechssl.data.loaders.make_loader` (``frame_labels=``),
 which decodes each utterance once more, for training.
 
@@ -250,14 +251,21 @@ class _Split:
         return cls(path, manifest_digest(path, data), rows)
 
 
+# The features kept for labelling after a fit take at most this much memory (1M frames of
+# 39-dim MFCC are 156 MB; 1M of a Base encoder's 768-dim layer would be 3 GB on top of the
+# fit's own sample, so such a corpus is decoded again instead).
+_MAX_CACHE_BYTES = 2**30
+
+
 class _FeatureCache:
-    """Keeps the features a k-means fit streams through while they fit its frame budget,
-    so the training split's labels need no second decode of its audio."""
+    """Keeps the features a k-means fit streams through while they fit its frame budget
+    (and ``_MAX_CACHE_BYTES``), so the training split's labels need no second decode."""
 
     def __init__(self, max_frames: int) -> None:
         self.max_frames = max_frames
         self.items: list[torch.Tensor | audio.AudioError] | None = []
         self.num_frames = 0
+        self.num_bytes = 0
 
     def stream(self, items: Iterable[torch.Tensor | audio.AudioError]) -> Iterator[torch.Tensor]:
         """Yield the feature tensors of ``items`` (what the fit reads), keeping them all."""
@@ -266,7 +274,8 @@ class _FeatureCache:
                 self.items.append(item)
                 if isinstance(item, torch.Tensor):
                     self.num_frames += item.shape[0]
-                if self.num_frames > self.max_frames:
+                    self.num_bytes += item.numel() * item.element_size()
+                if self.num_frames > self.max_frames or self.num_bytes > _MAX_CACHE_BYTES:
                     self.items = None  # the fit keeps a sample only: label by decoding again
             if isinstance(item, torch.Tensor):
                 yield item

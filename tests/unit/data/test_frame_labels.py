@@ -262,3 +262,28 @@ def test_each_manifest_is_read_once_and_train_audio_decoded_once_for_fit_and_lab
     train_files = [Path(targets.train.manifest.audio_path(i)).name for i in range(5)]
     assert sorted(decodes[:5]) == sorted(train_files)  # the fit's pass, kept for the labels
     assert len(decodes) == 5 + 2  # + the valid split, labelled once
+
+
+def test_a_train_split_beyond_the_fit_budget_is_decoded_again_for_its_labels(
+    labelled, tmp_path, monkeypatch
+):
+    _, shared_train, shared_valid, features, _ = labelled
+    manifests = []
+    for name, source in (("train", shared_train), ("valid", shared_valid)):
+        manifests.append(tmp_path / f"{name}.jsonl")
+        manifests[-1].write_text(source.read_text())
+    decodes, load = [], audio.load
+
+    def counted_load(path, *args, **kwargs):
+        decodes.append(path)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(audio, "load", counted_load)
+    # 5 x 58 MFCC frames > 100: the fit keeps a sample, so the labels need a second pass
+    config = TargetConfig(mfcc_clusters=4, max_fit_frames=100)
+    targets = mfcc_targets(manifests, tmp_path / "labels", config, report=None)
+    assert len(decodes) == 5 + 5 + 2
+    expected = [
+        targets.kmeans.predict(frames) for frames in manifest_features(manifests[0], features)
+    ]
+    assert [labels.tolist() for labels in targets.train.labels] == [e.tolist() for e in expected]
