@@ -18,7 +18,9 @@ Example:
 from __future__ import annotations
 
 import importlib
+import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 __all__ = [
     "CONF_DIR",
     "SCHEMA_PACKAGES",
+    "check_values",
     "compose",
     "config_schemas",
     "register_configs",
@@ -127,3 +130,73 @@ def compose(config_name: str | None = None, overrides: Sequence[str] = ()) -> Di
 def to_container(config: DictConfig) -> dict:
     """The resolved config as plain dicts/lists/strings/numbers (enums as strings)."""
     return OmegaConf.to_container(config, resolve=True, enum_to_str=True)
+
+
+# ---------------------------------------------------------------------------------------
+# one validation pass over the values, at the door of every recipe
+
+# keys whose values may be negative (dB offsets, normalisation means, seeds)
+_MAY_BE_NEGATIVE = re.compile(r"(_db|_mean|^seed)$")
+# probabilities and fractions: [0, 1]
+_UNIT_INTERVAL = re.compile(
+    r"(_prob|^dropout|_dropout|_drop|dropout_input|_overlap|_fraction|^fractions|_threshold|^betas)$"
+)
+# sizes, counts and rates that must be > 0
+_POSITIVE = re.compile(
+    r"(_dim|_dims|_size|_channels|_kernels?|_strides?|_length|_clusters|_heads|_layers|_classes"
+    r"|_symbols|_speakers|_vars|_negatives|_positions|_every|_per_step|_iters|_seconds|_rate"
+    r"|_temperature|_buckets|_bins|^n_fft|^n_mels|^groups|^lr|^temperature|^grad_accum"
+    r"|^iterations|^eps|_eps|^max_consecutive_nonfinite)$"
+)
+# counts where 0 means "none" or "off"
+_ZERO_ALLOWED = {"num_workers", "num_alignment_plots", "num_test", "eval_every"}
+
+
+def _value_problem(key: str, value) -> str | None:
+    """Why ``value`` is out of range for an option named ``key``, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if _UNIT_INTERVAL.search(key):
+        return None if 0 <= value <= 1 else "must lie in [0, 1]"
+    if _POSITIVE.search(key) and key not in _ZERO_ALLOWED:
+        return None if value > 0 else "must be > 0"
+    if value < 0 and not _MAY_BE_NEGATIVE.search(key):
+        return "must be >= 0"
+    return None
+
+
+def check_values(config) -> list[str]:
+    """One line per out-of-range value in ``config`` (``head.projector_dim=-1: must be > 0``).
+
+    The rules follow the option names used across the config groups: probabilities and
+    fractions lie in [0, 1]; sizes, counts, rates and intervals are > 0; every other number
+    is >= 0 and finite, except dB offsets, means and seeds. A recipe calls this before any
+    work, so a bad value never fails a run after minutes of pre-training.
+
+    Example:
+        >>> check_values({"head": {"projector_dim": -1}, "objective": {"mask_prob": 2.0}})
+        ['head.projector_dim=-1: must be > 0', 'objective.mask_prob=2.0: must lie in [0, 1]']
+    """
+    try:
+        if isinstance(config, DictConfig):
+            config = to_container(config)
+    except Exception as error:  # noqa: BLE001 - OmegaConf raises many types for a bad interpolation
+        return [f"config: {' '.join(str(error).split())}"]
+    problems: list[str] = []
+
+    def walk(node, path: str, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, f"{path}.{name}" if path else str(name), str(name))
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]", key)
+        else:
+            problem = _value_problem(key, node)
+            if problem:
+                problems.append(f"{path}={node}: {problem}")
+
+    walk(config, "", "")
+    return problems

@@ -26,8 +26,8 @@ from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
+from speechssl.errors import run_recipe
 from speechssl.heads.config import ClassifierHeadConfig
-from speechssl.recipe_errors import exit_on_bad_input
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
 from speechssl.tasks.predict import write_model_file
 from speechssl.tasks.report import write_results
@@ -239,6 +239,16 @@ def finetune(cfg: DictConfig) -> str:
     return write_outputs(run_dir, summary, scores, user.labels)
 
 
+def run(cfg: DictConfig) -> None:
+    """Fine-tune and print the table (what ``main`` runs inside the error boundary)."""
+    table = finetune(cfg)
+    run_dir = Path(cfg.run_dir)
+    print("\n" + table)
+    print(
+        f"results: {run_dir / 'results.md'}; predict with: speechssl predict {run_dir} FILE.wav ..."
+    )
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="finetune", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # under torchrun, rank 0 runs the whole recipe as a single process (no DDP: the data
@@ -246,13 +256,9 @@ def main(cfg: DictConfig) -> None:
     distributed.init_from_env(cfg.trainer.device)
     if not distributed.continue_on_main_only():
         return
-    # bad user data or upstream: one line and exit code 1, no traceback
-    table = exit_on_bad_input("finetune", finetune, cfg)
-    run_dir = Path(cfg.run_dir)
-    print("\n" + table)
-    print(
-        f"results: {run_dir / 'results.md'}; predict with: speechssl predict {run_dir} FILE.wav ..."
-    )
+    # bad option values, user data or upstream: one line and exit code 1, no traceback;
+    # a second run on the same run_dir stops at its lock
+    run_recipe("finetune", run, cfg)
 
 
 if __name__ == "__main__":

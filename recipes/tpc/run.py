@@ -26,9 +26,9 @@ from omegaconf import DictConfig
 from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
+from speechssl.errors import check_source_folders, run_recipe
 from speechssl.heads.config import ClassifierHeadConfig
 from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
-from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
 from speechssl.tasks.emotion import run_emotion_loso
 from speechssl.tasks.report import write_emotion_report
@@ -152,8 +152,9 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="tpc", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # bad corpus paths, layouts, audio or options: one line and exit code 1
-    exit_on_bad_input("tpc", run, cfg)
+    # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
+    # code 1; a second run on the same run_dir stops at its lock
+    run_recipe("tpc", run, cfg)
 
 
 if __name__ == "__main__":
