@@ -75,7 +75,14 @@ class UnreadableFileError(ValueError):
 
 
 class UnsafeFileError(UnreadableFileError):
-    """A pickle that asks for a class outside the safe types: refused, never run."""
+    """A pickle that asks for a class outside the safe types: refused, never run.
+
+    ``global_name`` is the class or function it asked for (``"posix.system"``).
+    """
+
+    def __init__(self, message: str, global_name: str = "") -> None:
+        super().__init__(message)
+        self.global_name = global_name
 
 
 class StateMismatchError(ValueError):
@@ -276,7 +283,8 @@ def load_torch_file(
         if match:
             raise UnsafeFileError(
                 f"{path}: refused to load the {what}: it asks for {match.group(1)}, "
-                "which only code could rebuild (a checkpoint holds tensors, numbers and strings)"
+                "which only code could rebuild (a checkpoint holds tensors, numbers and strings)",
+                match.group(1),
             ) from None
         raise UnreadableFileError(f"{path}: not a readable {what}: {_found(path)}") from None
     except OSError as error:
@@ -299,9 +307,18 @@ def _listed(names: list[str], limit: int = 4) -> str:
 
 
 def check_state_fits(
-    module: torch.nn.Module, state, source: str = "", prefix: str = ""
+    module: torch.nn.Module,
+    state,
+    source: str = "",
+    prefix: str = "",
+    strict: bool = True,
+    name: str = "",
 ) -> dict[str, torch.Tensor]:
     """The ``prefix``-ed entries of ``state`` (prefix removed) after checking they fit ``module``.
+
+    With ``strict=False`` only the shapes of the entries both have are checked (what
+    ``load_state_dict(strict=False)`` would otherwise fail on with a many-line error).
+    ``name`` says what the module is in the message (default: its class name).
 
     Raises:
         StateMismatchError: ``state`` is not a dict of tensors, or entries are missing,
@@ -314,7 +331,7 @@ def check_state_fits(
             ...
         speechssl.safe_io.StateMismatchError: file.pt: the weights do not fit Linear: missing bias
     """
-    name = type(module).__name__
+    name = name or type(module).__name__
     if not isinstance(state, dict):
         raise StateMismatchError(
             f"{source}: expected a state dict for {name}, found a {type(state).__name__}"
@@ -322,10 +339,10 @@ def check_state_fits(
     own = {key[len(prefix) :]: value for key, value in state.items() if str(key).startswith(prefix)}
     expected = module.state_dict()
     problems = []
-    missing = sorted(set(expected) - set(own))
+    missing = sorted(set(expected) - set(own)) if strict else []
     if missing:
         problems.append(f"missing {_listed(missing)}")
-    unexpected = sorted(set(own) - set(expected))
+    unexpected = sorted(set(own) - set(expected)) if strict else []
     if unexpected:
         problems.append(f"unexpected {_listed(unexpected)}")
     reshaped = [
@@ -344,10 +361,11 @@ def check_state_fits(
 
 
 def load_state_strict(
-    module: torch.nn.Module, state, source: str = "", prefix: str = ""
+    module: torch.nn.Module, state, source: str = "", prefix: str = "", name: str = ""
 ) -> torch.nn.Module:
     """Check with :func:`check_state_fits`, then ``module.load_state_dict(strict=True)``."""
-    module.load_state_dict(check_state_fits(module, state, source, prefix), strict=True)
+    own = check_state_fits(module, state, source, prefix, name=name)
+    module.load_state_dict(own, strict=True)
     return module
 
 

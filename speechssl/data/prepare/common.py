@@ -26,32 +26,10 @@ from tqdm import tqdm
 
 from speechssl import audio
 from speechssl.data.manifest import write_jsonl
+from speechssl.safe_io import write_text_atomic
 
 # utterances shorter than this carry too little speech for any task here
 MIN_DURATION_S = 0.1
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file of this process, then rename.
-
-    The temporary name carries the pid, so two processes writing the same file (a
-    misused torchrun job) never interleave their bytes, and a reader sees either the old
-    file or a whole new one.
-
-    Example:
-        >>> import tempfile
-        >>> write_text_atomic(tempfile.mkdtemp() + "/a/stamp.json", "{}").read_text()
-        '{}'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
 
 
 @dataclass
