@@ -22,6 +22,7 @@ from speechssl.data.prepare.common import (
     Report,
     Utterance,
     find_root,
+    glob_files,
     read_text,
     try_read_text,
 )
@@ -41,7 +42,8 @@ def collect(src, report: Report) -> list[Utterance]:
     )
     genders = _read_speaker_info(root / "speaker-info.txt", report)
     utterances = []
-    for audio in sorted((root / "wav48_silence_trimmed").glob(f"*/*{MICROPHONE_SUFFIX}.flac")):
+    wav_dir = root / "wav48_silence_trimmed"
+    for audio in glob_files(wav_dir, f"*/*{MICROPHONE_SUFFIX}.flac", report):
         speaker = audio.parent.name
         utterance_id = audio.stem[: -len(MICROPHONE_SUFFIX)]
         text_path = root / "txt" / speaker / f"{utterance_id}.txt"
