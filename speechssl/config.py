@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import os
@@ -179,9 +180,10 @@ def check_values(config) -> list[str]:
         >>> check_values({"head": {"projector_dim": -1}, "objective": {"mask_prob": 2.0}})
         ['head.projector_dim=-1: must be > 0', 'objective.mask_prob=2.0: must lie in [0, 1]']
     """
+    structured = config if isinstance(config, DictConfig) else None
     try:
-        if isinstance(config, DictConfig):
-            config = to_container(config)
+        if structured is not None:
+            config = to_container(structured)
     except Exception as error:  # noqa: BLE001 - OmegaConf raises many types for a bad interpolation
         return [f"config: {' '.join(str(error).split())}"]
     problems: list[str] = []
@@ -199,4 +201,22 @@ def check_values(config) -> list[str]:
                 problems.append(f"{path}={node}: {problem}")
 
     walk(config, "", "")
+    if structured is not None:
+        problems += _dataclass_problems(structured, {problem.split(".")[0] for problem in problems})
+    return problems
+
+
+def _dataclass_problems(config: DictConfig, flagged: set[str]) -> list[str]:
+    """Build each group's dataclass (its ``__post_init__`` checks cross-field rules) for the
+    groups whose values passed the name rules; one line per group that refuses."""
+    problems = []
+    for group in config:
+        node = config[group]
+        if group in flagged or not isinstance(node, DictConfig):
+            continue
+        if dataclasses.is_dataclass(OmegaConf.get_type(node)):
+            try:
+                OmegaConf.to_object(node)
+            except ValueError as error:
+                problems.append(f"{group}: {' '.join(str(error).split())}")
     return problems
