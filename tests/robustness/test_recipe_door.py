@@ -66,10 +66,12 @@ def held_run_dir(tmp_path):
             sys.executable,
             "-c",
             # what RunLock does, without importing torch (a fast start)
-            "import fcntl, os, time; "
-            f"fd = os.open({str(run_dir / '.lock')!r}, os.O_RDWR | os.O_CREAT); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, f'{os.getpid()}\\n'.encode()); "
-            "print('held', flush=True); time.sleep(60)",
+            (
+                "import fcntl, os, time; "
+                f"fd = os.open({str(run_dir / '.lock')!r}, os.O_RDWR | os.O_CREAT); "
+                "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, f'{os.getpid()}\\n'.encode()); "
+                "print('held', flush=True); time.sleep(60)"
+            ),
         ],
         stdout=subprocess.PIPE,
         text=True,
