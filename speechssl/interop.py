@@ -669,9 +669,13 @@ def _load_local_transformers_model(directory: Path, auto_config, auto_model):
     model_type = values.pop("model_type", None) if isinstance(values, dict) else None
     if not isinstance(model_type, str):
         raise ValueError(f"{config_path} has no model_type")  # noqa: TRY004 - bad data, not a bad call
+    # transformers validates its configs with huggingface_hub's strict dataclasses (a
+    # dependency of transformers, so present wherever this function can run)
+    from huggingface_hub.errors import StrictDataclassError
+
     try:
         model = auto_model.from_config(auto_config.for_model(model_type, **values))
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as error:
         # transformers builds the model from the user's config.json: missing keys or values
         # of the wrong type surface as any of these, from deep inside the model's __init__
         raise ValueError(

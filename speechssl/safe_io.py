@@ -301,7 +301,7 @@ def load_torch_file(
 # state dicts
 
 
-def _listed(names: list[str], limit: int = 4) -> str:
+def _listed(names: list[str], limit: int) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
@@ -341,10 +341,10 @@ def check_state_fits(
     problems = []
     missing = sorted(set(expected) - set(own)) if strict else []
     if missing:
-        problems.append(f"missing {_listed(missing)}")
+        problems.append(f"missing {_listed(missing, 3)}")
     unexpected = sorted(set(own) - set(expected)) if strict else []
     if unexpected:
-        problems.append(f"unexpected {_listed(unexpected)}")
+        problems.append(f"unexpected {_listed(unexpected, 3)}")
     reshaped = [
         f"{key} {tuple(value.shape)} vs {tuple(expected[key].shape)}"
         if isinstance(value, torch.Tensor)
@@ -354,7 +354,7 @@ def check_state_fits(
         and (not isinstance(value, torch.Tensor) or value.shape != expected[key].shape)
     ]
     if reshaped:
-        problems.append(f"shape {_listed(reshaped, 2)}")
+        problems.append(f"shape {_listed(reshaped, 1)}")
     if problems:
         raise StateMismatchError(f"{source}: the weights do not fit {name}: {'; '.join(problems)}")
     return own

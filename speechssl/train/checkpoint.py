@@ -167,11 +167,16 @@ def load_latest_checkpoint(
     for path in reversed(list_checkpoints(folder)):
         try:
             state = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as error:  # the message names the file
+            warnings.warn(f"skipping checkpoint: {error}", stacklevel=2)
+            continue
+        try:
             if accept is not None:
                 accept(state)
-            return path, state
-        except ValueError as error:  # CheckpointError, or accept's reason
-            warnings.warn(f"skipping checkpoint: {error}", stacklevel=2)
+        except ValueError as error:
+            warnings.warn(f"skipping checkpoint: {path}: {error}", stacklevel=2)
+            continue
+        return path, state
     return None, None
 
 

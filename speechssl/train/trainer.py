@@ -110,6 +110,9 @@ class LoopState:
     bad_evaluations: int = 0
     train_loss: float | None = None  # mean loss of the last logged window
     last_evaluation: dict[str, float] = field(default_factory=dict)
+    # per rank, the sums of the log window in progress ({"steps", "loss", "grad_norm",
+    # "metrics"}), so a window cut by a resume logs the same means as an uninterrupted one
+    windows: list[dict] = field(default_factory=list)
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -122,11 +125,23 @@ class LoopState:
             value = state.get(item.name, getattr(defaults, item.name))
             if item.name == "last_evaluation":
                 value = {str(key): float(number) for key, number in dict(value).items()}
+            elif item.name == "windows":
+                value = [_window_sums(window) for window in list(value)]
             elif item.name in ("best_value", "train_loss"):
                 value = None if value is None else float(value)
             else:
                 value = int(value)
             setattr(self, item.name, value)
+
+
+def _window_sums(window: dict) -> dict:
+    """The checkpointable part of a log window: step count and float sums."""
+    return {
+        "steps": int(window["steps"]),
+        "loss": float(window["loss"]),
+        "grad_norm": float(window["grad_norm"]),
+        "metrics": {str(key): float(value) for key, value in dict(window["metrics"]).items()},
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -241,6 +256,7 @@ class Trainer:
 
         self.loop = LoopState()  # saved in checkpoints under "trainer"
         self._last_good_batch = None
+        self._window: dict | None = None  # the log window in progress (set by fit)
         self._skipped_records: list[dict] = []
 
     @property
@@ -580,6 +596,9 @@ class Trainer:
     def _save(self, name: str | None = None) -> Path | None:
         """Write a checkpoint (collective: every rank must call it; rank 0 writes)."""
         rng_states = distributed.gather_objects(capture_rng_state())
+        self.loop.windows = distributed.gather_objects(
+            _window_sums(self._window or self._new_window())
+        )
         path = None
         if distributed.is_main():
             state = {
@@ -645,11 +664,26 @@ class Trainer:
             return None
         if mode == "auto":
             # rank 0 chooses, so every rank resumes from the same file
+            misfits: list[str] = []
+
+            def accept(state: dict) -> None:
+                try:
+                    self._check_resumable(state)
+                except ValueError as error:
+                    misfits.append(str(error))
+                    raise
+
             path, state = (
-                load_latest_checkpoint(self.checkpoint_dir, accept=self._check_resumable)
+                load_latest_checkpoint(self.checkpoint_dir, accept=accept)
                 if distributed.is_main()
                 else (None, None)
             )
+            if path is None and misfits:
+                # starting over would overwrite another model's checkpoints: stop instead
+                raise CheckpointError(
+                    f"{self.checkpoint_dir} holds checkpoints of another model ({misfits[0]}); "
+                    "use another run_dir, or trainer.resume=none to overwrite them"
+                )
             chosen = distributed.gather_objects(None if path is None else str(path))[0]
             if chosen is None:
                 return None
@@ -746,7 +780,9 @@ class Trainer:
             writer.message(f"resumed from {resumed_from} at step {self.loop.step}")
         self.model.train()
         batches = self._batches()
-        window = self._new_window()
+        window = self._window = self._new_window()
+        if resumed_from is not None and len(self.loop.windows) == self.dist.world_size:
+            window.update(self.loop.windows[self.dist.rank])  # the window the kill cut
         stop_reason = "max_steps" if self.cfg.max_steps else "max_epochs"
         # a checkpoint is written after its step's evaluation: a run resumed at its last
         # step has nothing left to do
@@ -772,7 +808,7 @@ class Trainer:
                     )
                 if self.loop.step % self.cfg.log_every == 0 or self.loop.step == self.total_steps:
                     self._log_window(window, writer)
-                    window = self._new_window()
+                    window = self._window = self._new_window()
                 if self.loop.consecutive_nonfinite >= self.cfg.max_consecutive_nonfinite:
                     path = self._save()
                     message = (
