@@ -86,7 +86,9 @@ def assert_one_line_error(code: int, stderr: str, expect: str = "") -> str:
     """The contract of a refused input; returns the line."""
     assert code == 1, stderr
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    # what a terminal shows: a progress bar that erased itself with "\r" leaves nothing
+    lines = [line.split("\r")[-1] for line in stderr.split("\n")]
+    lines = [line for line in lines if line.strip()]
     assert len(lines) == 1, stderr
     assert len(lines[0]) < MAX_LINE, lines[0]
     assert "weights_only=False" not in lines[0]

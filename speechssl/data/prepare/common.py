@@ -156,16 +156,18 @@ def glob_files(
         except OSError:  # e.g. a symlink loop: neither a file nor a folder
             return False
 
-    def visit(directory: str, index: int) -> None:
+    def visit(directory: str, index: int, entries: list[os.DirEntry] | None = None) -> None:
+        # each folder is listed once, so an unreadable one is reported once
+        entries = entries_of(directory) if entries is None else entries
         part = parts[index]
         if part == "**":
-            visit(directory, index + 1)  # ** matches no folder too
-            for entry in entries_of(directory):
+            visit(directory, index + 1, entries)  # ** matches no folder too
+            for entry in entries:
                 if is_kind(entry, "dir", follow=False):
                     visit(entry.path, index)
             return
         last = index == len(parts) - 1
-        for entry in entries_of(directory):
+        for entry in entries:
             if not fnmatch.fnmatchcase(entry.name, part):
                 continue
             if last:

@@ -58,7 +58,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "iemocap",
         ["IEMOCAP_full_release", "IEMOCAP"],
         _is_root,
-        f"no Session1..Session5 folder under {Path(src).resolve()} (expected {LAYOUT})",
+        f"no Session1..Session5 folder under {Path(src).absolute()} (expected {LAYOUT})",
     )
     dropped: Counter = Counter()
     utterances = []

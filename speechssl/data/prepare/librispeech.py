@@ -69,7 +69,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "librispeech",
         ["LibriSpeech"],
         lambda path: bool(_subsets(path)),
-        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).resolve()} "
+        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).absolute()} "
         f"(expected {LAYOUT})",
     )
     speakers_file = root / "SPEAKERS.TXT"

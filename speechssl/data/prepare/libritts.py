@@ -47,7 +47,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "libritts",
         ["LibriTTS"],
         lambda path: bool(_subsets(path)),
-        f"no subset folder with <speaker>/<chapter>/*.wav under {Path(src).resolve()} "
+        f"no subset folder with <speaker>/<chapter>/*.wav under {Path(src).absolute()} "
         f"(expected {LAYOUT})",
     )
     speakers_file = next(

@@ -38,7 +38,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "vctk",
         ["VCTK-Corpus-0.92"],
         lambda path: (path / "wav48_silence_trimmed").is_dir() and (path / "txt").is_dir(),
-        f"no wav48_silence_trimmed/ + txt/ under {Path(src).resolve()} (expected {LAYOUT})",
+        f"no wav48_silence_trimmed/ + txt/ under {Path(src).absolute()} (expected {LAYOUT})",
     )
     genders = _read_speaker_info(root / "speaker-info.txt", report)
     utterances = []

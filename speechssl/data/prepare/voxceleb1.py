@@ -42,7 +42,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "voxceleb1",
         ["VoxCeleb1", "voxceleb1"],
         lambda path: (path / "wav").is_dir(),
-        f"no wav/ folder under {Path(src).resolve()} (expected {LAYOUT})",
+        f"no wav/ folder under {Path(src).absolute()} (expected {LAYOUT})",
     )
     iden_split, veri_test = root / "iden_split.txt", root / "veri_test.txt"
     if not iden_split.is_file() and not veri_test.is_file():
