@@ -46,7 +46,7 @@ __all__ = [
 
 Result = TypeVar("Result")
 
-# one stderr line stays readable on a terminal and in a log
+# one stderr line stays readable on a terminal and in a log: shorter than this
 MAX_LINE = 300
 
 
@@ -91,7 +91,7 @@ def exit_on_bad_input(program: str, function: Callable[..., Result], *args, **kw
         if message is None:
             raise
         prefix = f"{program}: error: "
-        print(prefix + _clip(message, MAX_LINE - len(prefix)), file=sys.stderr)
+        print(prefix + _clip(message, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
         sys.exit(1)
 
 
@@ -129,7 +129,8 @@ def run_recipe(program: str, function: Callable, cfg) -> None:
     problems = check_values(cfg)
     if problems:
         for problem in problems:
-            print(f"{program}: error: {_clip(problem, MAX_LINE - 20)}", file=sys.stderr)
+            prefix = f"{program}: error: "
+            print(prefix + _clip(problem, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
         sys.exit(1)
     lock = RunLock(cfg.run_dir)
     if _is_main_process():
