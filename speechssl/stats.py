@@ -179,7 +179,9 @@ def mean_ci(values: Sequence[float]) -> Estimate:
     mean = float(values.mean())
     if values.size == 1:
         return Estimate(mean, mean, mean, 1)
-    half = float(scipy_stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    half = float(
+        scipy_stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    )
     return Estimate(mean, mean - half, mean + half, int(values.size))
 
 

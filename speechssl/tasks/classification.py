@@ -153,9 +153,7 @@ def _trainer_config(config: TransferConfig, budget: Budget, has_valid: bool) -> 
         eval_every=budget.eval_every if has_valid else 0,
         checkpoint_every=budget.max_steps,
         keep_last=1,
-        early_stopping=EarlyStoppingConfig(
-            metric="accuracy", mode="max", patience=config.patience
-        )
+        early_stopping=EarlyStoppingConfig(metric="accuracy", mode="max", patience=config.patience)
         if has_valid
         else EarlyStoppingConfig(),
     )

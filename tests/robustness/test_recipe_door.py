@@ -23,7 +23,7 @@ BAD_VALUES = [
     ("tpc", "optim.weight_decay=nan", "must be a finite number"),
     ("hubert_sat", "objective.mask_prob=2.0", "objective.mask_prob=2.0"),
     ("hubert_sat", "encoder.dropout=1.5", "encoder.dropout=1.5"),
-    ("hubert_sat", "transfer.max_steps=-3", "transfer.max_steps=-3: must be >= 0"),
+    ("hubert_sat", "trainer.max_steps=-3", "trainer.max_steps=-3: must be >= 0"),
     ("hubert_sat", "head.attention_dim=-8", "head.attention_dim=-8"),
     ("tts_pretrain", "tts.n_mels=-80", "tts.n_mels=-80"),
     ("tts_pretrain", "trainer.grad_accum=0", "trainer.grad_accum=0"),
