@@ -108,3 +108,25 @@ def test_finetune_upstream_poisoned_file_is_one_line(recipe, tmp_path, finetune_
         assert snapshot(finetune_run_dir) == before
     assert not (tmp_path / "executed").exists()
     assert kind in POISON_KINDS
+
+
+def test_full_disk_while_plotting_names_the_plot_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    from speechssl.tasks.plots import save_figure
+
+    path = tmp_path / "accuracy.png"
+    save_figure(plt.figure(), path)
+    before = path.read_bytes()
+
+    def full_disk(self, file, **kwargs):
+        file.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    with pytest.raises(OSError) as caught:
+        save_figure(plt.figure(), path)
+    assert one_line(caught.value) == f"disk full at {path}"
+    assert path.read_bytes() == before
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["accuracy.png"]
