@@ -206,12 +206,21 @@ def save_torch_atomic(value, path: str | os.PathLike, durable: bool = True) -> P
     return Path(path)
 
 
-def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the ``.<name>.tmp<pid>`` files in ``folder`` whose writer is gone.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
-    A writer is gone when its pid is not alive; call it while holding the folder's
-    :class:`RunLock` and every other pid's file is an orphan (a reused pid is no writer).
-    Returns the removed paths.
+
+def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``.<name>.tmp<pid>`` files in ``folder`` whose writing process is gone.
+
+    A killed writer leaves its temporary file behind (a checkpoint's can be gigabytes);
+    a file whose pid is alive may still be written and is kept. Returns the removed paths.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -219,7 +228,7 @@ def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
     removed = []
     for entry in folder.iterdir():
         match = _TEMPORARY.match(entry.name)
-        if not match or not entry.is_file() or int(match.group(1)) == os.getpid():
+        if not match or not entry.is_file() or _alive(int(match.group(1))):
             continue
         entry.unlink(missing_ok=True)
         removed.append(entry)

@@ -758,7 +758,10 @@ class Trainer:
 
     def _fit(self) -> dict:
         # a writer killed mid-write leaves its temporary file; under the lock none is live
-        orphans = remove_orphaned_temporaries(self.checkpoint_dir) if distributed.is_main() else []
+        orphans = []
+        if distributed.is_main():
+            for folder in (self.run_dir, self.checkpoint_dir):
+                orphans += remove_orphaned_temporaries(folder)
         resumed_from = self._resume()
         if resumed_from is None:
             seed_everything(self.cfg.seed + self.dist.rank)

@@ -226,6 +226,8 @@ def test_re_preparing_removes_stale_manifests_and_keeps_other_files(cli, sources
     assert cli("prepare", "csv", sources["csv"], out)[0] == 0
     assert (out / "test.jsonl").is_file()
     (out / "my_notes.jsonl").write_text('{"mine": true}\n')
+    orphan = out / ".train.jsonl.tmp4194304"  # left by a preparation killed mid-write
+    orphan.write_text("half a manifest")
     table = tmp_path / "train_only.csv"
     rows = sources["csv"].read_text().splitlines()
     table.write_text("\n".join(row for row in rows if not row.endswith(",test")) + "\n")
@@ -234,6 +236,7 @@ def test_re_preparing_removes_stale_manifests_and_keeps_other_files(cli, sources
     assert code == 0
     assert not (out / "test.jsonl").exists() and (out / "train.jsonl").is_file()
     assert (out / "my_notes.jsonl").read_text() == '{"mine": true}\n'
+    assert not orphan.exists()
     assert "removed stale: test.jsonl" in stdout
     assert json.loads((out / "summary.json").read_text())["removed_stale"] == ["test.jsonl"]
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from speechssl import audio
 from speechssl.data.manifest import write_jsonl
-from speechssl.safe_io import write_text_atomic
+from speechssl.safe_io import remove_orphaned_temporaries, write_text_atomic
 
 # utterances shorter than this carry too little speech for any task here
 MIN_DURATION_S = 0.1
@@ -275,6 +275,7 @@ def write_outputs(
     check_manifest_names(corpus, {utterance.manifest for utterance in utterances})
     utterances = drop_duplicate_ids(utterances, report)
     out.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(out)  # what a killed earlier preparation was writing
     checks = check_all(sorted({utterance.audio for utterance in utterances}), verify, workers)
     manifests: dict[str, list[dict]] = {}
     reported: set[tuple[str, str]] = set()
