@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from speechssl.safe_io import load_state_strict, short_reason
+from speechssl.safe_io import load_state_strict, short_reason, write_text_atomic
 
 __all__ = [
     "MODEL_FILE",
@@ -82,7 +82,7 @@ def write_model_file(
         "data": dataclasses.asdict(data),
         "checkpoint": os.path.relpath(checkpoint, run_dir),
     }
-    (run_dir / MODEL_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(run_dir / MODEL_FILE, json.dumps(info, indent=2) + "\n")
     return checkpoint
 
 

@@ -53,7 +53,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from speechssl.safe_io import RunLock, check_state_fits, remove_orphaned_temporaries
+from speechssl.safe_io import (
+    RunLock,
+    check_state_fits,
+    remove_orphaned_temporaries,
+    write_text_atomic,
+)
 from speechssl.train import distributed
 from speechssl.train.checkpoint import (
     CheckpointError,
@@ -724,9 +729,8 @@ class Trainer:
 
     def _write_config(self) -> None:
         if distributed.is_main():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(
-                OmegaConf.to_yaml(OmegaConf.create(self.config))
+            write_text_atomic(
+                self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.config))
             )
 
     # ----------------------------------------------------------------------------- fit
