@@ -31,6 +31,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 from safetensors import SafetensorError
 
 from speechssl.config import check_values
@@ -38,6 +40,7 @@ from speechssl.safe_io import RunLock, short_reason
 
 __all__ = [
     "MAX_LINE",
+    "RecipeDoor",
     "check_source_folders",
     "exit_on_bad_input",
     "one_line",
@@ -119,6 +122,41 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
+class RecipeDoor(Callback):
+    """Hydra callback of every recipe: the door's checks before Hydra writes into ``run_dir``.
+
+    Hydra saves ``.hydra/config.yaml`` and opens the job log in the run folder before the
+    recipe's function starts; a run with a bad value or on a folder another run holds
+    would overwrite the first run's records there. Registered in each recipe's config as
+    ``hydra.callbacks.door._target_: speechssl.errors.RecipeDoor``; :func:`run_recipe`
+    repeats the checks for callers that compose without Hydra's runner (tests, notebooks).
+    """
+
+    def __init__(self) -> None:
+        self.lock: RunLock | None = None
+
+    def on_run_start(self, config, config_name: str | None = None, **kwargs) -> None:
+        program = config_name or "recipe"
+        user = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        _exit_on_bad_values(program, check_values(user))
+        if "run_dir" in user and _is_main_process():
+            self.lock = RunLock(user.run_dir)
+            exit_on_bad_input(program, self.lock.acquire)
+
+    def on_run_end(self, config, **kwargs) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _exit_on_bad_values(program: str, problems: list[str]) -> None:
+    """Print each problem as ``<program>: error: <problem>`` and exit 1 (nothing if none)."""
+    if problems:
+        prefix = f"{program}: error: "
+        for problem in problems:
+            print(prefix + _clip(problem, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
+        sys.exit(1)
+
+
 def run_recipe(program: str, function: Callable, cfg) -> None:
     """A recipe's door: check every config value, lock ``cfg.run_dir``, run ``function(cfg)``.
 
@@ -126,12 +164,7 @@ def run_recipe(program: str, function: Callable, cfg) -> None:
     >= 1``) before any work, with exit code 1; a second run on the same ``run_dir`` stops
     with one line naming the first run's pid. Then :func:`exit_on_bad_input` runs it.
     """
-    problems = check_values(cfg)
-    if problems:
-        for problem in problems:
-            prefix = f"{program}: error: "
-            print(prefix + _clip(problem, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
-        sys.exit(1)
+    _exit_on_bad_values(program, check_values(cfg))
     lock = RunLock(cfg.run_dir)
     if _is_main_process():
         exit_on_bad_input(program, lock.acquire)

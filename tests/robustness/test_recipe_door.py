@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import assert_one_line_error, snapshot
+from conftest import REPO, assert_one_line_error, snapshot
 
 # (recipe, override, words the line must hold); values a careless or hostile user may type
 BAD_VALUES = [
@@ -136,3 +136,29 @@ class _Regression(__import__("torch").nn.Module):
 
         x, y = batch
         return torch.nn.functional.mse_loss(self.linear(x).squeeze(-1), y), {}
+
+
+def test_through_hydra_a_bad_value_leaves_the_earlier_runs_records_alone(tmp_path):
+    """Hydra writes .hydra/ and the job log into run_dir before the recipe starts: the
+    door (a Hydra callback) must refuse first, or a rerun with a typo would overwrite the
+    first run's recorded config."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 0  # the first run's\n")
+    (run_dir / "run.log").write_text("the first run's log\n")
+    before = snapshot(run_dir)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "recipes" / "tpc" / "run.py"),
+            "debug=tiny",
+            f"run_dir={run_dir}",
+            "head.projector_dim=-1",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_error(completed.returncode, completed.stderr, "head.projector_dim=-1")
+    assert snapshot(run_dir) == before
