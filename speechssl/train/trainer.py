@@ -54,6 +54,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from speechssl.safe_io import (
+    RunDirBusyError,
     RunLock,
     check_state_fits,
     remove_orphaned_temporaries,
@@ -683,13 +684,19 @@ class Trainer:
                 if distributed.is_main()
                 else (None, None)
             )
+            refusal = None
             if path is None and misfits:
                 # starting over would overwrite another model's checkpoints: stop instead
-                raise CheckpointError(
+                refusal = (
                     f"{self.checkpoint_dir} holds checkpoints of another model ({misfits[0]}); "
                     "use another run_dir, or trainer.resume=none to overwrite them"
                 )
-            chosen = distributed.gather_objects(None if path is None else str(path))[0]
+            # every rank learns rank 0's choice (or refusal), so none waits for the others
+            chosen, refusal = distributed.gather_objects(
+                (None if path is None else str(path), refusal)
+            )[0]
+            if refusal is not None:
+                raise CheckpointError(refusal)
             if chosen is None:
                 return None
             if state is None:
@@ -752,8 +759,18 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         # one run at a time in a run directory (rank 0 holds the lock for its ranks)
         lock = RunLock(self.run_dir)
+        refusal = None
         if distributed.is_main():
-            lock.acquire()
+            try:
+                lock.acquire()
+            except (OSError, ValueError) as error:  # busy, or no folder can be made there
+                refusal = error
+        # every rank stops when rank 0 could not lock, so none waits in a collective
+        message = distributed.gather_objects(None if refusal is None else str(refusal))[0]
+        if refusal is not None:
+            raise refusal
+        if message is not None:
+            raise RunDirBusyError(message)
         try:
             return self._fit()
         finally:

@@ -80,6 +80,7 @@ def held_run_dir(tmp_path):
     yield run_dir, holder
     holder.kill()
     holder.wait()
+    holder.stdout.close()
 
 
 def test_second_run_on_a_held_run_dir_stops_naming_the_pid(recipe, held_run_dir):
