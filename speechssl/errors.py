@@ -35,7 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from safetensors import SafetensorError
 
-from speechssl.config import check_values
+from speechssl.config import check_values, compose
 from speechssl.safe_io import RunLock, short_reason
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "check_source_folders",
     "exit_on_bad_input",
     "one_line",
+    "run_hydra_main",
     "run_recipe",
 ]
 
@@ -155,6 +156,27 @@ def _exit_on_bad_values(program: str, problems: list[str]) -> None:
         for problem in problems:
             print(prefix + _clip(problem, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
         sys.exit(1)
+
+
+def run_hydra_main(program: str, main: Callable[[], object]) -> None:
+    """A recipe's ``__main__``: ``main()`` (its ``@hydra.main``), after composing the
+    command line's overrides once, so that Hydra's own refusals (an unknown key, a value of
+    the wrong type, a missing config option) are one line too instead of Hydra's report.
+
+    Command lines with flags (``--help``, ``--cfg job``, ``-m``) go to Hydra unchecked.
+    """
+    overrides = sys.argv[1:]
+    if not any(argument.startswith("-") for argument in overrides):
+        # Hydra's own settings (hydra.run.dir=...) are not part of the recipe's config
+        plain = [arg for arg in overrides if not arg.lstrip("+~").startswith("hydra")]
+        try:
+            compose(program, plain)
+        except ValueError as error:
+            reason = str(error).split("]: ", 1)[-1]  # without the echoed override list
+            prefix = f"{program}: error: "
+            print(prefix + _clip(reason, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
+            sys.exit(1)
+    main()
 
 
 def run_recipe(program: str, function: Callable, cfg) -> None:

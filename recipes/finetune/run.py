@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import hydra
@@ -26,7 +25,7 @@ from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
-from speechssl.errors import run_recipe
+from speechssl.errors import run_hydra_main, run_recipe
 from speechssl.heads.config import ClassifierHeadConfig
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
 from speechssl.tasks.predict import write_model_file
@@ -262,4 +261,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("finetune", main)

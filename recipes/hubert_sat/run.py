@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from speechssl.data.frame_labels import (
 from speechssl.data.loaders import DataConfig, load_manifests, prepare_once
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.encoders import build_encoder
-from speechssl.errors import check_source_folders, run_recipe
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.heads.config import ClassifierHeadConfig, EcapaHeadConfig
 from speechssl.loading import load_encoder
 from speechssl.objectives import HubertPretrainModel, MaskedPredictionConfig
@@ -568,4 +567,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("hubert_sat", main)

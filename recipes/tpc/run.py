@@ -16,7 +16,6 @@ every rank pre-trains (DDP), and rank 0 alone runs the emotion folds and the rep
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import hydra
@@ -26,7 +25,7 @@ from omegaconf import DictConfig
 from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
-from speechssl.errors import check_source_folders, run_recipe
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.heads.config import ClassifierHeadConfig
 from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
@@ -158,4 +157,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("tpc", main)

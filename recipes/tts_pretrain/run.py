@@ -19,7 +19,6 @@ sentences (the others wait for it) and writes the report.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +30,7 @@ from omegaconf import DictConfig
 from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_root
-from speechssl.errors import check_source_folders, run_recipe
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.tasks.report import write_results
 from speechssl.train import distributed
 from speechssl.train.config import to_dataclass
@@ -219,4 +218,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("tts_pretrain", main)
