@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 __all__ = [
     "CONF_DIR",
     "SCHEMA_PACKAGES",
+    "check_types",
     "check_values",
     "compose",
     "config_schemas",
@@ -219,4 +220,73 @@ def _dataclass_problems(config: DictConfig, flagged: set[str]) -> list[str]:
                 OmegaConf.to_object(node)
             except ValueError as error:
                 problems.append(f"{group}: {' '.join(str(error).split())}")
+    return problems
+
+
+def _leaves(node, path: str = ""):
+    """``(dotted path, value)`` of every leaf of plain dicts/lists."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _leaves(value, f"{path}.{name}" if path else str(name))
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _leaves(value, f"{path}[{index}]")
+    else:
+        yield path, node
+
+
+def _kind(value) -> str | None:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return None
+
+
+def check_types(config, reference) -> list[str]:
+    """One line per value of ``config`` whose type differs from the same key in
+    ``reference`` (the recipe's defaults), for the parts no dataclass types (a recipe's own
+    sections such as ``emotion.max_folds`` or ``seed``; a group typed by a dataclass is
+    skipped when ``config`` is a ``DictConfig``).
+
+    An integer where a number is expected is fine; ``None`` on either side is not checked.
+
+    Example:
+        >>> check_types({"seed": "x", "emotion": {"max_folds": 2}}, {"seed": 0, "emotion": {"max_folds": 0}})
+        ["seed='x': must be an integer"]
+    """
+    # groups typed by a dataclass are checked by OmegaConf itself, whichever option
+    # (schema) the user picked; only the untyped sections are compared with the defaults
+    typed = set()
+    if isinstance(config, DictConfig):
+        typed = {
+            group
+            for group in config
+            if isinstance(config[group], DictConfig)
+            and dataclasses.is_dataclass(OmegaConf.get_type(config[group]))
+        }
+    try:
+        if isinstance(config, DictConfig):
+            config = to_container(config)
+        if isinstance(reference, DictConfig):
+            reference = to_container(reference)
+    except Exception as error:  # noqa: BLE001 - OmegaConf raises many types for a bad interpolation
+        return [f"config: {' '.join(str(error).split())}"]
+    expected = dict(_leaves(reference))
+    problems = []
+    for path, value in _leaves(config):
+        if re.split(r"[.\[]", path, maxsplit=1)[0] in typed:
+            continue
+        wanted, got = _kind(expected.get(path)), _kind(value)
+        # a string option may hold anything the command line parses as a number (a
+        # folder named "3"): only numbers and booleans are checked
+        if wanted in (None, "a string") or got is None or wanted == got:
+            continue
+        if wanted == "a number" and got == "an integer":
+            continue
+        problems.append(f"{path}={value!r}: must be {wanted}")
     return problems

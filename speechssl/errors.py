@@ -35,7 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from safetensors import SafetensorError
 
-from speechssl.config import check_values, compose
+from speechssl.config import check_types, check_values, compose
 from speechssl.safe_io import RunLock, short_reason
 
 __all__ = [
@@ -139,7 +139,7 @@ class RecipeDoor(Callback):
     def on_run_start(self, config, config_name: str | None = None, **kwargs) -> None:
         program = config_name or "recipe"
         user = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        _exit_on_bad_values(program, check_values(user))
+        _exit_on_bad_values(program, _problems(program, user))
         if "run_dir" in user and _is_main_process():
             self.lock = RunLock(user.run_dir)
             exit_on_bad_input(program, self.lock.acquire)
@@ -147,6 +147,16 @@ class RecipeDoor(Callback):
     def on_run_end(self, config, **kwargs) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+def _problems(program: str, cfg) -> list[str]:
+    """Out-of-range values, then values whose type differs from the recipe's defaults."""
+    problems = check_values(cfg)
+    try:
+        defaults = compose(program)
+    except ValueError:
+        return problems  # not a recipe's top config (a custom one): ranges only
+    return problems + check_types(cfg, defaults)
 
 
 def _exit_on_bad_values(program: str, problems: list[str]) -> None:
@@ -186,7 +196,7 @@ def run_recipe(program: str, function: Callable, cfg) -> None:
     >= 1``) before any work, with exit code 1; a second run on the same ``run_dir`` stops
     with one line naming the first run's pid. Then :func:`exit_on_bad_input` runs it.
     """
-    _exit_on_bad_values(program, check_values(cfg))
+    _exit_on_bad_values(program, _problems(program, cfg))
     lock = RunLock(cfg.run_dir)
     if _is_main_process():
         exit_on_bad_input(program, lock.acquire)

@@ -163,3 +163,20 @@ def test_through_hydra_a_bad_value_leaves_the_earlier_runs_records_alone(tmp_pat
     )
     assert_one_line_error(completed.returncode, completed.stderr, "head.projector_dim=-1")
     assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "name, override, expect",
+    [
+        ("tpc", "seed=x", "seed='x': must be an integer"),
+        ("tpc", "emotion.max_folds=2.5", "emotion.max_folds=2.5: must be an integer"),
+        ("hubert_sat", "pretrain.max_utterances=many", "must be an integer"),
+    ],
+)
+def test_value_of_the_wrong_type_in_a_recipe_section_is_one_line(
+    recipe, tmp_path, name, override, expect
+):
+    run_dir = tmp_path / "run"
+    code, stderr = recipe(name, override, f"run_dir={run_dir}")
+    assert_one_line_error(code, stderr, expect)
+    assert not run_dir.exists()
