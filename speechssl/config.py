@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -198,6 +199,8 @@ def check_values(config) -> list[str]:
                 walk(value, f"{path}[{index}]", key)
         else:
             problem = _value_problem(key, node)
+            if key == "device" and str(node).startswith("cuda") and not torch.cuda.is_available():
+                problem = "CUDA is not available on this machine; use cpu"
             if problem:
                 problems.append(f"{path}={node}: {problem}")
 

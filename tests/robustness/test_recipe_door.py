@@ -31,11 +31,14 @@ BAD_VALUES = [
     ("finetune", "head.projector_dim=-1", "head.projector_dim=-1"),
     ("finetune", "data.valid_fraction=3", "data.valid_fraction=3"),
     ("finetune", "transfer.lr=0", "transfer.lr=0"),
+    ("finetune", "trainer.device=cuda", "trainer.device=cuda: CUDA is not available"),
 ]
 
 
 @pytest.mark.parametrize("name, override, expect", BAD_VALUES)
 def test_bad_value_is_one_line_before_any_work(recipe, tmp_path, name, override, expect):
+    if "cuda" in override and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
     run_dir = tmp_path / "run"
     code, stderr = recipe(name, override, f"run_dir={run_dir}")
     line = assert_one_line_error(code, stderr, expect)
