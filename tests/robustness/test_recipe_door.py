@@ -24,7 +24,7 @@ BAD_VALUES = [
     ("hubert_sat", "objective.mask_prob=2.0", "objective.mask_prob=2.0"),
     ("hubert_sat", "encoder.dropout=1.5", "encoder.dropout=1.5"),
     ("hubert_sat", "trainer.max_steps=-3", "trainer.max_steps=-3: must be >= 0"),
-    ("hubert_sat", "head.attention_dim=-8", "head.attention_dim=-8"),
+    ("hubert_sat", "objective.mask_length=0", "objective.mask_length=0: must be > 0"),
     ("tts_pretrain", "tts.n_mels=-80", "tts.n_mels=-80"),
     ("tts_pretrain", "trainer.grad_accum=0", "trainer.grad_accum=0"),
     ("tts_pretrain", "optim.betas=[0.9,1.5]", "optim.betas[1]=1.5"),
