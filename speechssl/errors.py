@@ -4,7 +4,7 @@ Expected failures — bad input, not bugs — end the process with one stderr li
 ``<program>: error: <message>`` (under 300 characters) and exit code 1:
 
 - ``ValueError`` (bad option values, layouts, audio, unreadable or refused checkpoints,
-  weights that do not fit: :mod:`speechssl.safe_io` raises these), ``KeyError``-free;
+  weights that do not fit: :mod:`speechssl.safe_io` raises these);
 - ``OSError`` (missing files, permissions, a file where a folder should be), with a plain
   ``disk full at PATH`` for ``ENOSPC``;
 - ``pickle.UnpicklingError`` and safetensors' ``SafetensorError`` (damaged weight files);
@@ -12,8 +12,11 @@ Expected failures — bad input, not bugs — end the process with one stderr li
 
 Everything else is a bug and keeps its traceback: there is no catch-all.
 
-A recipe's door, :func:`run_recipe`, also checks every corpus folder and config value
-before any work (one line per bad value) and locks ``run_dir`` against a second run.
+A recipe's door checks every config value (ranges, and types where no dataclass holds
+them) before any work, one line per bad value, and locks ``run_dir`` against a second run:
+:class:`RecipeDoor` (a Hydra callback, before Hydra writes into ``run_dir``) and
+:func:`run_recipe` (around the recipe's function). :func:`run_hydra_main` makes Hydra's
+own refusals of a command line one line too.
 
 Example:
     >>> one_line(OSError(28, "No space left on device", "/runs/a/step_1.pt"))
