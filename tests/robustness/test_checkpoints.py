@@ -100,7 +100,7 @@ def finetuned_run(tmp_path):
     checkpoints = tmp_path / "train" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "step": 1}, checkpoints / "best.pt")
-    trained = TrainedClassifier(model, tmp_path / "train", 0.5, {})
+    trained = TrainedClassifier(model, tmp_path / "train", 0.5, {}, checkpoints / "best.pt")
     write_model_file(
         tmp_path,
         trained,

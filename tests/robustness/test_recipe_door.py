@@ -14,8 +14,10 @@ from conftest import REPO, assert_one_line_error, snapshot
 
 # (recipe, override, words the line must hold); values a careless or hostile user may type
 BAD_VALUES = [
-    ("tpc", "head.projector_dim=-1", "head.projector_dim=-1: must be > 0"),
-    ("tpc", "head.projector_dim=0", "head.projector_dim=0: must be > 0"),
+    # tpc's default head is the linear probe; SUPERB's mean-pool head has a projector
+    ("tpc", "head=mean_pool head.projector_dim=-1", "head.projector_dim=-1: must be > 0"),
+    ("tpc", "head=mean_pool head.projector_dim=0", "head.projector_dim=0: must be > 0"),
+    ("tpc", "head.c_grid=[0.1,-1.0]", "head.c_grid[1]=-1.0: must be >= 0"),
     ("tpc", "objective.mask_prob=2.0", "objective.mask_prob=2.0: must lie in [0, 1]"),
     ("tpc", "encoder.num_layers=0", "encoder.num_layers=0"),
     ("tpc", "optim.lr=-0.1", "optim.lr=-0.1"),
@@ -40,7 +42,7 @@ def test_bad_value_is_one_line_before_any_work(recipe, tmp_path, name, override,
     if "cuda" in override and __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")
     run_dir = tmp_path / "run"
-    code, stderr = recipe(name, override, f"run_dir={run_dir}")
+    code, stderr = recipe(name, *override.split(), f"run_dir={run_dir}")
     line = assert_one_line_error(code, stderr, expect)
     assert line.startswith(f"{name}: error: ")
     assert not run_dir.exists()  # nothing prepared, trained or even created
