@@ -61,7 +61,13 @@ def _clip(text: str, budget: int) -> str:
     text = " ".join(text.split())  # one line, whatever the message held
     # never pass on torch's advice to retry with weights_only=False: it would run code
     text = text.split(" If you fully trust the source")[0].split("(1) In PyTorch 2.6")[0]
-    return text if len(text) <= budget else text[: budget - 3] + "..."
+    if len(text) <= budget:
+        return text
+    # keep the start (what and where) and the end (often the verdict), cut the middle
+    # (typically a long list of options or keys)
+    head = (budget - 5) * 3 // 5
+    tail = budget - 5 - head
+    return f"{text[:head]} ... {text[-tail:]}"
 
 
 def one_line(error: BaseException) -> str | None:
