@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import re
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .encoders.wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder
+from .safe_io import UnsafeFileError, check_state_fits, load_torch_file, short_reason
 
 # ---------------------------------------------------------------------------------------
 # torchaudio <-> speechssl key map: (torchaudio regex, speechssl template). One row per
@@ -357,15 +357,7 @@ def match_torchaudio_preset(state: dict[str, Tensor]) -> str | None:
 
 
 def _torch_load(path: str | os.PathLike):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
-            f"{path}: not a readable torch checkpoint ({error.__class__.__name__})"
-        ) from error
+    return load_torch_file(path, "torch checkpoint")
 
 
 # ---------------------------------------------------------------------------------------
@@ -503,26 +495,16 @@ def read_fairseq_checkpoint(path: str | os.PathLike) -> dict:
     allowed: list = []
     for _ in range(64):
         try:
-            with torch.serialization.safe_globals(allowed):
-                payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = load_torch_file(path, "fairseq checkpoint", allowed_globals=allowed)
             break
-        except pickle.UnpicklingError as error:
-            match = re.search(r"GLOBAL ([\w\.]+)", str(error))
-            if match is None:
-                raise ValueError(
-                    f"{path}: not a readable fairseq checkpoint ({str(error).splitlines()[0]})"
-                ) from error
-            name = match.group(1)
-            allowed_object = _allowed_global(name)
+        except UnsafeFileError as error:
+            allowed_object = _allowed_global(error.global_name)
             if allowed_object is None:
                 raise ValueError(
-                    f"{path}: refusing to unpickle {name}; a fairseq checkpoint does not need it"
-                ) from error
+                    f"{path}: refusing to unpickle {error.global_name}; a fairseq checkpoint "
+                    "does not need it"
+                ) from None
             allowed.append(allowed_object)
-        except (RuntimeError, EOFError, OSError) as error:
-            raise ValueError(
-                f"{path}: truncated or corrupt checkpoint ({str(error).splitlines()[0]})"
-            ) from error
     else:
         raise ValueError(f"{path}: too many unknown classes in the checkpoint")
     if not isinstance(payload, dict) or "model" not in payload:
@@ -679,21 +661,46 @@ def _load_local_transformers_model(directory: Path, auto_config, auto_model):
     """
     import json
 
-    values = json.loads((directory / "config.json").read_text())
-    model_type = values.pop("model_type", None)
-    if model_type is None:
-        raise ValueError(f"{directory / 'config.json'} has no model_type")
-    model = auto_model.from_config(auto_config.for_model(model_type, **values))
+    config_path = directory / "config.json"
+    try:
+        values = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_path}: not valid JSON ({short_reason(error)})") from None
+    model_type = values.pop("model_type", None) if isinstance(values, dict) else None
+    if not isinstance(model_type, str):
+        raise ValueError(f"{config_path} has no model_type")  # noqa: TRY004 - bad data, not a bad call
+    # transformers validates its configs with huggingface_hub's strict dataclasses (a
+    # dependency of transformers, so present wherever this function can run)
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        model = auto_model.from_config(auto_config.for_model(model_type, **values))
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as error:
+        # transformers builds the model from the user's config.json: missing keys or values
+        # of the wrong type surface as any of these, from deep inside the model's __init__
+        raise ValueError(
+            f"{config_path}: not a usable {model_type} config ({short_reason(error)})"
+        ) from None
     if (directory / "model.safetensors").is_file():
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(directory / "model.safetensors"))
+        try:
+            state = load_file(str(directory / "model.safetensors"))
+        except SafetensorError as error:
+            raise ValueError(
+                f"{directory / 'model.safetensors'}: truncated or corrupt safetensors file "
+                f"({short_reason(error)})"
+            ) from None
     elif (directory / "pytorch_model.bin").is_file():
-        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        state = load_torch_file(directory / "pytorch_model.bin", "Hugging Face weights file")
     else:
         raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")
+    if not isinstance(state, dict):
+        raise ValueError(f"{directory}: the weights file holds no state dict")  # noqa: TRY004 - bad data
     prefix = f"{model.base_model_prefix}."
-    state = {key.removeprefix(prefix): value for key, value in state.items()}
+    state = {str(key).removeprefix(prefix): value for key, value in state.items()}
+    check_state_fits(model, state, str(directory), strict=False)
     missing, _ = model.load_state_dict(state, strict=False)
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -26,6 +24,7 @@ from torch import Tensor
 
 from .encoders import build_encoder
 from .encoders.base import Encoder
+from .safe_io import load_state_strict, load_torch_file, short_reason
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -62,14 +61,21 @@ def load_encoder(path: str | os.PathLike, map_location: str | torch.device = "cp
         spec = checkpoint.get("encoder_spec")
         if not isinstance(spec, dict) or "family" not in spec:
             raise ValueError(
-                f"{path}: no encoder_spec in the checkpoint (keys: {sorted(checkpoint)}); it must "
+                f"{path}: no encoder_spec in the checkpoint (keys: {sorted(map(str, checkpoint))[:8]}); it must "
                 "come from a speechssl Trainer run whose model keeps its encoder at model.encoder"
             )
         state = checkpoint.get("model")
         if not isinstance(state, dict):
             raise ValueError(f"{path}: the checkpoint has no 'model' state dict")
         prefix = spec.get("prefix", "")
-    encoder = build_encoder({"family": spec["family"], "config": spec.get("config", {})})
+    try:
+        encoder = build_encoder({"family": spec["family"], "config": spec.get("config", {})})
+    except (TypeError, KeyError, RuntimeError) as error:
+        # a damaged or hand-edited config: unknown keys, values of the wrong type, or sizes
+        # torch cannot allocate (RuntimeError from a layer's constructor)
+        raise ValueError(
+            f"{path}: the {spec['family']!r} encoder config is not usable ({short_reason(error)})"
+        ) from None
     load_state(encoder, state, prefix=prefix, source=str(path))
     return encoder.to(map_location).eval()
 
@@ -78,26 +84,7 @@ def load_state(
     encoder: Encoder, state: dict[str, Tensor], prefix: str = "", source: str = ""
 ) -> None:
     """Load the ``prefix``-ed entries of ``state`` into ``encoder``, strictly."""
-    own = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(own))
-    if missing:
-        shown = ", ".join(missing[:8]) + (
-            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        )
-        raise ValueError(f"{source}: weights missing for the {encoder.family} encoder: {shown}")
-    unexpected = sorted(set(own) - set(expected))
-    if unexpected:
-        raise ValueError(
-            f"{source}: unexpected weights for the {encoder.family} encoder: {unexpected[:8]}"
-        )
-    for key, value in own.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f"{source}: {key} has shape {tuple(value.shape)}, the config expects "
-                f"{tuple(expected[key].shape)}"
-            )
-    encoder.load_state_dict(own, strict=True)
+    load_state_strict(encoder, state, source, prefix, name=f"{encoder.family} encoder")
 
 
 def save_encoder(encoder: Encoder, out_dir: str | os.PathLike) -> Path:
@@ -149,11 +136,7 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
 
 
 def _read_training_checkpoint(path: Path) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        reason = str(error).splitlines()[0] if str(error) else error.__class__.__name__
-        raise ValueError(f"{path}: truncated or corrupt checkpoint ({reason})") from error
+    checkpoint = load_torch_file(path, "checkpoint")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")  # noqa: TRY004 - bad data, not a bad call
     return checkpoint

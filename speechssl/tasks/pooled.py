@@ -38,6 +38,7 @@ from torch import nn
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.encoders.base import Encoder
+from speechssl.safe_io import UnreadableFileError, load_torch_file, save_torch_atomic
 
 __all__ = ["FeatureCache", "encoder_fingerprint", "manifest_fingerprint", "pool_hidden_states"]
 
@@ -122,19 +123,16 @@ class FeatureCache:
         path = None if self.directory is None else self.directory / f"{key}.pt"
         if path is not None and path.is_file():
             try:
-                features = torch.load(path, map_location="cpu", weights_only=True)
+                features = load_torch_file(path, "feature cache entry")
                 if isinstance(features, torch.Tensor) and features.shape[0] == len(manifest):
                     self._entries[key] = features
                     return features
-            except (OSError, RuntimeError, EOFError):
+            except UnreadableFileError:
                 pass  # an unreadable cache entry is recomputed and rewritten
         features = self._encode(encoder, manifest)
         self._entries[key] = features
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".tmp{id(self)}")
-            torch.save(features, temporary)
-            temporary.replace(path)
+            save_torch_atomic(features, path, durable=False)
         return features
 
     @torch.no_grad()
