@@ -71,6 +71,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from speechssl.progress_bar import progress_bar
+
 __all__ = ["KMeans", "LabelReport", "kmeans_plusplus"]
 
 logger = logging.getLogger(__name__)
@@ -649,8 +651,6 @@ class KMeans:
             ValueError: manifest missing or malformed (``ManifestError``), features of the
                 wrong shape or dimension.
         """
-        from tqdm import tqdm
-
         from speechssl import audio
         from speechssl.data.manifest import read_jsonl
 
@@ -666,7 +666,7 @@ class KMeans:
             _replaced_on_success(temporary, out_path),
             open(temporary, "w", encoding="utf-8") as file,
         ):
-            for row in tqdm(rows, desc="k-means labels", unit="utt", disable=not progress):
+            for row in progress_bar(rows, desc="k-means labels", unit="utt", disable=not progress):
                 try:
                     wav = audio.load(row["audio"], sample_rate=sample_rate)
                 except audio.AudioError as error:
