@@ -78,7 +78,7 @@ from speechssl.data.collate import Batch
 from speechssl.encoders import PRESETS, build_encoder
 from speechssl.features import MFCC, Fbank, LogMel, lengths_to_mask
 from speechssl.objectives.masked_prediction import HubertPretrainModel, MaskedPredictionConfig
-from speechssl.train import Trainer, distributed
+from speechssl.train import Trainer
 
 SAMPLE_RATE = 16000
 DEMO_DATA = Path(__file__).resolve().parents[1] / "speechssl" / "demo_data"
@@ -158,7 +158,7 @@ QUICK = Plan(
     pretrain_seconds=1.0,
     max_batch_start=1,
     memory_budget=48 * 2**20,
-    train_steps=2,
+    train_steps=4,
     repeats=3,
     budgets={
         "features": 10,
@@ -191,6 +191,11 @@ class Context:
 
 def _mib(num_bytes: float) -> int | str:
     return "" if math.isnan(num_bytes) else round(num_bytes / 2**20)
+
+
+def _rate(value: float) -> float:
+    """Three significant figures: a slow CPU rate stays above 0, a GPU rate stays readable."""
+    return float(f"{value:.3g}")
 
 
 def _mfu(context: Context, flops: float, seconds: float) -> str:
@@ -289,13 +294,13 @@ def part_features(context: Context) -> dict:
             {
                 "case": f"ours {feature}, batched on {device.type}",
                 "batch": f"{plan.feature_batch} x {plan.feature_seconds:g} s",
-                "audio s/s": round(ours_rate),
+                "audio s/s": _rate(ours_rate),
                 "vs peer": f"{ours_rate / rates[fastest]:.1f}x {fastest}",
             }
         )
         for name, rate in rates.items():
             rows.append(
-                {"case": f"{name}, per utterance (cpu)", "batch": "1", "audio s/s": round(rate)}
+                {"case": f"{name}, per utterance (cpu)", "batch": "1", "audio s/s": _rate(rate)}
             )
     note = (
         f"{ours_seconds:.0f} s of audio per pass for ours ({len(corpus)} demo utterances of "
@@ -490,8 +495,8 @@ def part_encoder(context: Context) -> dict:
                     "case": f"{preset} fwd+bwd bf16, {name}",
                     "batch": f"{plan.encoder_batch} x {plan.encoder_seconds:g} s",
                     "step (s)": round(seconds, 4),
-                    "audio s/s": round(audio / seconds),
-                    "tokens/s": round(frames / seconds),
+                    "audio s/s": _rate(audio / seconds),
+                    "tokens/s": _rate(frames / seconds),
                     "MFU": _mfu(context, flops[padded], seconds) if flops else "n/a (FLOPs)",
                     "peak (MiB)": _mib(_peak_memory(context, steps[name])),
                     "vs peer": f"{timings['eager, SDPA default'].median / seconds:.2f}x eager",
@@ -532,8 +537,8 @@ def part_pretrain(context: Context) -> dict:
             "case": f"{plan.pretrain_preset} pre-training step bf16, {name}",
             "batch": f"{plan.pretrain_batch} x {plan.pretrain_seconds:g} s",
             "step (s)": round(seconds, 4),
-            "audio s/s": round(audio / seconds),
-            "tokens/s": round(tokens / seconds),
+            "audio s/s": _rate(audio / seconds),
+            "tokens/s": _rate(tokens / seconds),
             "MFU": _mfu(context, flops, seconds),
             "peak (MiB)": _mib(_peak_memory(context, steps[name])),
             "vs peer": f"{reference_seconds / seconds:.2f}x torchaudio",
@@ -699,50 +704,6 @@ def part_train_paths(context: Context) -> dict:
 
 
 # ------------------------------------------------------------------------------------ ddp
-def ddp_worker(args) -> None:
-    """One torchrun rank: a few DDP steps of a tiny pre-training model; rank 0 writes JSON."""
-    info = distributed.init_from_env(args.device)
-    device = torch.device("cuda", info.local_rank) if args.device == "cuda" else torch.device("cpu")
-    torch.manual_seed(0)  # the same initial weights on every rank
-    preset = "hubert_base" if args.device == "cuda" and not args.quick else "hubert_tiny"
-    model = HubertPretrainModel(
-        build_encoder(preset, layer_drop=0.0), MaskedPredictionConfig(num_classes=[100])
-    ).to(device)
-    ddp = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    torch.manual_seed(1 + info.rank)  # each rank its own data
-    seconds = 15.0 if preset == "hubert_base" else 1.0
-    batch, _ = padded_batch(model, 4 if preset == "hubert_base" else 2, seconds, 100, device)
-    dtype = torch.bfloat16
-
-    def step() -> float:
-        with torch.autocast(device.type, dtype=dtype):
-            loss, _ = ddp(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    timings = interleave({"ddp": step}, repeats=3, device=device)
-    # after identical all-reduced updates every rank holds the same weights
-    checksum = torch.stack([p.detach().float().sum() for p in model.parameters()]).sum()
-    gathered = [torch.zeros_like(checksum) for _ in range(info.world_size)]
-    torch.distributed.all_gather(gathered, checksum)
-    if info.rank == 0:
-        result = {
-            "backend": torch.distributed.get_backend(),
-            "world_size": info.world_size,
-            "preset": preset,
-            "batch": f"{batch.wav.shape[0]} x {seconds:g} s per rank",
-            "step_seconds": timings["ddp"].median,
-            "ranks_agree": bool(all(torch.equal(gathered[0], other) for other in gathered)),
-        }
-        Path(args.ddp_result).write_text(json.dumps(result))
-    torch.distributed.destroy_process_group()
-
-
 def part_ddp(context: Context) -> dict:
     device = context.device
     if context.on_cuda and torch.cuda.device_count() < 2:
@@ -755,8 +716,8 @@ def part_ddp(context: Context) -> dict:
         result_path = Path(folder) / "ddp.json"
         command = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            os.path.abspath(__file__), "--ddp-worker", "--device", device.type,
-            "--ddp-result", str(result_path),
+            str(Path(__file__).with_name("ddp_step.py")), "--device", device.type,
+            "--result", str(result_path),
         ] + (["--quick"] if context.plan is QUICK else [])  # fmt: skip
         timeout = max(10.0, context.deadline - time.perf_counter() + 30)
         environment = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -866,12 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a CPU check)")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--ddp-result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.ddp_worker:
-        ddp_worker(args)
-        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
