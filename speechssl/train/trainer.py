@@ -140,7 +140,7 @@ class Trainer:
             every checkpoint (default: ``{"trainer": ..., "optim": ...}``).
         run_dir: output folder; default ``trainer.run_dir``, else Hydra's output folder.
         sample_rate: for the audio-seconds throughput; default ``train_loader.dataset.sample_rate``.
-        show_progress: draw the tqdm bar (rank 0 only in any case).
+        show_progress: draw the progress bar (rank 0 only in any case; plain lines in a log file).
     """
 
     def __init__(
