@@ -15,8 +15,9 @@ rewrites ``gpu_suite.md`` from all of them, so a cut-off run resumes part by par
   samples and extrapolated linearly in the frame count (``benchmarks/kmeans.py``);
 - ``encoder``: hubert_base (and wavlm_base when ``speechssl.encoders`` has it) forward +
   backward in bf16 autocast: eager, ``torch.compile`` (the first preset only, to hold the
-  budget), and each SDPA backend forced where it applies; audio-s/s, tokens/s, MFU against the GPU's peak bf16 rate with the FLOPs of
-  ``benchmarks/encoder.py``'s ``forward_flops``, peak memory;
+  budget), and each SDPA backend forced where it applies; audio-s/s, tokens/s, MFU against
+  the GPU's peak bf16 rate with the FLOPs of ``benchmarks/encoder.py``'s ``forward_flops``,
+  peak memory;
 - ``pretrain``: the HuBERT and UniSpeech-SAT (mixing + contrastive) pre-training steps in
   bf16 against torchaudio's ``hubert_pretrain_base`` + its examples' loss, same weights
   (``benchmarks/pretrain.py``); also against fairseq's wav2vec 2.0 Base rate scaled to the
@@ -29,7 +30,7 @@ rewrites ``gpu_suite.md`` from all of them, so a cut-off run resumes part by par
 - ``ddp``: a 2-process DDP step (NCCL on >= 2 GPUs, gloo on a CPU) through torchrun and
   ``speechssl.train.distributed.init_from_env``; skipped with a note on a single GPU.
 
-Each part has a time budget (``PLANS``); warm-up and compilation count in it. A part that
+Each part has a time budget (``FULL`` and ``QUICK``); warm-up and compilation count in it. A part that
 fails records its one-line error and the others still run (exit code 1 at the end).
 """
 
