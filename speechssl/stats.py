@@ -118,7 +118,7 @@ def bootstrap_metric(
         seeds = generator.integers(0, num_seeds, num_seeds)
         items = generator.integers(0, num_items, num_items)
         values[index] = _mean_over_seeds(metric, y_true, stacked, seeds, items)
-    low, high = np.percentile(values, [2.5, 97.5])
+    low, high = np.nanpercentile(values, [2.5, 97.5])  # NaN: a degenerate resample
     return Estimate(mean, float(min(low, mean)), float(max(high, mean)), num_seeds)
 
 
@@ -164,7 +164,7 @@ def paired_bootstrap_delta(
         values[index] = _mean_over_seeds(metric, y_true, stacked_a, chosen_a, items) - (
             _mean_over_seeds(metric, y_true, stacked_b, chosen_b, items)
         )
-    low, high = np.percentile(values, [2.5, 97.5])
+    low, high = np.nanpercentile(values, [2.5, 97.5])  # NaN: a degenerate resample
     return Delta(float(delta), float(min(low, delta)), float(max(high, delta)))
 
 
@@ -179,7 +179,9 @@ def mean_ci(values: Sequence[float]) -> Estimate:
     mean = float(values.mean())
     if values.size == 1:
         return Estimate(mean, mean, mean, 1)
-    half = float(scipy_stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    half = float(
+        scipy_stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    )
     return Estimate(mean, mean - half, mean + half, int(values.size))
 
 

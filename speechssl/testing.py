@@ -35,8 +35,8 @@ __all__ = [
     "make_vctk_tree",
     "make_voxceleb1_tree",
     "plant_bad_audio",
-    "write_labelled_csv",
     "write_class_problem",
+    "write_labelled_csv",
     "write_tone",
 ]
 

@@ -46,7 +46,9 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     digest = hashlib.sha1(type(encoder).__qualname__.encode())
     for name, tensor in list(encoder.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()[:16]
 
 

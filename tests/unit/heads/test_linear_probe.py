@@ -47,7 +47,7 @@ def demo_features(tmp_path_factory):
 def test_probe_equals_sklearn_logistic_regression(demo_features, task, c):
     (train, train_y), (test, test_y) = demo_features[task]
     # mean + std of the FBANK input, standardised with train statistics, as the probe does
-    flatten = lambda x: x[:, 0].reshape(len(x), -1).double()  # noqa: E731
+    flatten = lambda x: x[:, 0].reshape(len(x), -1).double()
     train_x, test_x = flatten(train), flatten(test)
     mean, scale = train_x.mean(0), train_x.std(0, unbiased=False).clamp(min=1e-8)
     train_x, test_x = (train_x - mean) / scale, (test_x - mean) / scale
@@ -79,7 +79,12 @@ def test_probe_is_deterministic_and_chooses_on_dev():
 
 def test_probe_refuses_an_empty_dev_set_and_bad_settings():
     with pytest.raises(ValueError, match="dev set"):
-        LinearProbe().fit(torch.zeros(4, 1, 2, 3), torch.tensor([0, 1, 0, 1]), torch.zeros(0, 1, 2, 3), torch.zeros(0))
+        LinearProbe().fit(
+            torch.zeros(4, 1, 2, 3),
+            torch.tensor([0, 1, 0, 1]),
+            torch.zeros(0, 1, 2, 3),
+            torch.zeros(0),
+        )
     with pytest.raises(ValueError, match="c_grid"):
         LinearProbe(LinearProbeConfig(c_grid=[0.0]))
     with pytest.raises(ValueError, match="statistics"):
