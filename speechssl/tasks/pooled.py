@@ -37,13 +37,17 @@ from torch import nn
 
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
+from speechssl.encoders.base import Encoder
 
 __all__ = ["FeatureCache", "encoder_fingerprint", "manifest_fingerprint", "pool_hidden_states"]
 
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
-    """Hex digest of the encoder's class and every parameter and buffer (names, shapes, values)."""
-    digest = hashlib.sha1(type(encoder).__qualname__.encode())
+    """Hex digest of the encoder's class, architecture (its spec, or its repr for a plain
+    module) and every parameter and buffer (names, shapes, values): weight-free settings
+    such as FBANK's ``n_mels`` count too."""
+    architecture = encoder.spec() if isinstance(encoder, Encoder) else repr(encoder)
+    digest = hashlib.sha1(f"{type(encoder).__qualname__}\n{architecture}".encode())
     for name, tensor in list(encoder.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(

@@ -403,8 +403,8 @@ def load_upstream(spec: str, seed: int = 0, n_mels: int = 80):
     path = Path(spec).expanduser()
     if not path.exists():
         raise ValueError(
-            f"upstream={spec}: not 'fbank', not a preset ({', '.join(sorted(PRESETS))}) and "
-            "no such file or folder"
+            f"upstream={spec}: no such file or folder, and not 'fbank' or a preset name "
+            "(speechssl.encoders.PRESETS, e.g. hubert_base)"
         )
     if path.is_dir():
         config_path = path / "config.json"
