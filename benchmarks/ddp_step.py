@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
             "ranks_agree": all(torch.equal(gathered[0], other) for other in gathered),
         }
         args.result.write_text(json.dumps(result))
+    # leave together: a rank that tears its connections down while another still uses
+    # them makes gloo abort that one (seen once under heavy load)
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 

@@ -730,7 +730,9 @@ def part_ddp(context: Context) -> dict:
             command, check=False, capture_output=True, text=True, timeout=timeout, env=environment
         )
         if completed.returncode != 0:
-            tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+            lines = (completed.stderr or completed.stdout).strip().splitlines()
+            # a rank's own error line says more than torchrun's closing summary
+            tail = [line for line in lines if "Error" in line][-2:] + lines[-1:]
             raise RuntimeError(f"torchrun exited {completed.returncode}: {' | '.join(tail)}")
         result = json.loads(result_path.read_text())
     if not result["ranks_agree"]:
