@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from speechssl.progress_bar import progress_bar
 from speechssl.safe_io import atomic_write, load_torch_file, save_torch_atomic
 
 __all__ = ["KMeans", "LabelReport", "kmeans_plusplus"]
@@ -630,8 +631,6 @@ class KMeans:
             ValueError: manifest missing or malformed (``ManifestError``), features of the
                 wrong shape or dimension.
         """
-        from tqdm import tqdm
-
         from speechssl import audio
         from speechssl.data.manifest import read_jsonl
 
@@ -642,7 +641,7 @@ class KMeans:
         skipped: list[dict] = []
         num_frames = 0
         with atomic_write(out_path) as file:
-            for row in tqdm(rows, desc="k-means labels", unit="utt", disable=not progress):
+            for row in progress_bar(rows, desc="k-means labels", unit="utt", disable=not progress):
                 try:
                     wav = audio.load(row["audio"], sample_rate=sample_rate)
                 except audio.AudioError as error:

@@ -17,17 +17,15 @@ import fnmatch
 import json
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from speechssl import audio
 from speechssl.data.manifest import write_jsonl
+from speechssl.progress_bar import progress_bar
 from speechssl.safe_io import remove_orphaned_temporaries, write_text_atomic
 
 # utterances shorter than this carry too little speech for any task here
@@ -242,9 +240,7 @@ def check_all(paths: list[str], decode: bool, workers: int | None = None) -> dic
     description = "decoding audio" if decode else "reading headers"
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(
-            total=len(paths), desc=description, unit="file", file=sys.stderr, leave=False
-        ) as progress,
+        progress_bar(total=len(paths), desc=description, unit="file", leave=False) as progress,
     ):
         for path, check in zip(paths, pool.map(lambda p: check_audio(p, decode), paths)):
             results[path] = check
