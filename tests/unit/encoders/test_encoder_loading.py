@@ -83,9 +83,9 @@ def test_load_errors_are_clear(tmp_path):
         load_encoder(truncated)
 
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
-    checkpoint["encoder_spec"]["family"] = "wavlm"
+    checkpoint["encoder_spec"]["family"] = "wavlm_xl"
     torch.save(checkpoint, tmp_path / "unknown.pt")
-    with pytest.raises(ValueError, match="unknown encoder family 'wavlm'"):
+    with pytest.raises(ValueError, match="unknown encoder family 'wavlm_xl'"):
         load_encoder(tmp_path / "unknown.pt")
 
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
