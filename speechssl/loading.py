@@ -211,7 +211,7 @@ def _open_export(directory: Path, spec: dict, weights_path: Path | None = None) 
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} at {path.parent}")
+        raise FileNotFoundError(f"no readable {CONFIG_NAME} in {path.parent}")
     try:
         values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

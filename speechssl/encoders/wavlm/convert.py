@@ -40,6 +40,7 @@ from ..wav2vec2.convert.fairseq_format import (
     fairseq_config_fields,
     fairseq_model_state,
     fairseq_to_speechssl_key,
+    speechssl_to_fairseq_key,
 )
 from ..wav2vec2.convert.huggingface_format import (
     load_local_transformers_model,
@@ -270,7 +271,7 @@ def encoder_from_torchaudio_state(
             )
         with torch.device("meta"):  # shapes only
             expected = builder().state_dict()
-        mismatch = shape_mismatches(expected, state)
+        mismatch = shape_mismatches(expected, state, shown=1)
         if not mismatch:
             model = builder()
             model.load_state_dict(state, strict=False)
@@ -477,3 +478,54 @@ def encoder_from_unilm(
 def load_unilm_checkpoint(path: str | os.PathLike, padding_invariant: bool = False) -> WavLMEncoder:
     """A unilm WavLM file (e.g. ``WavLM-Base+.pt``) -> our encoder, read weights-only."""
     return encoder_from_unilm(read_checkpoint(path), padding_invariant, source=str(path))
+
+
+def to_unilm_checkpoint(encoder: WavLMEncoder) -> dict:
+    """Our WavLM encoder as a unilm checkpoint payload ``{"cfg": {...}, "model": {...}}``
+    (what ``torch.save`` writes as ``WavLM-Base+.pt``; unilm's ``WavLM`` loads it)."""
+    if not isinstance(encoder, WavLMEncoder):
+        raise TypeError(f"to_unilm_checkpoint needs a WavLM encoder, got {type(encoder).__name__}")
+    config = encoder.config
+    layer_norm_extractor = config.extractor_mode == "layer_norm"
+    state = {}
+    for key, value in encoder.state_dict().items():
+        match = _OUR_ATTENTION.fullmatch(key)
+        if key == _OUR_EMBEDDING:
+            their_key = _THEIR_EMBEDDING["unilm"]
+        elif match and match.group(2) in _GATE_NAMES:
+            layer, kind, tensor = match.groups()
+            suffix = f".{tensor}" if tensor else ""
+            their_key = f"encoder.layers.{layer}.self_attn.{_GATE_NAMES[kind][1]}{suffix}"
+        else:
+            their_key = speechssl_to_fairseq_key(key, layer_norm_extractor)
+        state[their_key] = value.detach().clone()
+    layers = " + ".join(
+        f"[({channels}, {kernel}, {stride})]"
+        for channels, kernel, stride in zip(
+            config.conv_channels, config.conv_kernels, config.conv_strides
+        )
+    )
+    cfg = {
+        "extractor_mode": "layer_norm" if layer_norm_extractor else "default",
+        "encoder_layers": config.num_layers,
+        "encoder_embed_dim": config.embed_dim,
+        "encoder_ffn_embed_dim": config.ffn_dim,
+        "encoder_attention_heads": config.num_heads,
+        "activation_fn": "gelu",
+        "layer_norm_first": config.layer_norm_first,
+        "conv_feature_layers": layers,
+        "conv_bias": config.conv_bias,
+        "feature_grad_mult": config.feature_grad_mult,
+        "dropout": config.dropout,
+        "attention_dropout": config.attention_dropout,
+        "activation_dropout": config.activation_dropout,
+        "encoder_layerdrop": config.layer_drop,
+        "dropout_input": config.dropout_input,
+        "conv_pos": config.pos_conv_kernel,
+        "conv_pos_groups": config.pos_conv_groups,
+        "relative_position_embedding": True,
+        "num_buckets": config.num_buckets,
+        "max_distance": config.max_distance,
+        "gru_rel_pos": config.gated_position_bias,
+    }
+    return {"cfg": cfg, "model": state}

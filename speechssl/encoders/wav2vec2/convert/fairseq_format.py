@@ -76,6 +76,29 @@ def fairseq_to_speechssl_key(key: str) -> str | None:
     raise ValueError(f"unexpected fairseq wav2vec2/HuBERT key: {key}")
 
 
+def speechssl_to_fairseq_key(key: str, layer_norm_extractor: bool = False) -> str:
+    """fairseq's name for one of our parameters (:data:`FAIRSEQ_KEY_MAP` read backwards).
+
+    ``layer_norm_extractor``: the Large extractor (a layer norm in every conv block, named
+    ``conv_layers.{i}.2.1``) rather than Base's one group norm (``conv_layers.0.2``).
+    """
+    match = re.fullmatch(r"feature_extractor\.blocks\.(\d+)\.norm\.(weight|bias)", key)
+    if match:
+        block, kind = match.groups()
+        middle = "2.1" if layer_norm_extractor else "2"
+        return f"feature_extractor.conv_layers.{block}.{middle}.{kind}"
+    for pattern, template in FAIRSEQ_KEY_MAP:
+        regex = "^" + re.escape(template).replace(r"\{\}", r"([A-Za-z_0-9]+)") + "$"
+        found = re.fullmatch(regex, key)
+        if found:
+            # the pattern with its groups filled in: (a|b) groups take the matched value
+            candidate = re.sub(r"\([^)]*\)", "{}", pattern).replace("\\.", ".")
+            candidate = candidate.format(*found.groups())
+            if re.fullmatch(pattern, candidate):
+                return candidate
+    raise ValueError(f"no fairseq name for {key}")
+
+
 def config_value(container, name: str, default=None):
     """Read a field from a dict, omegaconf node or argparse Namespace."""
     if container is None:

@@ -325,7 +325,10 @@ def encoder_from_torchaudio_state(
 
 
 def shape_mismatches(
-    expected: dict[str, Tensor], state: dict[str, Tensor], ignored: re.Pattern = TORCHAUDIO_ONLY
+    expected: dict[str, Tensor],
+    state: dict[str, Tensor],
+    ignored: re.Pattern = TORCHAUDIO_ONLY,
+    shown: int = 3,
 ) -> str:
     """A short description of how ``state`` differs from ``expected`` ('' when it fits)."""
     missing = sorted(key for key in expected if key not in state and not ignored.fullmatch(key))
@@ -334,7 +337,7 @@ def shape_mismatches(
         key for key in state if key in expected and state[key].shape != expected[key].shape
     )
     problems = [
-        f"{name} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+        f"{name} {keys[:shown]}{' ...' if len(keys) > shown else ''}"
         for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape of", reshaped))
         if keys
     ]
