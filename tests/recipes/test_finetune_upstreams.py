@@ -22,7 +22,11 @@ import torch
 import torchaudio
 from omegaconf import OmegaConf
 
-from speechssl.encoders.wav2vec2.convert import FAIRSEQ_KEY_MAP, from_torchaudio, match_torchaudio_preset
+from speechssl.encoders.wav2vec2.convert import (
+    FAIRSEQ_KEY_MAP,
+    from_torchaudio,
+    match_torchaudio_preset,
+)
 from speechssl.tasks.predict import load_run
 from speechssl.tasks.user_data import load_upstream
 from speechssl.testing import write_labelled_csv, write_tone

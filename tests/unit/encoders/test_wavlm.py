@@ -16,8 +16,7 @@ import torch
 import torchaudio
 
 from speechssl.encoders import build_encoder
-from speechssl.encoders.wavlm import WavLMEncoder, relative_position_buckets, wavlm_tiny
-from speechssl.encoders.wavlm import convert
+from speechssl.encoders.wavlm import WavLMEncoder, convert, relative_position_buckets, wavlm_tiny
 from speechssl.loading import load_encoder, open_encoder
 
 TOLERANCE = 1e-4
