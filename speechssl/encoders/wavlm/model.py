@@ -100,25 +100,34 @@ class GatedRelativeAttention(SelfAttention):
         bias = position_bias[None]  # (H, F, F) -> (1, H, F, F)
         if self.gated:
             # the gate reads the layer input, split into heads, before the projections
-            heads = x.view(shape).transpose(1, 2)
+            # (reshape, not view: under torch.export the symbolic strides of x defeat view)
+            heads = x.reshape(shape).transpose(1, 2)
             # (B, H, F, 8) -> (B, H, F, 2, 4) -> sum -> (B, H, F, 2): two gate logits
-            logits = self.gate_projection(heads).view(*heads.shape[:3], 2, 4).sum(-1)
+            logits = self.gate_projection(heads).reshape(*heads.shape[:3], 2, 4).sum(-1)
             gate_a, gate_b = torch.sigmoid(logits).chunk(2, dim=-1)  # each (B, H, F, 1)
             gate = gate_a * (gate_b * self.gate_scale - 1.0) + 2.0
             bias = gate * bias  # (B, H, F, 1) * (1, H, F, F) -> (B, H, F, F)
         query = self.q_proj(x).view(shape).transpose(1, 2)
         key = self.k_proj(x).view(shape).transpose(1, 2)
         value = self.v_proj(x).view(shape).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=(bias + padding_bias).to(query.dtype),
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        mask = (bias + padding_bias).to(query.dtype)
+        if torch.compiler.is_exporting():
+            # the same attention written out: under torch.export the CPU SDPA kernel's fake
+            # output layout differs from the real one with a float mask, which breaks the
+            # reshape below in the exported graph (eval only: no dropout)
+            scores = query @ key.transpose(-2, -1) / math.sqrt(self.head_dim) + mask
+            attended = torch.softmax(scores, dim=-1) @ value
+        else:
+            attended = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+            )
         # (B, H, F, Dh) -> (B, F, H, Dh) -> (B, F, D)
-        attended = attended.transpose(1, 2).reshape(batch_size, num_frames, self.embed_dim)
-        return self.out_proj(attended)
+        attended = attended.transpose(1, 2)
+        return self.out_proj(attended.reshape(batch_size, num_frames, self.embed_dim))
 
 
 class WavLMLayer(nn.Module):
