@@ -50,7 +50,12 @@ CLASSIFIER_OUTPUTS = ("probabilities",)
 OPSET = 18
 
 # families whose graph cannot be exported, and why (README "ONNX export" lists them)
-NOT_EXPORTABLE: dict[str, str] = {}
+NOT_EXPORTABLE: dict[str, str] = {
+    "apc": (
+        "torch.export unrolls nn.GRU over the example's number of frames, so the graph "
+        "could not take another length"
+    ),
+}
 
 
 class EncoderGraph(nn.Module):
