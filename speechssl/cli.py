@@ -1,4 +1,4 @@
-"""``speechssl`` command line: ``prepare``, ``export``, ``predict``.
+"""``speechssl`` command line: ``prepare``, ``export``, ``predict``, ``evaluate``.
 
 Each subcommand lives beside the code it drives and exposes ``add_arguments(parser)``
 and ``run(args) -> int``; this module only dispatches. Bad input ends with one line on
@@ -19,6 +19,10 @@ SUBCOMMANDS = {
         "export an encoder (or a fine-tuned classifier) as safetensors or ONNX",
     ),
     "predict": ("speechssl.tasks.predict", "classify audio files with a fine-tuned run"),
+    "evaluate": (
+        "speechssl.tasks.evaluate",
+        "score an upstream on emotion / speaker ID / verification / your labels, with 95% CIs",
+    ),
 }
 
 

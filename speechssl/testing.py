@@ -35,6 +35,7 @@ __all__ = [
     "make_vctk_tree",
     "make_voxceleb1_tree",
     "plant_bad_audio",
+    "write_class_problem",
     "write_labelled_csv",
     "write_tone",
 ]
@@ -496,3 +497,53 @@ def small_hubert_pretrain_reference(
         final_dim=final_dim,
         feature_grad_mult=0.1,
     )
+
+
+def write_class_problem(
+    root: str | os.PathLike,
+    num_classes: int,
+    num_utterances: int,
+    *,
+    durations: tuple[float, float] = (0.4, 0.8),
+    spread: float = 0.15,
+    sample_rate: int = 16000,
+    seed: int = 0,
+) -> list[dict]:
+    """A generated classification corpus of harmonic "voices" with overlapping spectra.
+
+    Each class has three formant centres and a pitch; each utterance draws its pitch,
+    formants (within ``±spread``), level, noise and duration at random, so classes
+    overlap and a classifier has to learn. Rows (``id``, ``audio``, ``duration``,
+    ``sample_rate``, ``label`` = ``c<k>``) cycle through the classes; files are
+    ``root/u<i>.wav``.
+    """
+    generator = np.random.default_rng(seed)
+    formants = generator.uniform(300, 3500, (num_classes, 3))
+    pitches = generator.uniform(90, 250, num_classes)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(num_utterances):
+        label = index % num_classes
+        num_samples = int(generator.uniform(*durations) * sample_rate)
+        time = np.arange(num_samples) / sample_rate
+        pitch = pitches[label] * generator.uniform(0.85, 1.15)
+        centres = formants[label] * generator.uniform(1 - spread, 1 + spread, 3)
+        wav = np.zeros(num_samples)
+        for harmonic in np.arange(pitch, 7000, pitch):
+            gain = np.exp(-(((harmonic - centres) / 250.0) ** 2)).sum() + 0.05
+            wav += gain * np.sin(2 * np.pi * harmonic * time + generator.uniform(0, 2 * np.pi))
+        wav *= generator.uniform(0.05, 0.5) / np.abs(wav).max()
+        wav += generator.normal(0, generator.uniform(0.005, 0.05), num_samples)
+        path = root / f"u{index}.wav"
+        soundfile.write(path, wav.astype(np.float32), sample_rate)
+        rows.append(
+            {
+                "id": f"u{index}",
+                "audio": str(path),
+                "duration": num_samples / sample_rate,
+                "sample_rate": sample_rate,
+                "label": f"c{label}",
+            }
+        )
+    return rows

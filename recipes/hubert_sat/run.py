@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
@@ -48,15 +47,15 @@ from speechssl.data.loaders import DataConfig, load_manifests, prepare_once
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.encoders import build_encoder
 from speechssl.heads.config import ClassifierHeadConfig, EcapaHeadConfig
+from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
 from speechssl.objectives import HubertPretrainModel, MaskedPredictionConfig
 from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
-from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
-from speechssl.tasks.emotion import run_emotion_loso
-from speechssl.tasks.plots import plot_layer_weights, plot_metric_bars, plot_tsne
-from speechssl.tasks.report import write_results
+from speechssl.tasks.classification import TransferConfig
+from speechssl.tasks.plots import plot_tsne
+from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.speaker import read_trials
-from speechssl.tasks.speaker_protocol import run_speaker_identification, run_speaker_verification
+from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
 from speechssl.train import Trainer, distributed
 from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.config import TrainerConfig, to_dataclass
@@ -331,207 +330,132 @@ def _label_summary(kmeans: KMeans, train: FrameLabels, valid: FrameLabels, rate:
 # downstream
 
 
-def upstream_rows(
-    cfg: DictConfig, checkpoints: dict[str, Path]
-) -> list[tuple[str, str, Path | None]]:
-    """``(row name, transfer mode, checkpoint)``: baselines once, pretrained modes per arm."""
-    rows = []
-    for mode in cfg.modes:
-        if mode not in TRANSFER_MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose from {sorted(TRANSFER_MODES)}")
-        if not mode.startswith("pretrained"):
-            rows.append((mode, mode, None))
-            continue
-        for arm, checkpoint in checkpoints.items():
-            name = mode if arm == "pretrained" else mode.replace("pretrained", arm)
-            rows.append((name, mode, checkpoint))
-    return rows
-
-
 def transfer_config(cfg: DictConfig) -> TransferConfig:
+    """The downstream budget: ``transfer`` alone (``trainer`` lends its engine settings)."""
     config = to_dataclass(cfg.transfer, TransferConfig)
     trainer = to_dataclass(cfg.trainer, TrainerConfig)
-    # trainer.max_steps also caps each downstream run (debug=tiny shrinks everything)
     return dataclasses.replace(
-        config,
-        max_steps=min(config.max_steps, trainer.max_steps or config.max_steps),
-        trainer=dataclasses.replace(trainer, log_every=min(trainer.log_every, 10)),
+        config, trainer=dataclasses.replace(trainer, log_every=min(trainer.log_every, 10))
     )
 
 
+def head_config(cfg: DictConfig):
+    schema = {"ecapa": EcapaHeadConfig, "linear_probe": LinearProbeConfig}.get(
+        cfg.head.kind, ClassifierHeadConfig
+    )
+    return to_dataclass(cfg.head, schema)
+
+
 def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> dict:
+    """Speaker ID, verification and emotion LOSO for every upstream and seed, one suite."""
     vox_dir = speaker_data(cfg, run_dir)
-    identification = {
-        split: load_manifests([vox_dir / f"{split}.jsonl"]) for split in ("train", "dev", "test")
-    }
+    identification = [
+        load_manifests([vox_dir / f"{split}.jsonl"]) for split in ("train", "dev", "test")
+    ]
     verification = load_manifests([vox_dir / "verification.jsonl"])
     trials = read_trials(vox_dir / "trials.txt")
     emotion_dir = run_dir / "data" / cfg.emotion.corpus
     prepare_once(cfg.emotion.corpus, cfg.emotion.src, emotion_dir)
     emotion = load_manifests([emotion_dir / "all.jsonl"])
-    config = transfer_config(cfg)
-    head_schema = EcapaHeadConfig if cfg.head.kind == "ecapa" else ClassifierHeadConfig
-    head = to_dataclass(cfg.head, head_schema)
-    emotion_head = head
-    if head.kind == "ecapa":
-        # ECAPA + AAM softmax is the speaker head (UniSpeech-SAT, SUPERB SID/ASV); emotion
-        # keeps SUPERB's utterance classifier (weighted layer sum, mean pooling, linear)
-        emotion_head = ClassifierHeadConfig(
-            freeze_feature_extractor=head.freeze_feature_extractor,
-            use_layer_sum=head.use_layer_sum,
-            layer_norm=head.layer_norm,
-        )
+    head = head_config(cfg)
     layers = cfg.speaker.verification_layers
-    outcomes = {}
-    for name, mode, checkpoint in upstream_rows(cfg, checkpoints):
-        start = time.perf_counter()
-        make_encoder, head_mode = upstream_factory(
-            mode, to_container(cfg.encoder), checkpoint, n_mels=cfg.fbank_n_mels, seed=cfg.seed
-        )
-        row_head = dataclasses.replace(head, mode=head_mode)
-        row_dir = run_dir / "transfer" / name
-        print(f"\n== {name}: {TRANSFER_MODES[mode]}")
-        # train_classifier seeds each head itself; seeding the global RNG here too keeps
-        # anything else a row draws from it independent of what ran before (pre-training,
-        # resumed or not, the rows above)
-        torch.manual_seed(cfg.seed)
-        sid = run_speaker_identification(
-            make_encoder,
-            identification["train"],
-            identification["dev"],
-            identification["test"],
-            row_head,
-            config,
-            row_dir / "speaker_id",
-            seed=cfg.seed,
-        )
-        print(f"speaker identification top-1 {100 * sid['top1']:.2f}%")
-        # the encoder as pre-trained (fine-tuning is for the classification tasks only)
-        sv, embeddings = run_speaker_verification(
-            make_encoder,
-            verification,
-            trials,
-            data_config=config.data,
-            layers=None if layers is None else list(layers),
-        )
-        print(f"speaker verification EER {100 * sv['eer']:.2f}%, minDCF {sv['min_dcf']:.3f}")
-        speakers = [verification.row(index)["speaker"] for index in range(len(verification))]
-        if head_mode == "frozen":
-            # one OpenMP thread: beside torch's pool, sklearn's t-SNE threads spin for seconds
-            with threadpool_limits(1):
-                plot_tsne(
-                    embeddings,
-                    speakers,
-                    run_dir / f"tsne_{name}.png",
-                    title=f"{name}: verification embeddings",
-                    seed=cfg.seed,
-                )
-        torch.manual_seed(cfg.seed)  # as for speaker identification
-        emotion_results, emotion_weights = run_emotion_loso(
-            make_encoder,
-            emotion,
-            list(cfg.emotion.labels),
-            dataclasses.replace(emotion_head, mode=head_mode),
-            config,
-            row_dir / "emotion",
-            validation=cfg.emotion.validation,
-            max_folds=cfg.emotion.max_folds,
-            seed=cfg.seed,
-            progress=print,
-        )
-        emotion_summary = emotion_results.summary()
-        weights = [w for w in emotion_weights if np.size(w) > 1]
-        if weights:
-            emotion_summary["layer_weights_mean"] = np.mean(np.stack(weights), axis=0).tolist()
-        print(
-            f"emotion WA {100 * emotion_summary['wa_mean']:.2f}%, "
-            f"UA {100 * emotion_summary['ua_mean']:.2f}%"
-        )
-        outcomes[name] = {
-            "mode": mode,
-            "description": TRANSFER_MODES[mode],
-            "checkpoint": None if checkpoint is None else str(checkpoint),
-            "heads": {"speaker_identification": head.kind, "emotion": emotion_head.kind},
-            "speaker_identification": sid,
-            "speaker_verification": sv,
-            "emotion": emotion_summary,
-            "seconds": time.perf_counter() - start,
-        }
-        plot_layer_usage(
-            run_dir, name, sid["layer_weights"], emotion_summary.get("layer_weights_mean")
-        )
-    return outcomes
-
-
-def plot_layer_usage(run_dir: Path, name: str, speaker_weights, emotion_weights) -> None:
-    """Learned layer weights of the speaker and emotion heads (which layers they read)."""
-    for task, weights in (("speaker", speaker_weights), ("emotion", emotion_weights)):
-        if weights is not None and len(weights) > 1:
-            plot_layer_weights(
-                weights,
-                run_dir / f"layer_weights_{task}_{name}.png",
-                title=f"{name}: {task} head's layer weights",
+    suite = Suite(
+        head,
+        transfer_config(cfg),
+        run_dir / "transfer",
+        verification_layers=None if layers is None else list(layers),
+        progress=print,
+    )
+    upstreams = transfer_upstreams(
+        list(cfg.modes),
+        to_container(cfg.encoder),
+        {arm: [path] for arm, path in checkpoints.items()},
+        list(cfg.seeds),
+        deterministic_head=isinstance(head, LinearProbeConfig),
+        n_mels=cfg.fbank_n_mels,
+    )
+    outcomes = []
+    speakers = [str(value) for value in verification.column("speaker").values()]
+    for upstream in upstreams:
+        print(f"\n== {upstream.name} (seeds {list(upstream.seeds)})")
+        outcomes.append(suite.speaker_identification(upstream, *identification))
+        outcomes.append(suite.speaker_verification(upstream, verification, trials))
+        # one OpenMP thread: beside torch's pool, sklearn's t-SNE threads spin for seconds
+        with threadpool_limits(1):
+            plot_tsne(
+                outcomes[-1].embeddings,
+                speakers,
+                run_dir / f"tsne_{upstream.name}.png",
+                title=f"{upstream.name}: verification embeddings",
+                seed=cfg.seed,
             )
-
-
-# ---------------------------------------------------------------------------------------
-# report
-
-
-def report(run_dir: Path, outcomes: dict, pretraining: dict, title: str) -> str:
-    rows = [
-        (
-            "| upstream | speaker ID top-1 (%) | verification EER (%) | minDCF | emotion WA (%) "
-            "| emotion UA (%) |"
-        ),
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        outcomes.append(
+            suite.emotion(
+                upstream,
+                emotion,
+                list(cfg.emotion.labels),
+                validation=cfg.emotion.validation,
+                max_folds=cfg.emotion.max_folds,
+            )
+        )
+    names = [upstream.name for upstream in upstreams]
+    comparisons = [
+        (name, baseline)
+        for name in names
+        if name not in ("fbank", "random_frozen", "random_finetune")
+        for baseline in ("random_frozen", "fbank")
     ]
-    bars = {}
-    for name, outcome in outcomes.items():
-        sid, sv, emotion = (
-            outcome["speaker_identification"],
-            outcome["speaker_verification"],
-            outcome["emotion"],
-        )
-        frozen_encoder_note = "" if outcome["mode"] != "pretrained_finetune" else " ¹"
-        rows.append(
-            f"| {name} | {100 * sid['top1']:.2f} | {100 * sv['eer']:.2f}{frozen_encoder_note} | "
-            f"{sv['min_dcf']:.3f} | {100 * emotion['wa_mean']:.2f} ± {100 * emotion['wa_std']:.2f} "
-            f"| {100 * emotion['ua_mean']:.2f} ± {100 * emotion['ua_std']:.2f} |"
-        )
-        bars[f"{name}: speaker ID"] = (100 * sid["top1"], 0.0)
-        bars[f"{name}: EER"] = (100 * sv["eer"], 0.0)
-        bars[f"{name}: WA"] = (100 * emotion["wa_mean"], 100 * emotion["wa_std"])
-        bars[f"{name}: UA"] = (100 * emotion["ua_mean"], 100 * emotion["ua_std"])
-    table = "\n".join(rows) + "\n"
+    if "pretrained_frozen" in names:  # each ablation arm against the full model
+        comparisons += [
+            (name, "pretrained_frozen")
+            for name in names
+            if name.endswith("_frozen") and name not in ("pretrained_frozen", "random_frozen")
+        ]
+    plot_layer_usage(run_dir, outcomes)
+    summary = summarize(outcomes, comparisons)
+    summary["details"] = {
+        outcome.upstream + "/" + outcome.task: {
+            "seeds": outcome.seeds,
+            "seconds": outcome.seconds,
+            "runs": outcome.details,
+        }
+        for outcome in outcomes
+    }
+    summary["heads"] = {
+        upstream.name: {
+            task: suite.head_for(upstream, task).kind for task in ("speaker_id", "emotion")
+        }
+        for upstream in upstreams
+    }
+    return summary
+
+
+def report(run_dir: Path, summary: dict, pretraining: dict, title: str) -> str:
     notes = [
         (
-            "Speaker ID: utterance classifier on the VoxCeleb1-style train split, model selected "
-            "on dev, top-1 on test. Verification: cosine scoring of mean-pooled hidden states of "
-            "the frozen encoder, averaged over layers (nothing trained on the trial speakers). "
-            "Emotion: leave-one-session-out, mean ± std over folds."
+            "Each cell: mean over seeds with a 95 % bootstrap CI over seeds and test items "
+            "(speaker ID: test utterances; verification: trials; emotion: every utterance, "
+            "predicted by the leave-one-session-out fold that held its session out). Deltas: "
+            "paired bootstrap over the same items; a gain is claimed only where the CI "
+            "excludes 0."
+        ),
+        "Heads (speaker ID / emotion): "
+        + ", ".join(
+            f"{name}: {'/'.join(heads.values())}" for name, heads in summary["heads"].items()
+        )
+        + ".",
+        (
+            "Verification: cosine of per-layer mean-pooled hidden states averaged over layers "
+            "(nothing trained on the trial speakers)."
         ),
     ]
-    if any(outcome["mode"] == "pretrained_finetune" for outcome in outcomes.values()):
-        notes.append("¹ verification uses the pre-trained encoder before fine-tuning.")
-    plot_metric_bars(bars, run_dir / "results.png", ylabel="%", title=title)
-    markdown = "\n".join(
-        [
-            f"# {title}",
-            "",
-            table,
-            *notes,
-            "",
-            "Pre-training:",
-            "",
-            "```",
-            json.dumps(pretraining, indent=2, default=str),
-            "```",
-            "",
-        ]
+    return write_summary_report(
+        run_dir,
+        title,
+        summary,
+        notes=notes,
+        extra={"pretrain": pretraining, "details": summary["details"], "heads": summary["heads"]},
     )
-    write_results(run_dir, {"title": title, "results": outcomes, "pretrain": pretraining}, markdown)
-    return table
 
 
 def run(cfg: DictConfig) -> None:
@@ -550,12 +474,12 @@ def run(cfg: DictConfig) -> None:
     checkpoints, pretraining = pretrain_all(cfg, run_dir)
     if not distributed.continue_on_main_only():
         return  # the downstream tasks and the report are rank 0's
-    outcomes = evaluate(cfg, run_dir, checkpoints)
+    summary = evaluate(cfg, run_dir, checkpoints)
     pretraining["timings"]["total_s"] = time.perf_counter() - start
     title = (
         "UniSpeech-SAT ablation" if cfg.arms else "Speaker-aware HuBERT"
     ) + " -> speaker identification, verification, emotion"
-    table = report(run_dir, outcomes, pretraining, title)
+    table = report(run_dir, summary, pretraining, title)
     print("\n" + table)
     print(f"results: {run_dir / 'results.md'} ({pretraining['timings']['total_s']:.0f} s)")
 

@@ -20,11 +20,18 @@ from speechssl.heads.config import (
     build_transfer_model,
 )
 from speechssl.heads.layer_sum import WeightedLayerSum
+from speechssl.heads.linear_probe import LinearProbe, LinearProbeConfig
 from speechssl.heads.pooling import AttentiveStatisticsPooling, MaskedMeanPooling
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
 
-CONFIG_SCHEMAS = {"head": {"classifier": ClassifierHeadConfig, "ecapa": EcapaHeadConfig}}
+CONFIG_SCHEMAS = {
+    "head": {
+        "classifier": ClassifierHeadConfig,
+        "ecapa": EcapaHeadConfig,
+        "linear_probe": LinearProbeConfig,
+    }
+}
 
 __all__ = [
     "CONFIG_SCHEMAS",
@@ -34,6 +41,8 @@ __all__ = [
     "EcapaHeadConfig",
     "FbankUpstream",
     "FbankUpstreamConfig",
+    "LinearProbe",
+    "LinearProbeConfig",
     "MaskedMeanPooling",
     "SpeakerModel",
     "TransferModel",

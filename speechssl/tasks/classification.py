@@ -15,7 +15,7 @@ Example (frozen FBANK baseline on two tones):
     ...          frequency=300 if i % 2 else 2000)), "duration": 0.5, "sample_rate": 16000,
     ...          "label": "low" if i % 2 else "high"} for i in range(8)]
     >>> manifest = Manifest.from_rows(rows)
-    >>> config = TransferConfig(max_steps=30, eval_every=10, lr=5e-3)
+    >>> config = TransferConfig(epochs=30, patience=10, lr=5e-3)
     >>> run = train_classifier(FbankUpstream(n_mels=40), ClassifierHeadConfig(projector_dim=16),
     ...                        manifest, manifest, ["high", "low"], config, root + "/run")
     >>> predictions = predict(run.model, manifest, config)
@@ -26,6 +26,8 @@ Example (frozen FBANK baseline on two tones):
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,44 +39,74 @@ from torch import nn
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.heads.config import build_transfer_model
+from speechssl.tasks.pooled import FeatureCache
+from speechssl.tasks.pooled_head import (
+    PooledHeadModel,
+    head_logits_from_means,
+    label_indices,
+    pooled_loader,
+    pools_linearly,
+)
 from speechssl.train import Trainer
 from speechssl.train.checkpoint import load_checkpoint
 from speechssl.train.config import EarlyStoppingConfig, OptimConfig, ParamGroupConfig, TrainerConfig
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "TRANSFER_MODES",
+    "Budget",
     "Predictions",
     "TrainedClassifier",
     "TransferConfig",
     "predict",
     "train_classifier",
+    "training_report",
     "upstream_factory",
 ]
 
 
 @dataclass
 class TransferConfig:
-    """Budget of one downstream training run (SUPERB-like defaults, scaled down).
+    """Budget of one downstream training run, which follows the size of the data.
+
+    ``epochs`` is the one knob: a run makes at most that many passes over its training
+    set (the number of steps follows from the set's size and the batch size) and stops
+    earlier when the dev accuracy has not improved for ``patience`` evaluations; the
+    weights of the best dev accuracy are kept. Nothing else caps it: ``trainer``'s
+    length fields (``max_steps``, ``max_epochs``, ``eval_every``, ``early_stopping``) are
+    set from these and ignored.
 
     Attributes:
-        max_steps: optimiser steps per run (capped by ``trainer.max_steps`` in recipes).
+        epochs: the most passes over the training set.
+        patience: evaluations without a better dev accuracy before stopping (0: never).
+        evals_per_epoch: dev evaluations per epoch.
         lr: head learning rate (AdamW).
         encoder_lr_scale: encoder lr = ``lr * encoder_lr_scale`` in finetune mode.
-        warmup_steps: linear warmup.
-        eval_every: validation interval; the best validation accuracy's weights are kept.
+        warmup_epochs: linear warmup, in epochs (then cosine decay over ``epochs``).
         weight_decay: AdamW decoupled weight decay.
         data: cropping and batching of the downstream corpus.
-        trainer: engine settings (device, precision, workers, logging) of each run.
+        trainer: engine settings (device, precision, threads, logging) of each run.
     """
 
-    max_steps: int = 400
+    epochs: int = 60
+    patience: int = 8
+    evals_per_epoch: int = 1
     lr: float = 1e-3
     encoder_lr_scale: float = 0.1
-    warmup_steps: int = 20
-    eval_every: int = 50
+    warmup_epochs: float = 1.0
     weight_decay: float = 1e-4
     data: DataConfig = field(default_factory=lambda: DataConfig(max_batch_seconds=40.0))
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(log_every=10))
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "evals_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"transfer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.patience < 0 or self.warmup_epochs < 0 or self.lr <= 0:
+            raise ValueError(
+                "transfer.patience and transfer.warmup_epochs must be >= 0 and transfer.lr > 0"
+            )
 
 
 class TrainedClassifier(NamedTuple):
@@ -93,21 +125,41 @@ class Predictions(NamedTuple):
     probabilities: torch.Tensor
 
 
-def _trainer_config(config: TransferConfig, has_valid: bool) -> TrainerConfig:
+class Budget(NamedTuple):
+    """Steps of a run derived from ``TransferConfig`` and the training set's batches."""
+
+    steps_per_epoch: int
+    max_steps: int
+    eval_every: int
+    warmup_steps: int
+
+
+def _budget(config: TransferConfig, steps_per_epoch: int) -> Budget:
+    steps_per_epoch = max(int(steps_per_epoch), 1)
+    max_steps = config.epochs * steps_per_epoch
+    return Budget(
+        steps_per_epoch,
+        max_steps,
+        eval_every=max(steps_per_epoch // config.evals_per_epoch, 1),
+        warmup_steps=min(round(config.warmup_epochs * steps_per_epoch), max_steps - 1),
+    )
+
+
+def _trainer_config(config: TransferConfig, budget: Budget, has_valid: bool) -> TrainerConfig:
     return dataclasses.replace(
         config.trainer,
-        max_steps=config.max_steps,
+        max_steps=budget.max_steps,
         max_epochs=0,
-        eval_every=config.eval_every if has_valid else 0,
-        checkpoint_every=max(config.max_steps, 1),
+        eval_every=budget.eval_every if has_valid else 0,
+        checkpoint_every=budget.max_steps,
         keep_last=1,
-        early_stopping=EarlyStoppingConfig(metric="accuracy", mode="max")
+        early_stopping=EarlyStoppingConfig(metric="accuracy", mode="max", patience=config.patience)
         if has_valid
         else EarlyStoppingConfig(),
     )
 
 
-def _optim_config(config: TransferConfig, train_encoder: bool) -> OptimConfig:
+def _optim_config(config: TransferConfig, budget: Budget, train_encoder: bool) -> OptimConfig:
     groups = []
     if train_encoder:
         groups.append(ParamGroupConfig(prefix="encoder.", lr_scale=config.encoder_lr_scale))
@@ -115,10 +167,42 @@ def _optim_config(config: TransferConfig, train_encoder: bool) -> OptimConfig:
         lr=config.lr,
         betas=[0.9, 0.98],
         weight_decay=config.weight_decay,
-        warmup_steps=min(config.warmup_steps, max(config.max_steps - 1, 0)),
+        warmup_steps=budget.warmup_steps,
         schedule="cosine",
         param_groups=groups,
     )
+
+
+def training_report(result: dict, budget: Budget, config: TransferConfig) -> dict:
+    """How far a run went: ``epochs`` (fractional), ``steps``, ``best_step``, ``best_epoch``,
+    ``stop`` (``"plateau"``, ``"cap"``), and ``still_improving`` (it hit the cap while
+    its best dev accuracy came at the last evaluation)."""
+    steps = int(result.get("step", 0))
+    best_step = result.get("best_step")
+    stopped_on_plateau = result.get("stop_reason") == "early_stopping"
+    still_improving = (
+        not stopped_on_plateau
+        and best_step is not None
+        and steps > budget.eval_every
+        and int(best_step) > steps - budget.eval_every
+    )
+    return {
+        "epochs": round(steps / budget.steps_per_epoch, 2),
+        "max_epochs": config.epochs,
+        "steps": steps,
+        "steps_per_epoch": budget.steps_per_epoch,
+        "best_step": None if best_step is None else int(best_step),
+        "best_epoch": None if best_step is None else round(best_step / budget.steps_per_epoch, 2),
+        "best_dev_accuracy": result.get("best_value"),
+        "stop": "plateau" if stopped_on_plateau else "cap",
+        "still_improving": bool(still_improving),
+    }
+
+
+def _device_of(config: TransferConfig) -> torch.device:
+    wanted = str(getattr(config.trainer.device, "value", config.trainer.device))
+    use_cuda = wanted != "cpu" and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
 
 
 def train_classifier(
@@ -133,12 +217,16 @@ def train_classifier(
     label_column: str = "label",
     seed: int = 0,
     full_config: dict | None = None,
+    cache: FeatureCache | None = None,
 ) -> TrainedClassifier:
     """Train ``encoder`` + the head of ``head_config`` to predict ``label_column``.
 
     With a validation manifest, the weights of the best validation accuracy are restored
     before returning (``run_dir/checkpoints/best.pt``). A finished run found in ``run_dir``
-    is resumed (and so returns at once).
+    is resumed (and so returns at once). A frozen upstream under a linearly pooling head
+    trains on the upstream's cached per-layer means (:mod:`speechssl.tasks.pooled_head`):
+    pass one ``cache`` to every run on the same upstream so it is encoded once.
+    ``result["training"]`` says how far the run went (:func:`training_report`).
     """
     labels = [str(label) for label in labels]
     if len(labels) < 2:
@@ -147,6 +235,7 @@ def train_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_transfer_model(head_config, encoder, num_classes=len(labels))
+    has_valid = valid_manifest is not None and len(valid_manifest) > 0
     train_loader = make_loader(
         train_manifest,
         config.data,
@@ -155,8 +244,29 @@ def train_classifier(
         label_vocabulary=labels,
         seed=seed,
     )
+    budget = _budget(config, len(train_loader))
+    trained = model
     valid_loader = None
-    if valid_manifest is not None and len(valid_manifest):
+    if pools_linearly(model):
+        cache = cache or FeatureCache(data_config=config.data, device=_device_of(config))
+        # as many steps per epoch as the audio batches would take
+        batch_size = math.ceil(len(train_manifest) / budget.steps_per_epoch)
+        train_loader = pooled_loader(
+            cache.pooled(model.encoder, train_manifest)[:, :, 0],
+            label_indices(train_manifest, label_column, labels),
+            batch_size=batch_size,
+            train=True,
+            seed=seed,
+        )
+        if has_valid:
+            valid_loader = pooled_loader(
+                cache.pooled(model.encoder, valid_manifest)[:, :, 0],
+                label_indices(valid_manifest, label_column, labels),
+                batch_size=batch_size,
+                train=False,
+            )
+        trained = PooledHeadModel(model.head)
+    elif has_valid:
         valid_loader = make_loader(
             valid_manifest,
             config.data,
@@ -165,16 +275,17 @@ def train_classifier(
             label_vocabulary=labels,
         )
     trainer_config = dataclasses.replace(
-        _trainer_config(config, valid_loader is not None), seed=seed
+        _trainer_config(config, budget, valid_loader is not None), seed=seed
     )
     trainer = Trainer(
-        model,
+        trained,
         train_loader,
         valid_loader,
         trainer_cfg=trainer_config,
         # an upstream without weights (FBANK) has no encoder group even in finetune mode
         optim_cfg=_optim_config(
             config,
+            budget,
             train_encoder=head_config.mode == "finetune"
             and any(parameter.requires_grad for parameter in model.encoder.parameters()),
         ),
@@ -188,10 +299,28 @@ def train_classifier(
     best = None
     if valid_loader is not None and best_path.is_file():
         state = load_checkpoint(best_path)
-        model.load_state_dict(state["model"])
+        trained.load_state_dict(state["model"])  # the pooled model shares model.head
         best = state.get("trainer", {}).get("best_value")
     model.eval()
-    return TrainedClassifier(model, Path(run_dir), best, result)
+    report = training_report(result, budget, config)
+    logger.info(
+        "%s: %.1f epochs (%d steps), best dev accuracy %s at epoch %s, stopped on the %s",
+        run_dir,
+        report["epochs"],
+        report["steps"],
+        "n/a" if best is None else f"{best:.4f}",
+        report["best_epoch"],
+        report["stop"],
+    )
+    if report["still_improving"]:
+        logger.warning(
+            "%s: stopped at the cap of transfer.epochs=%d while dev accuracy was still rising "
+            "(best at the last evaluation, step %d); raise transfer.epochs for a converged head",
+            run_dir,
+            config.epochs,
+            report["best_step"],
+        )
+    return TrainedClassifier(model, Path(run_dir), best, {**result, "training": report})
 
 
 @torch.no_grad()
@@ -202,10 +331,23 @@ def predict(
     *,
     label_column: str | None = "label",
     labels: Sequence[str] | None = None,
+    cache: FeatureCache | None = None,
 ) -> Predictions:
     """Class probabilities for every utterance of ``manifest`` (no cropping), in manifest
-    order. ``y_true`` is filled from ``label_column`` (or -1 without labels)."""
+    order. ``y_true`` is filled from ``label_column`` (or -1 without labels). With a
+    ``cache``, a frozen linearly pooling model reads the cached per-layer means instead of
+    encoding the audio again (the same probabilities)."""
     model.eval()
+    if cache is not None and pools_linearly(model):
+        means = cache.pooled(model.encoder, manifest)[:, :, 0]
+        device = next(model.head.parameters()).device
+        probs = torch.softmax(head_logits_from_means(model.head, means.to(device)), dim=-1)
+        probs = probs.float().cpu()
+        if label_column is not None and labels is not None and label_column in manifest.columns:
+            y_true = label_indices(manifest, label_column, labels)
+        else:
+            y_true = torch.full((len(manifest),), -1, dtype=torch.long)
+        return Predictions(y_true, probs.argmax(dim=1), probs)
     device = next(model.parameters()).device
     loader = make_loader(
         manifest,

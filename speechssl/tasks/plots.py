@@ -117,6 +117,22 @@ def plot_tsne(
     return save_figure(figure, path)
 
 
+def plot_probe_layers(accuracy, path: str | Path, title: str = "probe accuracy per layer") -> str:
+    """Dev accuracy (%) of the linear probe on each hidden state (the last bar: the layer
+    average, when the probe tried it); returns ``path``."""
+    values = 100 * _to_numpy(accuracy).astype(np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("no probe accuracies to plot")
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.45 * values.size + 1.5), 3.2))
+    layers = np.arange(values.size)
+    axes.bar(layers, values, color="tab:green")
+    axes.set_xticks(layers)
+    axes.set_xlabel("hidden state (0 = input to the first layer)")
+    axes.set_ylabel("dev accuracy (%)")
+    axes.set_title(title)
+    return save_figure(figure, path)
+
+
 def plot_layer_weights(weights, path: str | Path, title: str = "layer weights") -> str:
     """Bar chart of weighted-layer-sum weights, layer 0 = the encoder's input; returns ``path``."""
     values = _to_numpy(weights).astype(np.float64).reshape(-1)

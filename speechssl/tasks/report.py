@@ -19,9 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from speechssl.tasks.emotion import EmotionResults
-from speechssl.tasks.plots import plot_confusion_matrix, plot_layer_weights, plot_metric_bars
+from speechssl.tasks.plots import (
+    plot_confusion_matrix,
+    plot_layer_weights,
+    plot_metric_bars,
+    plot_probe_layers,
+)
+from speechssl.tasks.suite import METRIC_TITLES, summary_markdown
 
-__all__ = ["write_emotion_report", "write_results"]
+__all__ = ["plot_layer_usage", "write_emotion_report", "write_results", "write_summary_report"]
 
 
 def write_results(run_dir: str | Path, results: dict, markdown: str) -> None:
@@ -30,6 +36,70 @@ def write_results(run_dir: str | Path, results: dict, markdown: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     (run_dir / "results.md").write_text(markdown)
+
+
+def _layer_readings(details: Sequence[dict]) -> tuple[list, list]:
+    """Layer weights and probe per-layer dev accuracies found in a run's details (folds too)."""
+    weights, probes = [], []
+    for detail in details:
+        for item in detail.get("folds", [detail]):
+            if item.get("layer_weights") and len(item["layer_weights"]) > 1:
+                weights.append(item["layer_weights"])
+            if item.get("probe"):
+                probes.append(item["probe"]["dev_accuracy_per_layer"])
+    return weights, probes
+
+
+def plot_layer_usage(run_dir: str | Path, outcomes) -> None:
+    """Which layers each task read: ``layer_weights_<task>_<upstream>.png`` (trained heads'
+    layer sums, averaged over seeds and folds) or ``probe_layers_<task>_<upstream>.png``
+    (the probe's dev accuracy per hidden state, averaged likewise)."""
+    run_dir = Path(run_dir)
+    for outcome in outcomes:
+        weights, probes = _layer_readings(outcome.details)
+        name = f"{outcome.task}_{outcome.upstream}"
+        if weights:
+            plot_layer_weights(
+                np.mean(weights, axis=0),
+                run_dir / f"layer_weights_{name}.png",
+                title=f"{outcome.upstream}: {outcome.task} head's layer weights",
+            )
+        if probes and len(probes[0]) > 1:
+            plot_probe_layers(
+                np.mean(probes, axis=0),
+                run_dir / f"probe_layers_{name}.png",
+                title=f"{outcome.upstream}: {outcome.task} probe, dev accuracy per layer",
+            )
+
+
+def write_summary_report(
+    run_dir: str | Path,
+    title: str,
+    summary: dict,
+    *,
+    notes: Sequence[str] = (),
+    extra: dict | None = None,
+) -> str:
+    """Write a suite's table and deltas (:func:`speechssl.tasks.suite.summarize`).
+
+    ``results.json`` holds ``title``, ``table``, ``deltas`` and ``extra``'s keys;
+    ``results.md`` the Markdown table, deltas and ``notes``; ``results.png`` one bar per
+    cell with its 95 % CI. Returns the Markdown of the table and deltas.
+    """
+    run_dir = Path(run_dir)
+    table = summary_markdown(summary)
+    bars = {}
+    for row in summary["table"]:
+        low, high = row["ci95"]
+        label = (
+            f"{row['upstream']}: {METRIC_TITLES[row['task'], row['metric']].replace(' (%)', '')}"
+        )
+        bars[label] = (row["mean"], (high - low) / 2)
+    if bars:
+        plot_metric_bars(bars, run_dir / "results.png", ylabel="% (bars: 95 % CI)", title=title)
+    markdown = "\n".join([f"# {title}", "", table, *notes, ""])
+    write_results(run_dir, {"title": title, **summary, **(extra or {})}, markdown)
+    return table
 
 
 def write_emotion_report(

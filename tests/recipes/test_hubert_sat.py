@@ -72,6 +72,7 @@ def ecapa_run(tmp_path_factory):
         "data.max_batch_seconds=6",
         "data.max_duration=1.0",
         "trainer.max_steps=2",
+        "seeds=[0]",
     )
     return run_dir
 
@@ -79,20 +80,32 @@ def ecapa_run(tmp_path_factory):
 def test_results_table_covers_every_upstream_and_task(tiny_run):
     run_dir, stdout = tiny_run
     results = json.loads((run_dir / "results.json").read_text())
-    assert list(results["results"]) == ["fbank", "hubert_frozen", "unispeech_sat_frozen"]
-    for name, outcome in results["results"].items():
-        sid, sv, emotion = (
-            outcome["speaker_identification"],
-            outcome["speaker_verification"],
-            outcome["emotion"],
-        )
-        assert sid["num_speakers"] == 12 and 0.0 <= sid["top1"] <= 1.0
-        assert sv["num_trials"] == 40 and 0.0 <= sv["eer"] <= 1.0 and math.isfinite(sv["min_dcf"])
-        assert len(emotion["folds"]) == 1 and 0.0 <= emotion["ua_mean"] <= 1.0
+    upstreams = ["fbank", "hubert_frozen", "unispeech_sat_frozen"]
+    cells = {(row["upstream"], row["task"], row["metric"]): row for row in results["table"]}
+    for name in upstreams:
+        for task, metric in [
+            ("speaker_id", "accuracy"),
+            ("speaker_verification", "eer"),
+            ("emotion", "accuracy"),
+            ("emotion", "ua"),
+        ]:
+            cell = cells[name, task, metric]
+            low, high = cell["ci95"]
+            assert 0.0 <= low <= cell["mean"] <= high <= 100.0
+        assert cells[name, "speaker_id", "accuracy"]["n_items"] == 24
+        assert cells[name, "speaker_verification", "eer"]["n_items"] == 40
         assert (run_dir / f"tsne_{name}.png").stat().st_size > 1000
-        assert outcome["heads"] == {"speaker_identification": "classifier", "emotion": "classifier"}
-    assert (run_dir / "layer_weights_speaker_unispeech_sat_frozen.png").is_file()
-    assert (run_dir / "layer_weights_emotion_hubert_frozen.png").is_file()
+        # the probe is deterministic: one seed per fixed upstream, one per pre-training run
+        assert cells[name, "emotion", "ua"]["n_seeds"] == 1
+        assert results["heads"][name] == {"speaker_id": "linear_probe", "emotion": "linear_probe"}
+    # every arm against each baseline and against the full model, on the same items
+    pairs = {(delta["a"], delta["b"], delta["task"]) for delta in results["deltas"]}
+    assert ("unispeech_sat_frozen", "fbank", "speaker_id") in pairs
+    assert ("hubert_frozen", "fbank", "emotion") in pairs
+    for delta in results["deltas"]:
+        assert delta["ci95"][0] <= delta["delta"] <= delta["ci95"][1]
+    assert (run_dir / "probe_layers_speaker_id_unispeech_sat_frozen.png").is_file()
+    assert (run_dir / "probe_layers_emotion_hubert_frozen.png").is_file()
     assert (run_dir / "results.png").is_file()
     assert "| upstream | speaker ID top-1 (%) |" in stdout
     assert "| unispeech_sat_frozen |" in (run_dir / "results.md").read_text()
@@ -161,24 +174,28 @@ def test_configs_compose():
 
 
 def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_run):
-    outcome = json.loads((ecapa_run / "results.json").read_text())["results"]["pretrained_frozen"]
-    assert outcome["heads"] == {"speaker_identification": "ecapa", "emotion": "classifier"}
-    sid = outcome["speaker_identification"]
-    assert sid["num_speakers"] == 12 and 0.0 <= sid["top1"] <= 1.0
+    results = json.loads((ecapa_run / "results.json").read_text())
+    assert results["heads"]["pretrained_frozen"] == {"speaker_id": "ecapa", "emotion": "classifier"}
+    sid = results["details"]["pretrained_frozen/speaker_id"]["runs"]
+    assert [run["seed"] for run in sid] == [0]  # seeds=[0] in this run
     # the ECAPA head mixes the 3 hidden states of the 2-layer encoder with learned weights
-    assert len(sid["layer_weights"]) == 3 and abs(sum(sid["layer_weights"]) - 1.0) < 1e-6
-    transfer = ecapa_run / "transfer" / "pretrained_frozen"
+    weights = sid[0]["layer_weights"]
+    assert len(weights) == 3 and abs(sum(weights) - 1.0) < 1e-6
+    transfer = ecapa_run / "transfer"
     speaker_model = torch.load(
-        transfer / "speaker_id" / "checkpoints" / "best.pt", weights_only=True
+        transfer / "speaker_id" / "pretrained_frozen" / "seed0" / "checkpoints" / "best.pt",
+        weights_only=True,
     )["model"]
     assert speaker_model["head.classifier.weight"].shape == (12, 32)  # AAM cosine classifier
     assert any(name.startswith("head.ecapa.") for name in speaker_model)
     emotion_model = torch.load(
-        transfer / "emotion" / "fold_1" / "checkpoints" / "best.pt", weights_only=True
+        transfer / "emotion" / "pretrained_frozen" / "seed0" / "fold_1" / "checkpoints" / "best.pt",
+        weights_only=True,
     )["model"]
     assert not any(name.startswith("head.ecapa.") for name in emotion_model)
-    assert math.isfinite(outcome["speaker_verification"]["eer"])
-    assert (ecapa_run / "layer_weights_speaker_pretrained_frozen.png").is_file()
+    eer = [row for row in results["table"] if row["task"] == "speaker_verification"]
+    assert math.isfinite(eer[0]["mean"])
+    assert (ecapa_run / "layer_weights_speaker_id_pretrained_frozen.png").is_file()
 
 
 def test_wavlm_pretrains_with_the_unispeech_sat_objective(ecapa_run):

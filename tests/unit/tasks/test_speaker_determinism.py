@@ -21,10 +21,10 @@ from speechssl.tasks.speaker_protocol import run_speaker_identification
 from speechssl.train.checkpoint import load_checkpoint
 
 CONFIG = TransferConfig(
-    max_steps=6,
-    eval_every=3,
+    epochs=2,
+    evals_per_epoch=2,
     lr=2e-3,
-    warmup_steps=2,
+    warmup_epochs=0.5,
     data=DataConfig(max_batch_seconds=6.0, max_duration=0.5, num_buckets=2, num_workers=0),
 )
 SPEAKERS = 4  # of the 12 demo speakers: enough classes, a quarter of the audio

@@ -58,7 +58,7 @@ def test_identification_beats_chance_and_verification_separates_speakers(tmp_pat
         _rows(tmp_path, "dev", 1, 1),
         _rows(tmp_path, "test", 2, 2),
     )
-    config = TransferConfig(max_steps=30, eval_every=10, lr=5e-3, warmup_steps=2)
+    config = TransferConfig(epochs=30, lr=5e-3, warmup_epochs=0.5)
     result = run_speaker_identification(
         lambda: FbankUpstream(40),
         train,
@@ -93,7 +93,7 @@ def test_closed_set_and_missing_trial_utterances_are_rejected(tmp_path):
             None,
             stranger,
             ClassifierHeadConfig(),
-            TransferConfig(max_steps=1),
+            TransferConfig(epochs=1),
             tmp_path / "sid",
         )
     with pytest.raises(ValueError, match="no embedding"):

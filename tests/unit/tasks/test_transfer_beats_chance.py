@@ -14,6 +14,10 @@ four seeds measured with this exact budget (``python -m pytest`` on 2 cores, tor
 | speaker top-1 (8.3 %)    | frozen   | 29.2 / 25.0 / 25.0 / 25.0 %   | >= chance + 12   |
 | speaker top-1 (8.3 %)    | finetune | 62.5 / 54.2 / 50.0 / 75.0 %   | >= chance + 30   |
 
+With the epoch budget (30 epochs, frozen heads on cached whole-utterance means) the
+speaker finetune row measured 41.7 / 54.2 % for seeds 0 / 1, so its margin is chance + 25;
+the other rows pass their margins at seed 0.
+
 A random frozen encoder carries less than a trained one, and the head trains on it
 slowly (a pooled vector differs little from utterance to utterance), hence the higher
 learning rate than a real run would use.
@@ -37,12 +41,13 @@ from speechssl.train.config import TrainerConfig
 
 ENCODER = "fbank_transformer_tiny"
 SEED = 0
-# 100 steps of ~16 s of 1 s crops: about 17 epochs of the speaker set, 14 of the emotion one
+# 30 epochs of ~16 s batches of 1 s crops; frozen heads train on whole utterances'
+# cached means (speechssl.tasks.pooled_head)
 BUDGET = TransferConfig(
-    max_steps=100,
+    epochs=30,
+    patience=0,
     lr=2e-2,
-    warmup_steps=5,
-    eval_every=25,
+    warmup_epochs=1.0,
     data=DataConfig(max_batch_seconds=16.0, max_duration=1.0, num_buckets=2, num_workers=0),
     trainer=TrainerConfig(log_every=1000, num_workers=0, tensorboard=False, device="cpu"),
 )
@@ -51,7 +56,7 @@ MARGINS = {
     ("emotion", "frozen"): 0.10,
     ("emotion", "finetune"): 0.20,
     ("speaker", "frozen"): 0.12,
-    ("speaker", "finetune"): 0.30,
+    ("speaker", "finetune"): 0.25,
 }
 
 

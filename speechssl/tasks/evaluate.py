@@ -1,0 +1,142 @@
+"""``speechssl evaluate UPSTREAM --task ... --data ...``: the evaluation suite from the shell.
+
+UPSTREAM is anything ``upstream=`` accepts: ``fbank``, a preset name (random weights,
+one init per seed), a speechssl checkpoint or export, a fairseq/torchaudio file or a
+Hugging Face folder. The task reads ``--data``:
+
+* ``emotion``: an IEMOCAP-layout folder (leave-one-session-out, WA/UA);
+* ``speaker-id``: a VoxCeleb1-layout folder (``iden_split.txt``: train/dev/test, top-1);
+* ``speaker-verification``: a VoxCeleb1-layout folder (``veri_test.txt`` trials, EER);
+* ``classify``: a training set (CSV ``path,label``, JSONL manifest or label folder) with
+  ``--valid`` (or a stratified 10 % of train) and ``--test``.
+
+It prints the table (``mean [95 % CI]`` over seeds and test items) and writes
+``OUT/results.json`` (``"table"``, ``"details"``) and ``OUT/results.md``.
+
+Example:
+    speechssl evaluate fbank --task speaker-id --data /data/VoxCeleb1 --out runs/eval_fbank
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from speechssl.data.compact import Manifest
+from speechssl.data.loaders import DataConfig, load_manifests, prepare_once
+from speechssl.encoders import PRESETS
+from speechssl.heads import ClassifierHeadConfig
+from speechssl.heads.linear_probe import LinearProbeConfig
+from speechssl.tasks.classification import TransferConfig
+from speechssl.tasks.speaker import read_trials
+from speechssl.tasks.suite import Suite, Upstream, summarize, summary_markdown
+from speechssl.tasks.user_data import FinetuneDataConfig, load_upstream, load_user_data
+from speechssl.train.config import TrainerConfig
+
+TASKS = ("emotion", "speaker-id", "speaker-verification", "classify")
+HEADS = ("probe", "mean_pool")
+EMOTION_LABELS = ["neu", "hap", "ang", "sad"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``speechssl evaluate``."""
+    parser.add_argument("upstream", help="fbank, a preset, a checkpoint, an export or HF folder")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument(
+        "--data", required=True, help="corpus folder (or training set for classify)"
+    )
+    parser.add_argument("--valid", help="classify: validation set (default: 10%% of train)")
+    parser.add_argument("--test", help="classify: test set")
+    parser.add_argument("--out", default="runs/evaluate", help="output folder")
+    parser.add_argument(
+        "--head",
+        default="probe",
+        choices=HEADS,
+        help="probe: converged logistic probe (default); mean_pool: SUPERB's trained head",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED")
+    parser.add_argument("--epochs", type=int, default=60, help="mean_pool: most epochs")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    parser.add_argument("--n-mels", type=int, default=80, help="bins of the fbank upstream")
+
+
+def _upstream(args: argparse.Namespace) -> Upstream:
+    spec = str(args.upstream)
+    # a preset is a random init: each seed is a different encoder; anything else is one
+    # fixed encoder, which the deterministic probe needs only once
+    varies = spec in PRESETS or args.head != "probe"
+    seeds = list(args.seeds) if varies else list(args.seeds)[:1]
+    load_upstream(spec, seed=seeds[0], n_mels=args.n_mels)  # a bad upstream fails here, once
+    return Upstream(
+        name=Path(spec).name or spec,
+        build=lambda seed: load_upstream(spec, seed=seed, n_mels=args.n_mels)[0],
+        seeds=seeds,
+    )
+
+
+def _prepared(corpus: str, source: str, out: Path) -> Path:
+    folder = out / "data" / corpus
+    prepare_once(corpus, source, folder)
+    return folder
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``speechssl evaluate``."""
+    if args.epochs < 1 or any(seed < 0 for seed in args.seeds):
+        raise ValueError("--epochs must be >= 1 and --seeds non-negative")
+    if not Path(args.data).exists():
+        raise ValueError(f"--data: no such file or folder: {args.data}")
+    out = Path(args.out)
+    upstream = _upstream(args)
+    head = LinearProbeConfig() if args.head == "probe" else ClassifierHeadConfig()
+    transfer = TransferConfig(
+        epochs=args.epochs,
+        data=DataConfig(max_batch_seconds=40.0, max_duration=15.0, num_workers=0),
+        trainer=TrainerConfig(device=args.device, log_every=100, num_workers=0),
+    )
+    suite = Suite(head, transfer, out, progress=print)
+    if args.task == "emotion":
+        folder = _prepared("iemocap", args.data, out)
+        outcome = suite.emotion(upstream, load_manifests([folder / "all.jsonl"]), EMOTION_LABELS)
+    elif args.task in ("speaker-id", "speaker-verification"):
+        folder = _prepared("voxceleb1", args.data, out)
+        if args.task == "speaker-id":
+            splits = [
+                load_manifests([folder / f"{name}.jsonl"]) for name in ("train", "dev", "test")
+            ]
+            outcome = suite.speaker_identification(upstream, *splits)
+        else:
+            outcome = suite.speaker_verification(
+                upstream,
+                load_manifests([folder / "verification.jsonl"]),
+                read_trials(folder / "trials.txt"),
+            )
+    else:
+        if args.test is None:
+            raise ValueError(
+                "--task classify needs --test (and --valid, or 10% of train is held out)"
+            )
+        data = FinetuneDataConfig(train=args.data, valid=args.valid, test=args.test)
+        user = load_user_data(data, out / "data", seed=args.seeds[0])
+        train, valid, test = (
+            Manifest.from_rows(rows) for rows in (user.train, user.valid, user.test)
+        )
+        outcome = suite.classification(upstream, train, valid, test, user.labels)
+    summary = summarize([outcome])
+    markdown = summary_markdown(summary)
+    out.mkdir(parents=True, exist_ok=True)
+    details = {
+        "task": outcome.task,
+        "upstream": str(args.upstream),
+        "seeds": outcome.seeds,
+        "head": args.head,
+        "seconds": outcome.seconds,
+        "runs": outcome.details,
+    }
+    (out / "results.json").write_text(
+        json.dumps({**summary, "details": details}, indent=2, default=str) + "\n"
+    )
+    (out / "results.md").write_text(markdown)
+    print("\n" + markdown + f"\nresults: {out / 'results.json'}")
+    return 0

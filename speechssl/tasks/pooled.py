@@ -1,0 +1,164 @@
+"""Encode once: per-layer pooled utterance features of a frozen upstream, cached.
+
+A frozen upstream's hidden states depend only on its weights and the audio, so each
+utterance is encoded once per run and every fold, seed, head, probe and verification
+trial list reads the same cached tensor. :class:`FeatureCache` keys entries by the
+upstream's fingerprint (class, weights and buffers, hashed) and the manifest's
+(ids, audio paths, durations) plus the sample rate: a changed weight or row re-encodes.
+
+The cached tensor is ``(N, L + 1, 2, D)``: for each utterance and hidden state (0 is the
+input to the first layer), the mean and standard deviation over its valid frames. The
+linear probe reads mean+std; training-free verification reads the means.
+
+Example:
+    >>> import tempfile
+    >>> from speechssl.data.compact import Manifest
+    >>> from speechssl.encoders.fbank_upstream import FbankUpstream
+    >>> from speechssl.testing import write_tone
+    >>> root = tempfile.mkdtemp()
+    >>> rows = [{"id": f"u{i}", "audio": str(write_tone(f"{root}/u{i}.wav", 0.5, 16000)),
+    ...          "duration": 0.5, "sample_rate": 16000} for i in range(3)]
+    >>> cache = FeatureCache()
+    >>> features = cache.pooled(FbankUpstream(n_mels=40), Manifest.from_rows(rows))
+    >>> features.shape  # (N, L + 1, mean/std, D)
+    torch.Size([3, 1, 2, 40])
+    >>> cache.encoded_utterances
+    3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from speechssl.data.compact import Manifest
+from speechssl.data.loaders import DataConfig, make_loader
+
+__all__ = ["FeatureCache", "encoder_fingerprint", "manifest_fingerprint", "pool_hidden_states"]
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """Hex digest of the encoder's class and every parameter and buffer (names, shapes, values)."""
+    digest = hashlib.sha1(type(encoder).__qualname__.encode())
+    for name, tensor in list(encoder.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()[:16]
+
+
+def manifest_fingerprint(manifest: Manifest) -> str:
+    """Hex digest of the rows' ids, audio paths and durations, in order."""
+    digest = hashlib.sha1()
+    for index in range(len(manifest)):
+        row = manifest.row(index)
+        digest.update(f"{row['id']}\t{row['audio']}\t{row['duration']:.4f}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def pool_hidden_states(hidden_states, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean and std over valid frames of each hidden state.
+
+    Args:
+        hidden_states: ``L + 1`` tensors ``(B, F, D)``.
+        lengths: ``(B,)`` valid frames per row; padding never enters a statistic.
+
+    Returns:
+        ``(B, L + 1, 2, D)`` float32: ``[..., 0, :]`` the mean, ``[..., 1, :]`` the std.
+    """
+    stacked = torch.stack([hidden.float() for hidden in hidden_states], dim=1)  # (B, L+1, F, D)
+    frames = torch.arange(stacked.shape[2], device=stacked.device)
+    # (B, F) -> (B, 1, F, 1): broadcasts over layers and channels
+    valid = (frames[None, :] < lengths[:, None])[:, None, :, None].to(stacked.dtype)
+    count = valid.sum(dim=2).clamp(min=1)  # (B, 1, 1)
+    mean = (stacked * valid).sum(dim=2) / count  # (B, L+1, D)
+    variance = (((stacked - mean[:, :, None, :]) * valid) ** 2).sum(dim=2) / count
+    return torch.stack([mean, variance.clamp(min=0).sqrt()], dim=2)  # (B, L+1, 2, D)
+
+
+class FeatureCache:
+    """Per-layer pooled features of frozen upstreams, computed once per (upstream, manifest).
+
+    Args:
+        directory: also keep entries on disk here (``<key>.pt``), so a resumed run or a
+            second recipe stage reuses them; ``None`` keeps them in memory only.
+        data_config: batching of the encoding pass (whole utterances, no crop).
+        device: where the encoder runs.
+
+    ``encoded_utterances`` counts the utterances actually passed through an encoder (a
+    second request for the same upstream and manifest adds nothing).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        data_config: DataConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.directory = None if directory is None else Path(directory)
+        self.data_config = data_config or DataConfig(max_batch_seconds=40.0, num_workers=0)
+        self.device = torch.device(device)
+        self.encoded_utterances = 0
+        self._entries: dict[str, torch.Tensor] = {}
+
+    def key(self, encoder: nn.Module, manifest: Manifest) -> str:
+        rate = self.data_config.sample_rate
+        return f"{encoder_fingerprint(encoder)}-{manifest_fingerprint(manifest)}-{rate}"
+
+    def pooled(self, encoder: nn.Module, manifest: Manifest) -> torch.Tensor:
+        """``(N, L + 1, 2, D)`` float32 features of ``manifest`` in manifest order."""
+        key = self.key(encoder, manifest)
+        if key in self._entries:
+            return self._entries[key]
+        path = None if self.directory is None else self.directory / f"{key}.pt"
+        if path is not None and path.is_file():
+            try:
+                features = torch.load(path, map_location="cpu", weights_only=True)
+                if isinstance(features, torch.Tensor) and features.shape[0] == len(manifest):
+                    self._entries[key] = features
+                    return features
+            except (OSError, RuntimeError, EOFError):
+                pass  # an unreadable cache entry is recomputed and rewritten
+        features = self._encode(encoder, manifest)
+        self._entries[key] = features
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".tmp{id(self)}")
+            torch.save(features, temporary)
+            temporary.replace(path)
+        return features
+
+    @torch.no_grad()
+    def _encode(self, encoder: nn.Module, manifest: Manifest) -> torch.Tensor:
+        was_training = encoder.training
+        encoder.eval().to(self.device)
+        loader = make_loader(
+            manifest,
+            dataclasses.replace(self.data_config, num_workers=0, max_duration=None),
+            train=False,
+        )
+        pooled, indices = [], []
+        try:
+            for batch in loader:
+                if len(batch) == 0:
+                    continue
+                batch = batch.to(self.device)
+                output = encoder(batch.wav, batch.lengths)
+                pooled.append(pool_hidden_states(output.hidden_states, output.lengths).cpu())
+                indices.append(batch.indices.cpu())
+                self.encoded_utterances += len(batch)
+        finally:
+            encoder.train(was_training)
+        if not pooled:
+            raise ValueError("no utterance of the manifest could be read")
+        indices = torch.cat(indices)
+        if len(indices) != len(manifest):
+            raise ValueError(
+                f"{len(manifest) - len(indices)} of {len(manifest)} utterances could not be read"
+            )
+        return torch.cat(pooled)[torch.argsort(indices)]
