@@ -1,7 +1,7 @@
 """recipes/finetune with public upstream formats, end to end: ``upstream=<file or folder>``
 for a torchaudio ``Wav2Vec2Model`` state dict, a fairseq HuBERT checkpoint, a Hugging
-Face ``HubertModel`` directory and a unilm WavLM checkpoint, each built offline at random init and small, saved the way
-users get them. Every run learns three tones well above chance (1/3), records the upstream
+Face ``HubertModel`` directory and a unilm WavLM checkpoint, each built offline at random
+init and small, saved the way users get them. Every run learns three tones well above chance (1/3), records the upstream
 kind, and really uses the file's weights (kept in frozen mode, trained in finetune mode).
 Bad upstreams end with exit code 1 and one stderr line.
 
