@@ -21,6 +21,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+from sklearn.metrics import classification_report
 
 from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.compact import Manifest
@@ -28,7 +29,10 @@ from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
 from speechssl.heads.config import ClassifierHeadConfig
 from speechssl.recipe_errors import exit_on_bad_input
+from speechssl.stats import bootstrap_metric
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
+from speechssl.tasks.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
+from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.predict import write_model_file
 from speechssl.tasks.report import write_results
 from speechssl.tasks.user_data import (
@@ -68,27 +72,35 @@ def demo_csvs(cfg: DictConfig, run_dir: Path) -> dict[str, str]:
 
 
 def transfer_config(cfg: DictConfig, data: FinetuneDataConfig) -> TransferConfig:
-    """The downstream budget: ``transfer`` capped by ``trainer.max_steps``, batching from ``data``."""
+    """The budget: ``transfer`` (``transfer.epochs`` is the one knob), batching from ``data``,
+    engine settings (device, precision, threads) from ``trainer``."""
     transfer = to_dataclass(cfg.transfer, TransferConfig)
     trainer = to_dataclass(cfg.trainer, TrainerConfig)
     batching = {field.name: getattr(data, field.name) for field in dataclasses.fields(DataConfig)}
-    return dataclasses.replace(
-        transfer,
-        max_steps=min(transfer.max_steps, trainer.max_steps or transfer.max_steps),
-        eval_every=min(transfer.eval_every, trainer.max_steps or transfer.eval_every),
-        data=DataConfig(**batching),
-        trainer=trainer,
+    return dataclasses.replace(transfer, data=DataConfig(**batching), trainer=trainer)
+
+
+def budget_line(report: dict) -> str:
+    """One sentence on how far training went (and a warning when it was still improving)."""
+    line = (
+        f"Trained {report['epochs']:g} of at most {report['max_epochs']} epochs "
+        f"({report['steps']} steps); best valid accuracy at epoch {report['best_epoch']}; "
+        f"stopped on the {'dev plateau' if report['stop'] == 'plateau' else 'epoch cap'}."
     )
+    if report["still_improving"]:
+        line += " Valid accuracy was still rising: raise transfer.epochs."
+    return line
 
 
 def evaluate(model, rows: list[dict], labels: list[str], config: TransferConfig) -> dict:
     """Accuracy, UA, per-class precision/recall/F1 and per-file predictions of ``rows``."""
-    from sklearn.metrics import classification_report
-
-    from speechssl.tasks.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
-
     predictions = predict(model, Manifest.from_rows(rows), config, labels=labels)
     y_true, y_pred = predictions.y_true.numpy(), predictions.y_pred.numpy()
+    # one fine-tuning run: the interval is the test set's (bootstrap over its utterances)
+    intervals = {
+        name: bootstrap_metric(metric, y_true, [y_pred]).as_dict(scale=1.0)["ci95"]
+        for name, metric in (("accuracy", weighted_accuracy), ("ua", unweighted_accuracy))
+    }
     indices = list(range(len(labels)))
     report = classification_report(
         y_true, y_pred, labels=indices, target_names=labels, output_dict=True, zero_division=0
@@ -108,7 +120,9 @@ def evaluate(model, rows: list[dict], labels: list[str], config: TransferConfig)
     ]
     return {
         "accuracy": weighted_accuracy(y_true, y_pred),
+        "accuracy_ci95": intervals["accuracy"],
         "unweighted_accuracy": unweighted_accuracy(y_true, y_pred),
+        "unweighted_accuracy_ci95": intervals["ua"],
         "per_class": {label: report[label] for label in labels},
         "num_utterances": len(rows),
         "confusion_matrix": confusion_matrix(y_true, y_pred, len(labels)).tolist(),
@@ -119,8 +133,6 @@ def evaluate(model, rows: list[dict], labels: list[str], config: TransferConfig)
 
 def write_outputs(run_dir: Path, summary: dict, scores: dict[str, dict], labels: list[str]) -> str:
     """results.json/.md, confusion_matrix.png, classification_report.txt, predictions.csv."""
-    from speechssl.tasks.plots import plot_confusion_matrix
-
     eval_name = "test" if "test" in scores else "valid"
     main = scores[eval_name]
     plot_confusion_matrix(
@@ -161,17 +173,25 @@ def write_outputs(run_dir: Path, summary: dict, scores: dict[str, dict], labels:
             for name, score in scores.items()
         },
     }
-    rows = ["| set | utterances | accuracy (%) | UA (%) |", "| --- | ---: | ---: | ---: |"]
+    rows = [
+        "| set | utterances | accuracy (%) [95 % CI] | UA (%) [95 % CI] |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+
+    def cell(score: dict, key: str) -> str:
+        low, high = score[f"{key}_ci95"]
+        return f"{100 * score[key]:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
     for name, score in scores.items():
         rows.append(
-            f"| {name} | {score['num_utterances']} | {100 * score['accuracy']:.1f} | "
-            f"{100 * score['unweighted_accuracy']:.1f} |"
+            f"| {name} | {score['num_utterances']} | {cell(score, 'accuracy')} | "
+            f"{cell(score, 'unweighted_accuracy')} |"
         )
     table = "\n".join(rows)
     markdown = (
         f"# Fine-tuning: {summary['upstream']} ({summary['upstream_kind']}, head {summary['head_mode']})\n\n"
         f"Classes: {', '.join(labels)}. Train {summary['num_train']} utterances, valid "
-        f"{summary['num_valid']} ({summary['valid_source']}), {summary['steps']} steps.\n\n"
+        f"{summary['num_valid']} ({summary['valid_source']}). {summary['budget_line']}\n\n"
         f"{table}\n\n## Per class ({eval_name})\n\n```\n{main['report_text']}```\n\n"
         "![confusion matrix](confusion_matrix.png)\n"
     )
@@ -195,7 +215,8 @@ def finetune(cfg: DictConfig) -> str:
         f"{len(user.train)} train / {len(user.valid)} valid / {len(user.test)} test utterances, "
         f"classes {user.labels}; upstream {cfg.upstream} ({upstream_kind}, "
         f"{sum(p.numel() for p in encoder.parameters()):,} parameters), head {head.mode}, "
-        f"{config.max_steps} steps"
+        f"at most {config.epochs} epochs (stops after {config.patience} without a better "
+        "valid accuracy)"
     )
     trained = train_classifier(
         encoder,
@@ -231,7 +252,8 @@ def finetune(cfg: DictConfig) -> str:
         "num_valid": len(user.valid),
         "num_test": len(user.test),
         "valid_source": user.valid_source,
-        "steps": int(trained.result.get("step", config.max_steps)),
+        "training": trained.result["training"],
+        "budget_line": budget_line(trained.result["training"]),
         "best_valid_accuracy": trained.best_valid_accuracy,
         "checkpoint": str(checkpoint),
     }

@@ -27,11 +27,13 @@ from speechssl.config import CONF_DIR, register_configs, to_container
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
 from speechssl.heads.config import ClassifierHeadConfig
+from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
 from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
-from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig, upstream_factory
-from speechssl.tasks.emotion import run_emotion_loso
-from speechssl.tasks.report import write_emotion_report
+from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
+from speechssl.tasks.plots import plot_confusion_matrix
+from speechssl.tasks.report import plot_layer_usage, write_summary_report
+from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
 from speechssl.train import distributed
 from speechssl.train.config import TrainerConfig, to_dataclass
 from speechssl.train.pretrain import pretrain_on_manifests
@@ -79,42 +81,67 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
 
 
 def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
+    """Leave-one-session-out emotion for every upstream and seed; the summary with CIs."""
     source = cfg.emotion
     data_dir = run_dir / "data" / source.corpus
     prepare_once(source.corpus, source.src, data_dir)
     manifest = load_manifests([data_dir / "all.jsonl"])
-    transfer_config = to_dataclass(cfg.transfer, TransferConfig)
+    config = to_dataclass(cfg.transfer, TransferConfig)
     trainer = to_dataclass(cfg.trainer, TrainerConfig)
-    # trainer.max_steps also caps each downstream run (debug=tiny shrinks everything)
-    transfer_config = dataclasses.replace(
-        transfer_config,
-        max_steps=min(transfer_config.max_steps, trainer.max_steps or transfer_config.max_steps),
-        trainer=dataclasses.replace(trainer, log_every=min(trainer.log_every, 10)),
+    config = dataclasses.replace(
+        config, trainer=dataclasses.replace(trainer, log_every=min(trainer.log_every, 10))
     )
-    head = to_dataclass(cfg.head, ClassifierHeadConfig)
-    outcomes = {}
-    for mode in source.modes:
-        make_encoder, head_mode = upstream_factory(
-            mode, to_container(cfg.encoder), checkpoint, n_mels=cfg.encoder.n_mels, seed=cfg.seed
+    schema = LinearProbeConfig if cfg.head.kind == "linear_probe" else ClassifierHeadConfig
+    head = to_dataclass(cfg.head, schema)
+    suite = Suite(head, config, run_dir / "transfer", progress=print)
+    upstreams = transfer_upstreams(
+        list(source.modes),
+        to_container(cfg.encoder),
+        {"pretrained": [checkpoint]},
+        list(cfg.seeds),
+        deterministic_head=isinstance(head, LinearProbeConfig),
+        n_mels=cfg.encoder.n_mels,
+    )
+    outcomes = []
+    for upstream in upstreams:
+        print(
+            f"\n== {upstream.name}: {TRANSFER_MODES[upstream.name]} (seeds {list(upstream.seeds)})"
         )
-        print(f"\n== {mode}: {TRANSFER_MODES[mode]}")
-        # train_classifier seeds each head itself; seeding the global RNG here too keeps
-        # anything else a row draws from it independent of what ran before (pre-training,
-        # resumed or not, the rows above)
-        torch.manual_seed(cfg.seed)
-        outcomes[mode] = run_emotion_loso(
-            make_encoder,
-            manifest,
-            list(source.labels),
-            dataclasses.replace(head, mode=head_mode),
-            transfer_config,
-            run_dir / "transfer" / mode,
-            validation=source.validation,
-            max_folds=source.max_folds,
-            seed=cfg.seed,
-            progress=print,
+        outcomes.append(
+            suite.emotion(
+                upstream,
+                manifest,
+                list(source.labels),
+                validation=source.validation,
+                max_folds=source.max_folds,
+            )
         )
-    return outcomes
+    names = [upstream.name for upstream in upstreams]
+    comparisons = [
+        (name, baseline)
+        for name in names
+        if name.startswith("pretrained")
+        for baseline in ("random_frozen", "fbank")
+        if baseline in names
+    ]
+    plot_layer_usage(run_dir, outcomes)
+    summary = summarize(outcomes, comparisons)
+    summary["emotion"] = {}
+    for outcome in outcomes:
+        first = outcome.details[0]["loso"]  # the first seed's folds and confusion matrix
+        plot_confusion_matrix(
+            first["confusion"],
+            first["labels"],
+            run_dir / f"confusion_{outcome.upstream}.png",
+            title=f"{outcome.upstream} (seed {outcome.seeds[0]})",
+        )
+        summary["emotion"][outcome.upstream] = {
+            "seeds": outcome.seeds,
+            "head": suite.head_for(upstreams[names.index(outcome.upstream)], "emotion").kind,
+            "runs": outcome.details,
+            "seconds": outcome.seconds,
+        }
+    return summary
 
 
 def run(cfg: DictConfig) -> None:
@@ -138,12 +165,21 @@ def run(cfg: DictConfig) -> None:
     checkpoint, pretrain_result = pretrain(cfg, run_dir)
     if not distributed.continue_on_main_only():
         return  # the emotion folds and the report are rank 0's
-    outcomes = transfer(cfg, run_dir, checkpoint)
-    table = write_emotion_report(
+    summary = transfer(cfg, run_dir, checkpoint)
+    heads = ", ".join(f"{name}: {entry['head']}" for name, entry in summary["emotion"].items())
+    table = write_summary_report(
         run_dir,
-        title="Transformer predictive coding -> emotion recognition (leave-one-session-out)",
-        outcomes=outcomes,
-        descriptions=TRANSFER_MODES,
+        "Transformer predictive coding -> emotion recognition (leave-one-session-out)",
+        summary,
+        notes=[
+            (
+                "Each cell: mean over seeds with a 95 % bootstrap CI over seeds and utterances "
+                "(each predicted by the fold that held its session out). Deltas: paired "
+                "bootstrap over the same utterances; a gain is claimed only where the CI "
+                "excludes 0."
+            ),
+            f"Heads: {heads}.",
+        ],
         extra={"pretrain": {"checkpoint": str(checkpoint), **pretrain_result}},
     )
     print("\n" + table)

@@ -48,7 +48,7 @@ from speechssl.tasks.pooled_head import (
     pools_linearly,
 )
 from speechssl.train import Trainer
-from speechssl.train.checkpoint import load_checkpoint
+from speechssl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from speechssl.train.config import EarlyStoppingConfig, OptimConfig, ParamGroupConfig, TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -110,10 +110,15 @@ class TransferConfig:
 
 
 class TrainedClassifier(NamedTuple):
+    """The trained ``model`` (best dev weights restored), its run folder, best dev accuracy,
+    the Trainer's result (with ``"training"``) and ``checkpoint``: the file holding the
+    returned model's whole state (``{"model": state_dict}``), for export and prediction."""
+
     model: nn.Module
     run_dir: Path
     best_valid_accuracy: float | None
     result: dict
+    checkpoint: Path | None = None
 
 
 class Predictions(NamedTuple):
@@ -302,6 +307,15 @@ def train_classifier(
         trained.load_state_dict(state["model"])  # the pooled model shares model.head
         best = state.get("trainer", {}).get("best_value")
     model.eval()
+    checkpoint = best_path if best is not None else latest_checkpoint(best_path.parent)
+    if trained is not model:
+        # the Trainer saved the head alone: keep the whole model (encoder + head) beside it
+        checkpoint = save_checkpoint(
+            {"model": model.state_dict(), "step": result.get("step", 0)},
+            best_path.parent,
+            step=0,
+            name="model.pt",
+        )
     report = training_report(result, budget, config)
     logger.info(
         "%s: %.1f epochs (%d steps), best dev accuracy %s at epoch %s, stopped on the %s",
@@ -320,7 +334,7 @@ def train_classifier(
             config.epochs,
             report["best_step"],
         )
-    return TrainedClassifier(model, Path(run_dir), best, {**result, "training": report})
+    return TrainedClassifier(model, Path(run_dir), best, {**result, "training": report}, checkpoint)
 
 
 @torch.no_grad()

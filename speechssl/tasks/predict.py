@@ -54,20 +54,15 @@ def write_model_file(
 ) -> Path:
     """Write ``run_dir/model.json`` for :func:`load_run`; returns the checkpoint path.
 
-    ``trained`` is :class:`speechssl.tasks.classification.TrainedClassifier`; its best
-    checkpoint is used, else the last one (a run without validation).
+    ``trained`` is :class:`speechssl.tasks.classification.TrainedClassifier`; its
+    ``checkpoint`` (the returned model's weights: best on dev, else the last) is used.
     """
     import dataclasses
 
-    from speechssl.train.checkpoint import latest_checkpoint
-
     run_dir = Path(run_dir)
-    folder = Path(trained.run_dir) / "checkpoints"
-    checkpoint = folder / "best.pt"
-    if not checkpoint.is_file():
-        checkpoint = latest_checkpoint(folder)
-    if checkpoint is None:
-        raise ValueError(f"no checkpoint found in {folder}")
+    checkpoint = trained.checkpoint
+    if checkpoint is None or not Path(checkpoint).is_file():
+        raise ValueError(f"no checkpoint found in {Path(trained.run_dir) / 'checkpoints'}")
     encoder = trained.model.encoder
     info = {
         "labels": list(labels),

@@ -51,7 +51,7 @@ def tiny_run(corpus, tmp_path_factory):
         sys.executable,
         str(RECIPE),
         *SMALL,
-        "trainer.max_steps=30",
+        "transfer.epochs=30",
         "transfer.lr=5e-3",
         f"data.train={sets['train']}",
         f"data.test={sets['test']}",

@@ -40,7 +40,7 @@ FREQUENCIES = {"low": 250.0, "mid": 1000.0, "high": 3500.0}
 # 0.92, fairseq finetune 0.92, Hugging Face frozen 1.00 and finetune 1.00; chance is 1/3
 RUN = [
     "debug=tiny",
-    "trainer.max_steps=30",
+    "transfer.epochs=30",
     "transfer.lr=2e-2",
     "head.projector_dim=32",
     "data.num_buckets=1",
@@ -82,10 +82,12 @@ def restore_threads():
 
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory):
-    """``train.csv`` (8 tones per class) and ``test.csv`` (4 per class), absolute paths."""
+    """``train.csv`` (8 tones per class), ``valid.csv`` and ``test.csv`` (4 per class),
+    absolute paths: a dev set of one tone per class (10 % of train) would choose the
+    checkpoint of every run by chance."""
     root = tmp_path_factory.mktemp("tones")
     sets = {}
-    for name, count in (("train", 8), ("test", 4)):
+    for name, count in (("train", 8), ("valid", 4), ("test", 4)):
         rows = []
         for label, frequency in FREQUENCIES.items():
             for index in range(count):
@@ -226,6 +228,7 @@ def test_public_upstream_runs_the_recipe(
     overrides = [
         *RUN,
         f"data.train={tones['train']}",
+        f"data.valid={tones['valid']}",
         f"data.test={tones['test']}",
         f"upstream={upstreams[kind]}",
         f"head.mode={mode}",
@@ -261,6 +264,7 @@ def test_fbank_upstream_in_finetune_mode_trains_the_head(tones, recipe_main, tmp
         *RUN,
         "fbank_n_mels=40",
         f"data.train={tones['train']}",
+        f"data.valid={tones['valid']}",
         f"data.test={tones['test']}",
         "upstream=fbank",
         "head.mode=finetune",

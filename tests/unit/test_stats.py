@@ -1,5 +1,7 @@
 """Confidence intervals: coverage of a known difference, shrinking with n, exact zeros."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,7 @@ def test_intervals_shrink_as_the_test_set_grows():
         delta = paired_bootstrap_delta(accuracy, y_true, [a], [b], num_resamples=500)
         cell = bootstrap_metric(accuracy, y_true, [a], num_resamples=500)
         widths.append((delta.high - delta.low, cell.high - cell.low))
-    for (delta_small, cell_small), (delta_large, cell_large) in zip(widths, widths[1:]):
+    for (delta_small, cell_small), (delta_large, cell_large) in itertools.pairwise(widths):
         # four times the items: about half the width
         assert delta_large < 0.7 * delta_small
         assert cell_large < 0.7 * cell_small

@@ -11,6 +11,7 @@ from speechssl.heads import (
     ClassifierHeadConfig,
     EcapaHeadConfig,
     FbankUpstream,
+    LinearProbeConfig,
     build_transfer_model,
 )
 
@@ -37,7 +38,11 @@ def test_head_configs_compose_and_build(name, kind, pooling):
 
 def test_config_schemas_and_bad_values():
     assert CONFIG_SCHEMAS == {
-        "head": {"classifier": ClassifierHeadConfig, "ecapa": EcapaHeadConfig}
+        "head": {
+            "classifier": ClassifierHeadConfig,
+            "ecapa": EcapaHeadConfig,
+            "linear_probe": LinearProbeConfig,
+        }
     }
     with pytest.raises(ValueError, match="cannot compose"):
         compose(overrides=["+head=mean_pool", "head.projector_dim=wide"])

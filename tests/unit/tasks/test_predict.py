@@ -28,7 +28,9 @@ def saved_run(tmp_path):
         {"model": model.state_dict(), "step": 1}, tmp_path / "train" / "checkpoints" / "best.pt"
     )
     data = DataConfig(max_batch_seconds=4.0, num_workers=0)
-    trained = TrainedClassifier(model, tmp_path / "train", 0.5, {})
+    trained = TrainedClassifier(
+        model, tmp_path / "train", 0.5, {}, tmp_path / "train" / "checkpoints" / "best.pt"
+    )
     write_model_file(
         tmp_path,
         trained,
