@@ -60,7 +60,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
@@ -71,29 +70,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from speechssl.safe_io import atomic_write, load_torch_file, save_torch_atomic
+
 __all__ = ["KMeans", "LabelReport", "kmeans_plusplus"]
 
 logger = logging.getLogger(__name__)
-
-
-def _temporary_name(path: str) -> str:
-    """A hidden name beside ``path``, unique to this process (pid), for write-then-rename:
-    two processes writing the same file never share a temporary file, and a reader never
-    sees a partial file (the last complete rename wins)."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp{os.getpid()}")
-
-
-@contextlib.contextmanager
-def _replaced_on_success(temporary: str, path: str):
-    """Rename ``temporary`` over ``path`` when the block succeeds; delete it when it fails."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-    os.replace(temporary, path)
 
 
 _FILE_FORMAT = "speechssl.kmeans"
@@ -658,14 +639,9 @@ class KMeans:
         rows = list(read_jsonl(manifest_path))
         device = _resolve_device(feature_device) if feature_device is not None else self.device
         out_path = os.fspath(out_path)
-        os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
-        temporary = _temporary_name(out_path)
         skipped: list[dict] = []
         num_frames = 0
-        with (
-            _replaced_on_success(temporary, out_path),
-            open(temporary, "w", encoding="utf-8") as file,
-        ):
+        with atomic_write(out_path) as file:
             for row in tqdm(rows, desc="k-means labels", unit="utt", disable=not progress):
                 try:
                     wav = audio.load(row["audio"], sample_rate=sample_rate)
@@ -715,8 +691,6 @@ class KMeans:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write centers, config, inertia and fingerprint with ``torch.save`` (plain tensors/dicts)."""
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         state = {
             "format": _FILE_FORMAT,
             "version": _FILE_VERSION,
@@ -726,9 +700,7 @@ class KMeans:
             "n_iter": self.n_iter_,
             "fingerprint": self.fingerprint,
         }
-        temporary = _temporary_name(path)
-        with _replaced_on_success(temporary, path):
-            torch.save(state, temporary)
+        save_torch_atomic(state, path, durable=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> KMeans:
@@ -740,12 +712,7 @@ class KMeans:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(f"k-means file not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError...)
-            raise ValueError(
-                f"{path}: not a readable k-means file (truncated or corrupt: {error})"
-            ) from None
+        state = load_torch_file(path, "k-means file")
         if not isinstance(state, dict) or state.get("format") != _FILE_FORMAT:
             raise ValueError(f"{path}: not a speechssl k-means file")
         centers = state.get("centers")

@@ -39,6 +39,7 @@ from .encoders.checkpoint_files import read_checkpoint
 from .encoders.fbank_upstream import FbankUpstream
 from .encoders.wav2vec2 import convert as wav2vec2_convert
 from .encoders.wavlm import convert as wavlm_convert
+from .safe_io import load_state_strict, short_reason
 
 __all__ = [
     "CONFIG_NAME",
@@ -184,7 +185,7 @@ def _open_training_checkpoint(path: Path, checkpoint: dict) -> Encoder:
     state = checkpoint.get("model")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: the checkpoint has no 'model' state dict")  # noqa: TRY004 - bad data, not a bad call
-    encoder = build_encoder({"family": spec["family"], "config": spec.get("config", {})})
+    encoder = _build(spec, path)
     load_state(encoder, state, prefix=spec.get("prefix", ""), source=str(path))
     return encoder
 
@@ -204,9 +205,20 @@ def _open_export(directory: Path, spec: dict, weights_path: Path | None = None) 
         raise ValueError(
             f"{weights_path}: truncated or corrupt safetensors file ({error})"
         ) from None
-    encoder = build_encoder({"family": spec["family"], "config": spec.get("config", {})})
+    encoder = _build(spec, directory / CONFIG_NAME)
     load_state(encoder, state, source=str(weights_path))
     return encoder
+
+
+def _build(spec: dict, source: Path) -> Encoder:
+    try:
+        return build_encoder({"family": spec["family"], "config": spec.get("config", {})})
+    except (TypeError, KeyError, RuntimeError) as error:
+        # a damaged or hand-edited config: unknown keys, values of the wrong type, or sizes
+        # torch cannot allocate (RuntimeError from a layer's constructor)
+        raise ValueError(
+            f"{source}: the {spec['family']!r} encoder config is not usable ({short_reason(error)})"
+        ) from None
 
 
 def _read_json(path: Path) -> dict:
@@ -225,26 +237,7 @@ def load_state(
     encoder: Encoder, state: dict[str, Tensor], prefix: str = "", source: str = ""
 ) -> None:
     """Load the ``prefix``-ed entries of ``state`` into ``encoder``, strictly."""
-    own = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(own))
-    if missing:
-        shown = ", ".join(missing[:8]) + (
-            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        )
-        raise ValueError(f"{source}: weights missing for the {encoder.family} encoder: {shown}")
-    unexpected = sorted(set(own) - set(expected))
-    if unexpected:
-        raise ValueError(
-            f"{source}: unexpected weights for the {encoder.family} encoder: {unexpected[:8]}"
-        )
-    for key, value in own.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f"{source}: {key} has shape {tuple(value.shape)}, the config expects "
-                f"{tuple(expected[key].shape)}"
-            )
-    encoder.load_state_dict(own, strict=True)
+    load_state_strict(encoder, state, source, prefix, name=f"{encoder.family} encoder")
 
 
 def save_encoder(encoder: Encoder, out_dir: str | os.PathLike) -> Path:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -46,11 +45,11 @@ from speechssl.data.frame_labels import (
 from speechssl.data.loaders import DataConfig, load_manifests, prepare_once
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.encoders import build_encoder
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.heads.config import ClassifierHeadConfig, EcapaHeadConfig
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
 from speechssl.objectives import HubertPretrainModel, MaskedPredictionConfig
-from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.classification import TransferConfig
 from speechssl.tasks.plots import plot_tsne
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
@@ -486,9 +485,10 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="hubert_sat", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # bad corpus paths, layouts, audio or options: one line and exit code 1
-    exit_on_bad_input("hubert_sat", run, cfg)
+    # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
+    # code 1; a second run on the same run_dir stops at its lock
+    run_recipe("hubert_sat", run, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("hubert_sat", main)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from speechssl.safe_io import atomic_write
+
 __all__ = ["ProgressWriter", "read_metrics", "truncate_metrics"]
 
 logger = logging.getLogger("speechssl.train")
@@ -49,10 +51,8 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> None:
     steps that the resumed run logs again)."""
     path = Path(path)
     rows = [row for row in read_metrics(path) if row.get("step", 0) <= last_step]
-    temporary = path.with_suffix(".jsonl.tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
+    with atomic_write(path) as file:
         file.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(temporary, path)
 
 
 class ProgressWriter:

@@ -12,10 +12,12 @@ import json
 import os
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torchaudio.models.wav2vec2.utils import import_huggingface_model
 
 from speechssl.encoders.checkpoint_files import read_checkpoint
+from speechssl.safe_io import check_state_fits, short_reason
 
 from ..model import Wav2Vec2Encoder
 from .torchaudio_format import from_torchaudio, speechssl_to_torchaudio_key
@@ -53,32 +55,52 @@ def load_local_transformers_model(directory: str | os.PathLike):
     """Build a ``transformers`` base model from a local folder without any hub call.
 
     Weights saved from a task model (e.g. ``HubertForCTC``) carry the base model's prefix
-    (``hubert.``); it is stripped so the base model loads them.
+    (``hubert.``); it is stripped so the base model loads them. A damaged folder (bad
+    JSON, unusable config, truncated or poisoned weights, wrong shapes) is one line.
     """
-    # transformers is optional (dev extras): imported only when a folder is converted
+    # transformers is optional (dev extras): imported only when a folder is converted;
+    # huggingface_hub comes with it
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModel
 
     directory = Path(directory)
-    if not (directory / "config.json").is_file():
+    config_path = directory / "config.json"
+    if not config_path.is_file():
         raise FileNotFoundError(
             f"no transformers model directory at {directory} (config.json missing)"
         )
     try:
-        values = json.loads((directory / "config.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{directory / 'config.json'}: not valid JSON ({error})") from None
-    model_type = values.pop("model_type", None)
-    if model_type is None:
-        raise ValueError(f"{directory / 'config.json'} has no model_type")
-    model = AutoModel.from_config(AutoConfig.for_model(model_type, **values))
+        values = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_path}: not valid JSON ({short_reason(error)})") from None
+    model_type = values.pop("model_type", None) if isinstance(values, dict) else None
+    if not isinstance(model_type, str):
+        raise ValueError(f"{config_path} has no model_type")  # noqa: TRY004 - bad data, not a bad call
+    try:
+        model = AutoModel.from_config(AutoConfig.for_model(model_type, **values))
+    except (TypeError, ValueError, KeyError, AttributeError, StrictDataclassError) as error:
+        # transformers builds the model from the user's config.json: missing keys or values
+        # of the wrong type surface as any of these, from deep inside the model's __init__
+        raise ValueError(
+            f"{config_path}: not a usable {model_type} config ({short_reason(error)})"
+        ) from None
     if (directory / "model.safetensors").is_file():
-        state = load_file(str(directory / "model.safetensors"))
+        try:
+            state = load_file(str(directory / "model.safetensors"))
+        except SafetensorError as error:
+            raise ValueError(
+                f"{directory / 'model.safetensors'}: truncated or corrupt safetensors file "
+                f"({short_reason(error)})"
+            ) from None
     elif (directory / "pytorch_model.bin").is_file():
         state = read_checkpoint(directory / "pytorch_model.bin")
     else:
         raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {directory}")
+    if not isinstance(state, dict):
+        raise ValueError(f"{directory}: the weights file holds no state dict")  # noqa: TRY004 - bad data
     prefix = f"{model.base_model_prefix}."
-    state = {key.removeprefix(prefix): value for key, value in state.items()}
+    state = {str(key).removeprefix(prefix): value for key, value in state.items()}
+    check_state_fits(model, state, str(directory), strict=False)
     missing, _ = model.load_state_dict(state, strict=False)
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
