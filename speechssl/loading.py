@@ -121,8 +121,8 @@ def open_encoder(
 def _open_path(path: Path) -> tuple[Encoder, str]:
     if not path.exists():
         raise FileNotFoundError(
-            f"{path}: no such file or folder, and not 'fbank' or a preset "
-            f"({', '.join(sorted(PRESETS))})"
+            f"{path}: no such file or folder, and not 'fbank' or a preset name "
+            "(speechssl.encoders.PRESETS)"
         )
     if path.is_dir():
         values = _read_json(path / CONFIG_NAME)

@@ -380,5 +380,9 @@ def load_upstream(spec: str, seed: int = 0, n_mels: int = 80):
     try:
         encoder, kind = open_encoder(spec, seed=seed, n_mels=n_mels)
     except (ValueError, FileNotFoundError) as error:
-        raise ValueError(f"upstream={spec}: {' '.join(str(error).split())}") from None
+        message = " ".join(str(error).split())
+        # the door's messages start with the path, which upstream= already names
+        path = str(Path(str(spec).strip()).expanduser())
+        message = message.removeprefix(f"{path}: ")
+        raise ValueError(f"upstream={spec}: {message}") from None
     return encoder, kind
