@@ -1,6 +1,6 @@
 """Our wav2vec 2.0 / HuBERT encoder vs torchaudio's, forward + backward, same weights.
 
-Both models hold identical weights (``speechssl.interop.to_torchaudio``), run in training
+Both models hold identical weights (``speechssl.encoders.wav2vec2.convert.to_torchaudio``), run in training
 mode on the same batch with layer drop off, interleaved repeat by repeat; the table gives
 median step times, their ratio, and the peak memory a step adds (CPU: the child process's
 peak RSS increase; GPU: ``torch.cuda.max_memory_allocated``). On a GPU with ``--dtype
@@ -28,7 +28,7 @@ import torch
 from common import interleave, load_average, markdown_table, peak_bf16_flops
 
 from speechssl.encoders import build_encoder
-from speechssl.interop import to_torchaudio
+from speechssl.encoders.wav2vec2.convert import to_torchaudio
 
 PRESET = {"tiny": "hubert_tiny", "base": "hubert_base", "large": "hubert_large"}
 

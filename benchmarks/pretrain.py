@@ -1,7 +1,7 @@
 """Benchmark: one HuBERT pre-training step, speechssl against torchaudio.
 
 Both sides hold the same weights (torchaudio's ``hubert_pretrain_base()`` architecture by
-default, random init; ours converted with ``speechssl.interop.from_torchaudio``) and get
+default, random init; ours converted with ``speechssl.encoders.wav2vec2.convert.from_torchaudio``) and get
 the same padded batch and the same frame labels. One step is forward + loss + backward
 (no optimizer update: it costs both sides the same):
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 import torchaudio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from speechssl.interop import from_torchaudio
+from speechssl.encoders.wav2vec2.convert import from_torchaudio
 from speechssl.objectives.masked_prediction import (
     ContrastiveConfig,
     HubertPretrainModel,

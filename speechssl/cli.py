@@ -16,7 +16,10 @@ from speechssl.errors import exit_on_bad_input
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "prepare": ("speechssl.data.prepare", "write JSONL manifests for a corpus in its real layout"),
-    "export": ("speechssl.encoders.export", "export an encoder as model.safetensors + config.json"),
+    "export": (
+        "speechssl.tasks.export",
+        "export an encoder (or a fine-tuned classifier) as safetensors or ONNX",
+    ),
     "predict": ("speechssl.tasks.predict", "classify audio files with a fine-tuned run"),
     "evaluate": (
         "speechssl.tasks.evaluate",

@@ -179,7 +179,7 @@ def huggingface_folder(tmp_path_factory):
     ["missing-key", "wrong-type", "truncated-safetensors", "poisoned-bin", "wrong-shapes"],
 )
 def test_damaged_huggingface_folder_is_one_line(tmp_path, huggingface_folder, damage):
-    from speechssl import interop
+    from speechssl.encoders.wav2vec2 import convert as interop
 
     folder = tmp_path / "hf"
     shutil.copytree(huggingface_folder, folder)
