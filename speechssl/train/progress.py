@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 
 from speechssl.progress_bar import progress_bar
-
 from speechssl.safe_io import atomic_write
 
 __all__ = ["ProgressWriter", "read_metrics", "truncate_metrics"]
