@@ -64,7 +64,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
@@ -74,29 +73,11 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from speechssl.safe_io import load_torch_file, save_torch_atomic
+
 __all__ = ["KMeans", "kmeans_plusplus"]
 
 logger = logging.getLogger(__name__)
-
-
-def _temporary_name(path: str) -> str:
-    """A hidden name beside ``path``, unique to this process (pid), for write-then-rename:
-    two processes writing the same file never share a temporary file, and a reader never
-    sees a partial file (the last complete rename wins)."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp{os.getpid()}")
-
-
-@contextlib.contextmanager
-def _replaced_on_success(temporary: str, path: str):
-    """Rename ``temporary`` over ``path`` when the block succeeds; delete it when it fails."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-    os.replace(temporary, path)
 
 
 _FILE_FORMAT = "speechssl.kmeans"
@@ -640,8 +621,6 @@ class KMeans:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write centers, config, inertia and fingerprint with ``torch.save`` (plain tensors/dicts)."""
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         state = {
             "format": _FILE_FORMAT,
             "version": _FILE_VERSION,
@@ -651,9 +630,7 @@ class KMeans:
             "n_iter": self.n_iter_,
             "fingerprint": self.fingerprint,
         }
-        temporary = _temporary_name(path)
-        with _replaced_on_success(temporary, path):
-            torch.save(state, temporary)
+        save_torch_atomic(state, path, durable=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> KMeans:
@@ -665,12 +642,7 @@ class KMeans:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(f"k-means file not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError...)
-            raise ValueError(
-                f"{path}: not a readable k-means file (truncated or corrupt: {error})"
-            ) from None
+        state = load_torch_file(path, "k-means file")
         if not isinstance(state, dict) or state.get("format") != _FILE_FORMAT:
             raise ValueError(f"{path}: not a speechssl k-means file")
         centers = state.get("centers")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -36,11 +35,11 @@ from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.encoders import build_encoder
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
 from speechssl.objectives import MaskedPredictionConfig, build_objective, objective_config
-from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.targets import TargetConfig, Targets, hidden_targets, mfcc_targets
 from speechssl.tasks.classification import TransferConfig
 from speechssl.tasks.plots import plot_tsne
@@ -380,9 +379,10 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="hubert_sat", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # bad corpus paths, layouts, audio or options: one line and exit code 1
-    exit_on_bad_input("hubert_sat", run, cfg)
+    # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
+    # code 1; a second run on the same run_dir stops at its lock
+    run_recipe("hubert_sat", run, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("hubert_sat", main)

@@ -16,7 +16,6 @@ every rank pre-trains (DDP), and rank 0 alone runs the emotion folds and the rep
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import hydra
@@ -26,10 +25,10 @@ from omegaconf import DictConfig
 from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.objectives import build_objective
-from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
 from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
@@ -187,9 +186,10 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="tpc", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # bad corpus paths, layouts, audio or options: one line and exit code 1
-    exit_on_bad_input("tpc", run, cfg)
+    # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
+    # code 1; a second run on the same run_dir stops at its lock
+    run_recipe("tpc", run, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("tpc", main)

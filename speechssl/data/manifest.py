@@ -20,6 +20,8 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 
+from speechssl.safe_io import atomic_write
+
 REQUIRED_KEYS = ("id", "audio", "duration", "sample_rate")
 OPTIONAL_KEYS = ("speaker", "label", "text", "session", "fold", "split", "gender")
 
@@ -30,19 +32,11 @@ class ManifestError(ValueError):
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     """Write rows as JSON lines atomically (temp file + rename); returns the row count."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"  # per process: two writers never share a temp file
     count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as file:
-            for row in rows:
-                file.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as file:
+        for row in rows:
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

@@ -9,7 +9,7 @@ One package per family, each with a config dataclass (paper-cited defaults) and 
     >>> len(out.hidden_states), tuple(out.last_hidden_state.shape)
     (4, (1, 49, 64))
 
-Families: ``wav2vec2`` (wav2vec 2.0 / HuBERT), ``fbank_transformer``, ``conformer``,
+Families: ``wav2vec2`` (wav2vec 2.0 / HuBERT), ``wavlm`` (WavLM), ``fbank_transformer``, ``conformer``,
 ``predictive_transformer`` (causal Transformer predictive coding) and ``apc``.
 
 Every encoder runs under ``torch.compile`` (tested: graph capture with the ``eager``
@@ -46,10 +46,13 @@ from .predictive import (
 )
 from .wav2vec2 import PRESETS as _WAV2VEC2_PRESETS
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder, wav2vec2_base
+from .wavlm import PRESETS as _WAVLM_PRESETS
+from .wavlm import WavLMConfig, WavLMEncoder
 
 # family name -> (config dataclass, encoder class)
 FAMILIES: dict[str, tuple[type, type[Encoder]]] = {
     "wav2vec2": (Wav2Vec2Config, Wav2Vec2Encoder),
+    "wavlm": (WavLMConfig, WavLMEncoder),
     "fbank_transformer": (FbankTransformerConfig, FbankTransformerEncoder),
     "conformer": (ConformerConfig, ConformerEncoder),
     "predictive_transformer": (CausalTransformerConfig, CausalTransformerEncoder),
@@ -61,6 +64,7 @@ FAMILIES: dict[str, tuple[type, type[Encoder]]] = {
 PRESETS: dict[str, Callable[[], Any]] = {
     **{f"hubert_{size}": factory for size, factory in _WAV2VEC2_PRESETS.items()},
     "wav2vec2_base": wav2vec2_base,
+    **{f"wavlm_{size}": factory for size, factory in _WAVLM_PRESETS.items()},
     **{
         f"fbank_transformer_{size}": factory for size, factory in _FBANK_TRANSFORMER_PRESETS.items()
     },
@@ -136,6 +140,8 @@ __all__ = [
     "FbankUpstreamConfig",
     "Wav2Vec2Config",
     "Wav2Vec2Encoder",
+    "WavLMConfig",
+    "WavLMEncoder",
     "build_config",
     "build_encoder",
     "config_from_dict",

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from speechssl.features.framing import lengths_to_mask
 from speechssl.typed import to_plain
 
 
@@ -40,14 +41,13 @@ class EncoderOutput(NamedTuple):
 
 
 def lengths_to_padding_mask(lengths: Tensor, max_length: int) -> Tensor:
-    """(B,) lengths -> (B, max_length) bool mask, True on *padded* frames."""
-    positions = torch.arange(max_length, device=lengths.device)
-    return positions[None, :] >= lengths[:, None]
+    """(B,) lengths -> (B, max_length) bool mask, True on *padded* frames.
 
-
-def zero_padding(x: Tensor, padding_mask: Tensor) -> Tensor:
-    """Zero the padded frames of (B, F, D) ``x``; ``padding_mask`` (B, F) is True on padding."""
-    return x.masked_fill(padding_mask[..., None], 0.0)
+    The inverse of :func:`speechssl.features.framing.lengths_to_mask` (True on valid
+    frames), the one length-mask helper; kept because attention APIs take a key padding
+    mask, which is True where a key must be ignored.
+    """
+    return ~lengths_to_mask(lengths, max_length)
 
 
 def attention_mask_from_padding(padding_mask: Tensor) -> Tensor:

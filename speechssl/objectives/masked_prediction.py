@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechssl.features.framing import lengths_to_mask
 from speechssl.features.mixing import MixingConfig, UtteranceMixing
 from speechssl.objectives.utterance_contrastive import ContrastiveConfig, UtteranceContrastiveLoss
 
@@ -261,9 +262,7 @@ def cosine_logits(projected: Tensor, label_embeddings: Tensor, temperature: floa
 
 def feature_penalty(features: Tensor, frame_lengths: Tensor) -> Tensor:
     """Mean of squared conv features (B, F, C) over valid frames (fairseq ``features_pen``)."""
-    valid = (
-        torch.arange(features.shape[1], device=features.device)[None, :] < frame_lengths[:, None]
-    )
+    valid = lengths_to_mask(frame_lengths, features.shape[1])  # (B, F)
     squared = features.float().square().sum(dim=-1)  # (B, F)
     count = valid.sum() * features.shape[-1]
     return (squared * valid).sum() / count.clamp(min=1)
@@ -400,7 +399,7 @@ class HubertPretrainModel(nn.Module):
             raise ValueError(
                 f"mask must be (B, F) = {(x.shape[0], num_frames)}, got {tuple(mask.shape)}"
             )
-        valid = torch.arange(num_frames, device=x.device)[None, :] < frame_lengths[:, None]
+        valid = lengths_to_mask(frame_lengths.to(x.device), num_frames)  # (B, F)
         mask = mask.to(x.device) & valid
         embedding = self.encoder.mask_embedding
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from speechssl import audio
+from speechssl.safe_io import load_torch_file
 from speechssl.train import distributed
 from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.config import TrainerConfig
@@ -317,7 +318,7 @@ def finetune_model(
     if checkpoint is None:
         torch.manual_seed(seed)
         return TacotronTTS(replace(config, num_speakers=1)), 0, float("nan")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = load_torch_file(checkpoint, "checkpoint")
     spec = state.get("config", {}).get("tts_model")
     pretrained_config = TacotronConfig(**spec) if spec else config
     model = TacotronTTS(pretrained_config)

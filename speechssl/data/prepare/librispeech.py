@@ -24,6 +24,7 @@ from speechssl.data.prepare.common import (
     Report,
     Utterance,
     find_root,
+    glob_files,
     read_text,
     try_read_text,
 )
@@ -32,13 +33,13 @@ LAYOUT = "LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-NNNN.flac
 _UTTERANCE_ID = re.compile(r"^\d+-\d+-\d+$")
 
 
-def _subsets(root: Path) -> list[Path]:
-    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` or ``*.trans.txt``."""
+def _subsets(root: Path, report: Report | None = None) -> list[Path]:
+    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` or ``*.trans.txt``; folders that
+    cannot be listed go to ``report`` (None: only probing the layout)."""
     return [
         child
-        for child in sorted(root.iterdir())
-        if child.is_dir()
-        and (next(child.glob("*/*/*.flac"), None) or next(child.glob("*/*/*.trans.txt"), None))
+        for child in glob_files(root, "*", report, kind="dir")
+        if glob_files(child, "*/*/*.flac", report) or glob_files(child, "*/*/*.trans.txt")
     ]
 
 
@@ -68,17 +69,17 @@ def collect(src, report: Report) -> list[Utterance]:
         "librispeech",
         ["LibriSpeech"],
         lambda path: bool(_subsets(path)),
-        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).resolve()} "
+        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).absolute()} "
         f"(expected {LAYOUT})",
     )
     speakers_file = root / "SPEAKERS.TXT"
     genders = read_speakers_file(speakers_file, report) if speakers_file.is_file() else {}
     utterances = []
-    for subset in _subsets(root):
-        for chapter in sorted(path for path in subset.glob("*/*") if path.is_dir()):
+    for subset in _subsets(root, report):
+        for chapter in glob_files(subset, "*/*", kind="dir"):  # unreadable ones: reported above
             speaker = chapter.parent.name
             transcripts, error = _read_transcripts(chapter, report)
-            flacs = {path.stem: path for path in chapter.glob("*.flac")}
+            flacs = {path.stem: path for path in glob_files(chapter, "*.flac")}
             # an utterance the transcript lists whose flac is absent is reported as missing
             for utterance_id in sorted(set(flacs) | set(transcripts)):
                 audio = flacs.get(utterance_id, chapter / f"{utterance_id}.flac")

@@ -17,17 +17,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from speechssl.data.prepare.common import Preparer, Report, Utterance, find_root, try_read_text
+from speechssl.data.prepare.common import (
+    Preparer,
+    Report,
+    Utterance,
+    find_root,
+    glob_files,
+    try_read_text,
+)
 from speechssl.data.prepare.librispeech import read_speakers_file
 
 LAYOUT = "LibriTTS/<subset>/<speaker>/<chapter>/<speaker>_<chapter>_NNNNNN_NNNNNN.wav"
 
 
-def _subsets(root: Path) -> list[Path]:
+def _subsets(root: Path, report: Report | None = None) -> list[Path]:
+    """Sub-folders that hold ``<speaker>/<chapter>/*.wav``; folders that cannot be listed go
+    to ``report`` (None: only probing the layout)."""
     return [
         child
-        for child in sorted(root.iterdir())
-        if child.is_dir() and next(child.glob("*/*/*.wav"), None) is not None
+        for child in glob_files(root, "*", report, kind="dir")
+        if glob_files(child, "*/*/*.wav", report)
     ]
 
 
@@ -38,7 +47,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "libritts",
         ["LibriTTS"],
         lambda path: bool(_subsets(path)),
-        f"no subset folder with <speaker>/<chapter>/*.wav under {Path(src).resolve()} "
+        f"no subset folder with <speaker>/<chapter>/*.wav under {Path(src).absolute()} "
         f"(expected {LAYOUT})",
     )
     speakers_file = next(
@@ -46,8 +55,8 @@ def collect(src, report: Report) -> list[Utterance]:
     )
     genders = read_speakers_file(speakers_file, report) if speakers_file else {}
     utterances = []
-    for subset in _subsets(root):
-        for audio in sorted(subset.glob("*/*/*.wav")):
+    for subset in _subsets(root, report):
+        for audio in glob_files(subset, "*/*/*.wav"):  # unreadable folders: reported above
             chapter, speaker = audio.parent.name, audio.parent.parent.name
             text_path = audio.with_name(f"{audio.stem}.normalized.txt")
             if not text_path.is_file():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchaudio.models.wav2vec2.components import _compute_mask_indices
 
 from speechssl.encoders import build_encoder
-from speechssl.interop import from_torchaudio
+from speechssl.encoders.wav2vec2.convert import from_torchaudio
 from speechssl.objectives.masked_prediction import (
     ContrastiveConfig,
     HubertPretrainModel,
