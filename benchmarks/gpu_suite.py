@@ -636,7 +636,9 @@ class _SyntheticBatches(torch.utils.data.Dataset):
                     wav=namespace.wav,
                     lengths=namespace.lengths,
                     indices=torch.arange(batch_size),
-                    labels=torch.randint(0, 32, namespace.labels.shape, generator=generator),
+                    frame_labels=torch.randint(
+                        0, 32, namespace.frame_labels.shape, generator=generator
+                    ),
                 )
             )
 

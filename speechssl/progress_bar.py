@@ -5,7 +5,9 @@ is what one wants; redirected into a file or a pipe (``python run.py > train.log
 scheduler's log) it leaves thousands of ``\\r``-joined frames on one line. So
 :func:`progress_bar` draws the usual bar when the stream is a terminal (or a notebook), and
 otherwise writes one plain line (no ``\\r``, no bar glyphs) at most every ``interval``
-seconds, plus the first and the last state.
+seconds, starting once ``interval`` seconds have passed, plus the last state of a bar that
+was shown. A task shorter than ``interval`` writes nothing, so a command that fails on bad
+input after a moment still ends with its one error line alone.
 
 Every progress display of the library goes through here (the Trainer's bar, k-means
 labelling, corpus preparation), so one place decides how progress reads in a log.
@@ -15,9 +17,14 @@ Example:
     >>> log = io.StringIO()  # not a terminal
     >>> for _ in progress_bar(range(1000), desc="work", stream=log, interval=60):
     ...     pass
+    >>> log.getvalue()  # done within the interval: nothing to report
+    ''
+    >>> import time
+    >>> for _ in progress_bar(range(20), desc="slow", stream=log, interval=0.05):
+    ...     time.sleep(0.01)
     >>> lines = log.getvalue().splitlines()
-    >>> "\\r" in log.getvalue(), lines[0].startswith("work:   0%"), "1000/1000" in lines[-1]
-    (False, True, True)
+    >>> "\\r" in log.getvalue(), "20/20" in lines[-1]
+    (False, True)
 """
 
 from __future__ import annotations
@@ -121,6 +128,8 @@ def progress_bar(
         mininterval=interval,
         # the monitor thread forces a redraw after maxinterval: never more often than interval
         maxinterval=max(interval, 10.0),
+        # nothing before the first interval: a short task (or one failing at once) stays quiet
+        delay=interval,
         bar_format=bar_format,
         **options,
         **tqdm_options,

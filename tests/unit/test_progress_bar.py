@@ -24,19 +24,19 @@ def test_log_stream_gets_bounded_plain_lines():
     text = log.getvalue()
     lines = text.splitlines()
     assert "\r" not in text and "\x1b" not in text
-    # the first state, one line per interval at most, and the final state
-    assert 2 <= len(lines) <= elapsed / interval + 3
-    assert lines[0].startswith("work:   0% 0/300")
+    # nothing before the first interval, then one line per interval at most, and the final state
+    assert 1 <= len(lines) <= elapsed / interval + 3
+    assert not lines[0].startswith("work:   0%")
     assert lines[-1].startswith("work: 100% 300/300")
     assert all(line.startswith("work:") for line in lines)
 
 
-def test_many_fast_updates_write_two_lines():
+def test_a_task_shorter_than_the_interval_writes_nothing():
     log = io.StringIO()
     with progress_bar(total=100_000, desc="fast", stream=log, interval=60) as bar:
         for _ in range(100_000):
             bar.update(1)
-    assert len(log.getvalue().splitlines()) == 2  # the first and the last state
+    assert log.getvalue() == ""  # a failing command's one error line stays alone
 
 
 def test_messages_between_updates_stay_whole_lines():
@@ -48,7 +48,6 @@ def test_messages_between_updates_stay_whole_lines():
     lines = log.getvalue().splitlines()
     assert "step 1 valid: loss=2" in lines
     assert "\r" not in log.getvalue()
-    assert lines[-1].startswith("steps: 100% 3/3")
 
 
 def test_terminal_gets_the_animated_bar():
@@ -79,7 +78,7 @@ def test_progress_writer_bar_into_a_file_is_plain(tmp_path, capsys):
     assert "\r" not in captured.err + captured.out
     # the bar's lines (logging handlers that earlier tests left may add lines of their own)
     lines = [line for line in captured.err.splitlines() if line.startswith("train:")]
-    assert len(lines) <= 3  # the first state, the last, and one for a slow machine
-    assert lines[0].startswith("train:   0% 0/2000")
-    assert lines[-1].startswith("train: 100% 2000/2000") and "loss=" in lines[-1]
+    assert len(lines) <= 2  # under 30 s: none; a slow machine: one, and the last state
+    if lines:
+        assert lines[-1].startswith("train: 100% 2000/2000") and "loss=" in lines[-1]
     assert "step 2000 valid: loss=0.5" in captured.out.splitlines()
