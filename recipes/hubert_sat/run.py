@@ -298,11 +298,13 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
         if name not in ("fbank", "random_frozen", "random_finetune")
         for baseline in ("random_frozen", "fbank")
     ]
-    if "pretrained_frozen" in names:  # each ablation arm against the full model
+    # each ablation arm against the full model (UniSpeech-SAT in ablation=sat)
+    full = next((n for n in ("unispeech_sat_frozen", "pretrained_frozen") if n in names), None)
+    if full is not None:
         comparisons += [
-            (name, "pretrained_frozen")
+            (name, full)
             for name in names
-            if name.endswith("_frozen") and name not in ("pretrained_frozen", "random_frozen")
+            if name.endswith("_frozen") and name not in (full, "random_frozen")
         ]
     plot_layer_usage(run_dir, outcomes)
     summary = summarize(outcomes, comparisons)

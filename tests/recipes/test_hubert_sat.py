@@ -102,6 +102,7 @@ def test_results_table_covers_every_upstream_and_task(tiny_run):
     pairs = {(delta["a"], delta["b"], delta["task"]) for delta in results["deltas"]}
     assert ("unispeech_sat_frozen", "fbank", "speaker_id") in pairs
     assert ("hubert_frozen", "fbank", "emotion") in pairs
+    assert ("hubert_frozen", "unispeech_sat_frozen", "speaker_id") in pairs  # arm - full model
     for delta in results["deltas"]:
         assert delta["ci95"][0] <= delta["delta"] <= delta["ci95"][1]
     assert (run_dir / "probe_layers_speaker_id_unispeech_sat_frozen.png").is_file()
