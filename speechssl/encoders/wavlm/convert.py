@@ -43,6 +43,7 @@ from ..wav2vec2.convert.fairseq_format import (
     speechssl_to_fairseq_key,
 )
 from ..wav2vec2.convert.huggingface_format import (
+    huggingface_config_arguments,
     load_local_transformers_model,
     torchaudio_to_huggingface_key,
 )
@@ -379,29 +380,9 @@ def to_huggingface(encoder: WavLMEncoder, out_dir: str | os.PathLike) -> Path:
         raise TypeError(f"to_huggingface needs a WavLM encoder, got {type(encoder).__name__}")
     config = encoder.config
     hf_config = transformers.WavLMConfig(
-        hidden_size=config.embed_dim,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.ffn_dim,
-        hidden_act="gelu",
-        hidden_dropout=config.dropout,
-        activation_dropout=config.activation_dropout,
-        attention_dropout=config.attention_dropout,
-        feat_proj_dropout=config.dropout_input,
-        layerdrop=config.layer_drop,
-        layer_norm_eps=config.layer_norm_eps,
-        feat_extract_norm="group" if config.extractor_mode == "group_norm" else "layer",
-        feat_extract_activation="gelu",
-        conv_dim=list(config.conv_channels),
-        conv_stride=list(config.conv_strides),
-        conv_kernel=list(config.conv_kernels),
-        conv_bias=config.conv_bias,
-        num_conv_pos_embeddings=config.pos_conv_kernel,
-        num_conv_pos_embedding_groups=config.pos_conv_groups,
-        do_stable_layer_norm=config.layer_norm_first,
+        **huggingface_config_arguments(config),
         num_buckets=config.num_buckets,
         max_bucket_distance=config.max_distance,
-        apply_spec_augment=False,
     )
     model = transformers.WavLMModel(hf_config)
     state = {

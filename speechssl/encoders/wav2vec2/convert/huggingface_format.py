@@ -108,6 +108,34 @@ def load_local_transformers_model(directory: str | os.PathLike):
     return model
 
 
+def huggingface_config_arguments(config) -> dict:
+    """The ``transformers`` config keywords every wav2vec2-family encoder shares (sizes,
+    dropouts, conv extractor, position convolution; SpecAugment off), from our config."""
+    return {
+        "hidden_size": config.embed_dim,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.ffn_dim,
+        "hidden_act": "gelu",
+        "hidden_dropout": config.dropout,
+        "activation_dropout": config.activation_dropout,
+        "attention_dropout": config.attention_dropout,
+        "feat_proj_dropout": config.dropout_input,
+        "layerdrop": config.layer_drop,
+        "layer_norm_eps": config.layer_norm_eps,
+        "feat_extract_norm": "group" if config.extractor_mode == "group_norm" else "layer",
+        "feat_extract_activation": "gelu",
+        "conv_dim": list(config.conv_channels),
+        "conv_stride": list(config.conv_strides),
+        "conv_kernel": list(config.conv_kernels),
+        "conv_bias": config.conv_bias,
+        "num_conv_pos_embeddings": config.pos_conv_kernel,
+        "num_conv_pos_embedding_groups": config.pos_conv_groups,
+        "do_stable_layer_norm": config.layer_norm_first,
+        "apply_spec_augment": False,
+    }
+
+
 def to_huggingface(
     encoder: Wav2Vec2Encoder, out_dir: str | os.PathLike, model_type: str = "hubert"
 ) -> Path:
@@ -134,27 +162,7 @@ def to_huggingface(
     config = encoder.config
     extra = {"feat_proj_layer_norm": True} if model_type == "hubert" else {}
     hf_config = config_class(
-        hidden_size=config.embed_dim,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.ffn_dim,
-        hidden_act="gelu",
-        hidden_dropout=config.dropout,
-        activation_dropout=config.activation_dropout,
-        attention_dropout=config.attention_dropout,
-        feat_proj_dropout=config.dropout_input,
-        layerdrop=config.layer_drop,
-        layer_norm_eps=config.layer_norm_eps,
-        feat_extract_norm="group" if config.extractor_mode == "group_norm" else "layer",
-        feat_extract_activation="gelu",
-        conv_dim=list(config.conv_channels),
-        conv_stride=list(config.conv_strides),
-        conv_kernel=list(config.conv_kernels),
-        conv_bias=config.conv_bias,
-        num_conv_pos_embeddings=config.pos_conv_kernel,
-        num_conv_pos_embedding_groups=config.pos_conv_groups,
-        do_stable_layer_norm=config.layer_norm_first,
-        apply_spec_augment=False,
+        **huggingface_config_arguments(config),
         **extra,
     )
     model = model_class(hf_config)
