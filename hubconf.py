@@ -9,7 +9,8 @@ dependencies = ["torch"]
 
 
 def encoder(path, map_location="cpu"):
-    """An eval-mode encoder from a speechssl training checkpoint or export directory."""
+    """An eval-mode encoder from any format ``speechssl.load_encoder`` opens (a training
+    checkpoint, an export, a torchaudio / fairseq / unilm file, a Hugging Face folder)."""
     from speechssl.loading import load_encoder
 
     return load_encoder(path, map_location=map_location)
@@ -32,6 +33,10 @@ hubert_tiny = _preset("hubert_tiny")
 hubert_base = _preset("hubert_base")
 hubert_large = _preset("hubert_large")
 wav2vec2_base = _preset("wav2vec2_base")
+wavlm_tiny = _preset("wavlm_tiny")
+wavlm_base = _preset("wavlm_base")
+wavlm_base_plus = _preset("wavlm_base_plus")
+wavlm_large = _preset("wavlm_large")
 fbank_transformer_tiny = _preset("fbank_transformer_tiny")
 fbank_transformer_base = _preset("fbank_transformer_base")
 conformer_tiny = _preset("conformer_tiny")

@@ -1,6 +1,6 @@
 """Our wav2vec 2.0 / HuBERT encoder vs torchaudio's, forward + backward, same weights.
 
-Both models hold identical weights (``speechssl.interop.to_torchaudio``), run in training
+Both models hold identical weights (``speechssl.encoders.wav2vec2.convert.to_torchaudio``), run in training
 mode on the same batch with layer drop off, interleaved repeat by repeat; the table gives
 median step times, their ratio, and the peak memory a step adds (CPU: the child process's
 peak RSS increase; GPU: ``torch.cuda.max_memory_allocated``). On a GPU with ``--dtype
@@ -25,13 +25,12 @@ import sys
 import time
 
 import torch
+from common import interleave, load_average, markdown_table, peak_bf16_flops
 
 from speechssl.encoders import build_encoder
-from speechssl.interop import to_torchaudio
+from speechssl.encoders.wav2vec2.convert import to_torchaudio
 
 PRESET = {"tiny": "hubert_tiny", "base": "hubert_base", "large": "hubert_large"}
-# dense bf16 peak FLOP/s of GPUs we know, for MFU
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
 def build_pair(size: str):
@@ -71,11 +70,6 @@ def sgemm_peak_flops(repeats: int = 7, size: int = 1536) -> float:
         a @ b
         times.append(time.process_time() - start)
     return 2 * size**3 / statistics.median(times)
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def forward_flops(encoder, num_samples: int) -> float:
@@ -155,19 +149,17 @@ def benchmark(args, size: str) -> dict:
     wav = torch.randn(args.batch, int(args.seconds * 16000), generator=generator).to(device)
     lengths = torch.full((args.batch,), wav.shape[1], device=device)
     lengths[1:] = (lengths[1:] * 0.8).long()  # a padded batch, as training sees
-    times = {name: [] for name in runs}
-    cpu_times = {name: [] for name in runs}
-    frames = 0
-    for name, (model, run) in runs.items():  # warm-up (and compilation)
-        frames = one_step(model, run, wav, lengths, dtype, device)
-    for _ in range(args.repeats):
-        for name, (model, run) in runs.items():  # interleaved, so drift hits both alike
-            synchronize(device)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            one_step(model, run, wav, lengths, dtype, device)
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-            cpu_times[name].append(time.process_time() - cpu_start)
+    timings = interleave(
+        {
+            name: (lambda model=model, run=run: one_step(model, run, wav, lengths, dtype, device))
+            for name, (model, run) in runs.items()
+        },
+        repeats=args.repeats,
+        device=device,
+    )
+    frames = timings["ours"].result
+    times = {name: timing.wall for name, timing in timings.items()}
+    cpu_times = {name: timing.cpu for name, timing in timings.items()}
     medians = {name: statistics.median(values) for name, values in times.items()}
     row = {
         "size": size,
@@ -178,12 +170,18 @@ def benchmark(args, size: str) -> dict:
     for name, value in medians.items():
         row[f"{name} (s)"] = round(value, 4)
     row["ours / torchaudio"] = round(medians["ours"] / medians["torchaudio"], 3)
+    if args.compile:
+        row["compiled / eager"] = round(medians["ours+compile"] / medians["ours"], 3)
     if device.type == "cpu":
         # CPU seconds of this process: steadier than wall time on a shared machine
         cpu_medians = {name: statistics.median(values) for name, values in cpu_times.items()}
         for name, value in cpu_medians.items():
             row[f"{name} CPU (s)"] = round(value, 4)
         row["CPU ratio"] = round(cpu_medians["ours"] / cpu_medians["torchaudio"], 3)
+        if args.compile:
+            row["compiled / eager, CPU"] = round(
+                cpu_medians["ours+compile"] / cpu_medians["ours"], 3
+            )
         # roofline: the step's FLOPs at this machine's SGEMM rate, per CPU second
         step_flops = 3 * args.batch * forward_flops(ours, wav.shape[1])  # fwd + 2x for bwd
         peak = sgemm_peak_flops()
@@ -198,8 +196,7 @@ def benchmark(args, size: str) -> dict:
             row[f"{name} peak (MiB)"] = round((torch.cuda.max_memory_allocated() - base) / 2**20)
         step_flops = 3 * args.batch * forward_flops(ours, wav.shape[1])  # fwd + 2x for bwd
         row["frames/s (ours)"] = round(args.batch * frames / medians["ours"])
-        name = torch.cuda.get_device_name()
-        peak = next((value for key, value in PEAK_BF16.items() if key in name), None)
+        peak = peak_bf16_flops(torch.cuda.get_device_name())
         if peak is not None and dtype == torch.bfloat16:
             row["MFU (ours)"] = f"{100 * step_flops / medians['ours'] / peak:.1f}%"
             row["MFU (torchaudio)"] = f"{100 * step_flops / medians['torchaudio'] / peak:.1f}%"
@@ -218,7 +215,11 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile(ours) (inductor), interleaved with eager",
+    )
     parser.add_argument(
         "--memory", action="store_true", help="CPU: peak RSS per step (child processes)"
     )
@@ -228,12 +229,10 @@ def main(argv=None) -> None:
         child(args)
         return
     torch.set_num_threads(args.threads)
+    print(f"load average before: {load_average()}")
     rows = [benchmark(args, size) for size in args.sizes]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row.get(column, "")) for column in columns) + " |")
+    print(markdown_table(rows))
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: one HuBERT pre-training step, speechssl against torchaudio.
 
 Both sides hold the same weights (torchaudio's ``hubert_pretrain_base()`` architecture by
-default, random init; ours converted with ``speechssl.interop.from_torchaudio``) and get
+default, random init; ours converted with ``speechssl.encoders.wav2vec2.convert.from_torchaudio``) and get
 the same padded batch and the same frame labels. One step is forward + loss + backward
 (no optimizer update: it costs both sides the same):
 
@@ -23,16 +23,16 @@ Run:
     python benchmarks/pretrain.py --threads 1                   # steadiest on a shared CPU
     python benchmarks/pretrain.py --device cuda --batch-size 8 --seconds 10 --dtype bfloat16
     python benchmarks/pretrain.py --unispeech-sat               # + mixing and contrastive loss (ours only)
+    python benchmarks/pretrain.py --compile                     # + torch.compile(ours), inductor
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import sys
-import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 import torchaudio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from speechssl.interop import from_torchaudio
+from speechssl.encoders.wav2vec2.convert import from_torchaudio
 from speechssl.objectives.masked_prediction import (
     ContrastiveConfig,
     HubertPretrainModel,
@@ -50,7 +50,8 @@ from speechssl.objectives.masked_prediction import (
 from speechssl.testing import small_hubert_pretrain_reference
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from encoder import forward_flops, sgemm_peak_flops  # the sibling benchmark
+from common import PeakMemory, interleave, load_average  # the sibling modules
+from encoder import forward_flops, sgemm_peak_flops
 
 
 def torchaudio_hubert_loss(
@@ -103,44 +104,59 @@ def build_models(preset: str, num_classes: int, unispeech_sat: bool):
     return reference.train(), ours.train()
 
 
-class PeakMemory:
-    """Peak extra memory of a block: CUDA allocator peak, or the CPU process's VmHWM rise."""
+def padded_batch(
+    ours: HubertPretrainModel, batch_size: int, seconds: float, num_classes: int, device
+) -> tuple[SimpleNamespace, int]:
+    """A padded batch (lengths spread from 70 % to 100 % of ``seconds``) with random frame
+    labels, and its count of valid frames (tokens)."""
+    num_samples = int(seconds * 16000)
+    lengths = torch.linspace(0.7, 1.0, batch_size).mul(num_samples).long().flip(0)
+    lengths[0] = num_samples
+    wav = torch.randn(batch_size, num_samples) * (
+        torch.arange(num_samples)[None] < lengths[:, None]
+    )
+    frame_lengths = ours.encoder.output_lengths(lengths)
+    labels = torch.randint(0, num_classes, (batch_size, int(frame_lengths.max())))
+    batch = SimpleNamespace(
+        wav=wav.to(device),
+        lengths=lengths.to(device),
+        frame_labels=labels.to(device),
+        frame_label_lengths=None,
+    )
+    return batch, int(frame_lengths.sum())
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.libc = None
-        if device.type == "cpu" and os.path.exists("/proc/self/clear_refs"):
-            self.libc = ctypes.CDLL("libc.so.6")
-            self.libc.mallopt(
-                -3, 64 * 1024
-            )  # M_MMAP_THRESHOLD: big buffers go back to the OS on free
 
-    @staticmethod
-    def _status(key: str) -> int:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        return 0
+def reference_step(reference, batch, dtype: torch.dtype) -> Callable[[], float]:
+    """torchaudio's forward + example loss + backward under ``dtype`` autocast."""
+    device_type = batch.wav.device.type
 
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        elif self.libc is not None:
-            self.libc.malloc_trim(0)
-            with open("/proc/self/clear_refs", "w") as refs:
-                refs.write("5")  # reset the peak resident set to the current one
-            self.base = self._status("VmRSS")
+    def step() -> float:
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            logit_m, logit_u, feature_pen = reference(batch.wav, batch.frame_labels, batch.lengths)
+            loss = (
+                torchaudio_hubert_loss(logit_m.float(), logit_u.float(), feature_pen)
+                / logit_m.shape[0]
+            )
+        loss.backward()
+        reference.zero_grad(set_to_none=True)
+        return float(loss.detach())  # float() synchronises
 
-    def stop(self) -> float:
-        """Peak extra bytes since ``start`` (NaN where it cannot be measured)."""
-        if self.device.type == "cuda":
-            return float(torch.cuda.max_memory_allocated(self.device) - self.base)
-        if self.libc is not None:
-            return float(self._status("VmHWM") - self.base)
-        return float("nan")
+    return step
+
+
+def ours_step(model, batch, dtype: torch.dtype) -> Callable[[], float]:
+    """Our forward (masking, mixing, losses) + backward under ``dtype`` autocast; ``model``
+    may be ``torch.compile(ours)``."""
+    device_type = batch.wav.device.type
+
+    def step() -> float:
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            loss, _ = model(batch)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
 
 
 def main() -> None:
@@ -159,10 +175,15 @@ def main() -> None:
         "--dtype",
         choices=["float32", "bfloat16", "float16"],
         default="float32",
-        help="autocast dtype on cuda",
+        help="autocast dtype (bfloat16 runs on a CPU too)",
     )
     parser.add_argument(
         "--unispeech-sat", action="store_true", help="add mixing + contrastive loss to ours"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile(ours) (inductor), interleaved with eager",
     )
     args = parser.parse_args()
 
@@ -174,60 +195,20 @@ def main() -> None:
     reference.to(device)
     ours.to(device)
 
-    # a padded batch: lengths spread from 70 % to 100 % of the longest
-    num_samples = int(args.seconds * 16000)
-    lengths = torch.linspace(0.7, 1.0, args.batch_size).mul(num_samples).long().flip(0)
-    lengths[0] = num_samples
-    wav = torch.randn(args.batch_size, num_samples) * (
-        torch.arange(num_samples)[None] < lengths[:, None]
-    )
-    frame_lengths = ours.encoder.output_lengths(lengths)
-    num_frames = int(frame_lengths.max())
-    labels = torch.randint(0, args.num_classes, (args.batch_size, num_frames))
-    wav, lengths, labels = wav.to(device), lengths.to(device), labels.to(device)
-    batch = SimpleNamespace(wav=wav, lengths=lengths, labels=labels)
-    tokens = int(frame_lengths.sum())
-
+    batch, tokens = padded_batch(ours, args.batch_size, args.seconds, args.num_classes, device)
+    lengths = batch.lengths
     autocast_dtype = getattr(torch, args.dtype)
-    use_autocast = device.type == "cuda" and args.dtype != "float32"
-
-    def step_reference() -> float:
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
-            logit_m, logit_u, feature_pen = reference(wav, labels, lengths)
-            loss = (
-                torchaudio_hubert_loss(logit_m.float(), logit_u.float(), feature_pen)
-                / logit_m.shape[0]
-            )
-        loss.backward()
-        reference.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    def step_ours() -> float:
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
-            loss, _ = ours(batch)
-        loss.backward()
-        ours.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    steps = {"torchaudio": step_reference, "speechssl": step_ours}
-    wall = {name: [] for name in steps}
-    cpu = {name: [] for name in steps}
-    losses = {name: [] for name in steps}
-    for repeat in range(args.warmup + args.repeats):
-        order = list(steps) if repeat % 2 == 0 else list(reversed(steps))
-        for name in order:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start_wall, start_cpu = time.perf_counter(), time.process_time()
-            loss = steps[name]()  # float(loss) synchronises
-            elapsed_wall, elapsed_cpu = (
-                time.perf_counter() - start_wall,
-                time.process_time() - start_cpu,
-            )
-            if repeat >= args.warmup:
-                wall[name].append(elapsed_wall)
-                cpu[name].append(elapsed_cpu)
-                losses[name].append(loss)
+    steps = {
+        "torchaudio": reference_step(reference, batch, autocast_dtype),
+        "speechssl": ours_step(ours, batch, autocast_dtype),
+    }
+    if args.compile:
+        steps["speechssl+compile"] = ours_step(torch.compile(ours), batch, autocast_dtype)
+    print(f"load average before: {load_average()}")
+    timings = interleave(steps, repeats=args.repeats, device=device, warmup=args.warmup)
+    wall = {name: timing.wall for name, timing in timings.items()}
+    cpu = {name: timing.cpu for name, timing in timings.items()}
+    losses = {name: timing.result for name, timing in timings.items()}  # the last repeat's
     # memory after the timings, in steps of its own: on a CPU, measuring it means sending
     # every buffer back to the OS on free (mmap), and re-faulting those pages would
     # inflate the timed steps (by a third for both sides)
@@ -255,14 +236,14 @@ def main() -> None:
     # on a shared CPU the process CPU time is the steadier measure of work done
     print(
         "| implementation | median step, wall (s) | median step, process CPU (s) | tokens/s (wall) "
-        "| peak step memory (MiB) | loss (median) |"
+        "| peak step memory (MiB) | loss (last repeat) |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for key in steps:
         median = statistics.median(wall[key])
         print(
             f"| {key} | {median:.3f} | {statistics.median(cpu[key]):.3f} | {tokens / median:,.0f} | "
-            f"{statistics.median(peaks[key]) / 2**20:,.0f} | {statistics.median(losses[key]):.3f} |"
+            f"{statistics.median(peaks[key]) / 2**20:,.0f} | {losses[key]:.3f} |"
         )
     ratio_wall = statistics.median(wall["speechssl"]) / statistics.median(wall["torchaudio"])
     ratio_cpu = statistics.median(cpu["speechssl"]) / statistics.median(cpu["torchaudio"])
@@ -272,6 +253,15 @@ def main() -> None:
         f"speechssl / torchaudio: wall time {ratio_wall:.2f}x, process CPU time {ratio_cpu:.2f}x, "
         f"peak memory {ratio_memory:.2f}x"
     )
+    if args.compile:
+        compiled_wall = statistics.median(wall["speechssl+compile"])
+        compiled_cpu = statistics.median(cpu["speechssl+compile"])
+        print(
+            f"compiled / eager (speechssl): wall time "
+            f"{compiled_wall / statistics.median(wall['speechssl']):.2f}x, process CPU time "
+            f"{compiled_cpu / statistics.median(cpu['speechssl']):.2f}x"
+        )
+    print(f"load average after: {load_average()}")
     if device.type == "cpu":
         # roofline: the encoder's forward + backward FLOPs (3x forward) at this CPU's SGEMM
         # rate; the objective adds little. No float32 implementation can go below the floor.

@@ -11,10 +11,15 @@ import argparse
 import importlib
 import sys
 
+from speechssl.errors import exit_on_bad_input
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "prepare": ("speechssl.data.prepare", "write JSONL manifests for a corpus in its real layout"),
-    "export": ("speechssl.encoders.export", "export an encoder as model.safetensors + config.json"),
+    "export": (
+        "speechssl.tasks.export",
+        "export an encoder (or a fine-tuned classifier) as safetensors or ONNX",
+    ),
     "predict": ("speechssl.tasks.predict", "classify audio files with a fine-tuned run"),
     "evaluate": (
         "speechssl.tasks.evaluate",
@@ -36,15 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(args._module)
+    # the one error boundary: bad input is one stderr line and exit code 1
     try:
-        return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        # user-facing failures (bad layout, bad file, bad label) are one line
-        print(f"speechssl {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return int(exit_on_bad_input(f"speechssl {args.command}", module.run, args) or 0)
+    except SystemExit as stop:
+        return int(stop.code or 0)
 
 
 if __name__ == "__main__":

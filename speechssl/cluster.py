@@ -9,6 +9,10 @@ threads, and reaches a lower inertia in far less time (``benchmarks/kmeans.py``)
 Written by hand because scikit-learn's k-means runs on the CPU only, and neither torch
 nor torchaudio ships a k-means.
 
+A pure algorithm on tensors: it reads no manifest and decodes no audio. Turning a corpus
+into features, fitting on the training split and labelling every split is
+:mod:`speechssl.targets`.
+
 How it fits (``algorithm="lloyd"``, the default):
 
 1. the fit data is a sample of at most ``max_fit_frames`` frames: all of a tensor that
@@ -60,40 +64,20 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
-__all__ = ["KMeans", "LabelReport", "kmeans_plusplus"]
+from speechssl.safe_io import load_torch_file, save_torch_atomic
+
+__all__ = ["KMeans", "kmeans_plusplus"]
 
 logger = logging.getLogger(__name__)
-
-
-def _temporary_name(path: str) -> str:
-    """A hidden name beside ``path``, unique to this process (pid), for write-then-rename:
-    two processes writing the same file never share a temporary file, and a reader never
-    sees a partial file (the last complete rename wins)."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp{os.getpid()}")
-
-
-@contextlib.contextmanager
-def _replaced_on_success(temporary: str, path: str):
-    """Rename ``temporary`` over ``path`` when the block succeeds; delete it when it fails."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
-    os.replace(temporary, path)
 
 
 _FILE_FORMAT = "speechssl.kmeans"
@@ -104,16 +88,6 @@ _CPU_DISTANCE_BUDGET = 2**21
 _CUDA_DISTANCE_BUDGET = 2**26
 # predict/inertia move frames to the device this many rows at a time.
 _TRANSFER_ROWS = 2**20
-
-
-@dataclass
-class LabelReport:
-    """What :meth:`KMeans.predict_manifest` wrote."""
-
-    path: str
-    num_utterances: int
-    num_frames: int
-    skipped: list[dict] = field(default_factory=list)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -624,74 +598,6 @@ class KMeans:
         """Sum of squared distances of ``(N, D)`` frames to their nearest center (float64 sum)."""
         return self._assign_blocks(self._check_features(features))[1]
 
-    @torch.no_grad()
-    def predict_manifest(
-        self,
-        manifest_path: str | os.PathLike,
-        feature_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-        out_path: str | os.PathLike,
-        *,
-        sample_rate: int = 16000,
-        feature_device: str | torch.device | None = None,
-        progress: bool = True,
-    ) -> LabelReport:
-        """Label every utterance of a JSONL manifest into a fairseq ``.km`` file, streaming.
-
-        For each row, in manifest order: ``speechssl.audio.load`` the audio, call
-        ``feature_fn(wav (1, T), lengths (1,)) -> (feats (1, F, D), feat_lengths (1,))``
-        on ``feature_device`` (default: this model's device), and write the ``F`` labels
-        as one line of space-separated integers. Audio that cannot be read
-        (``AudioError``) gets an empty line, so line ``i`` still belongs to row ``i``, and
-        is listed in the report's ``skipped`` (and logged). The file is written to a
-        temporary name of this process and renamed at the end.
-
-        Raises:
-            ValueError: manifest missing or malformed (``ManifestError``), features of the
-                wrong shape or dimension.
-        """
-        from tqdm import tqdm
-
-        from speechssl import audio
-        from speechssl.data.manifest import read_jsonl
-
-        self._centers()
-        rows = list(read_jsonl(manifest_path))
-        device = _resolve_device(feature_device) if feature_device is not None else self.device
-        out_path = os.fspath(out_path)
-        os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
-        temporary = _temporary_name(out_path)
-        skipped: list[dict] = []
-        num_frames = 0
-        with (
-            _replaced_on_success(temporary, out_path),
-            open(temporary, "w", encoding="utf-8") as file,
-        ):
-            for row in tqdm(rows, desc="k-means labels", unit="utt", disable=not progress):
-                try:
-                    wav = audio.load(row["audio"], sample_rate=sample_rate)
-                except audio.AudioError as error:
-                    skipped.append({"id": row["id"], "audio": row["audio"], "reason": error.reason})
-                    file.write("\n")
-                    continue
-                wav = wav.to(device).unsqueeze(0)  # (T,) -> (1, T)
-                lengths = torch.tensor([wav.shape[1]], device=device)
-                feats, feat_lengths = feature_fn(wav, lengths)
-                if feats.dim() != 3 or feats.shape[0] != 1:
-                    raise ValueError(
-                        f"feature_fn must return (1, F, D) features, got {tuple(feats.shape)}"
-                    )
-                frames = feats[0, : int(feat_lengths[0])]  # (1, F, D) -> (F, D)
-                labels = (
-                    self.predict(frames) if frames.shape[0] else torch.empty(0, dtype=torch.long)
-                )
-                num_frames += labels.numel()
-                file.write(" ".join(map(str, labels.tolist())) + "\n")
-        if skipped:
-            logger.warning(
-                "predict_manifest: skipped %d unreadable file(s) of %d", len(skipped), len(rows)
-            )
-        return LabelReport(out_path, len(rows), num_frames, skipped)
-
     # ----------------------------------------------------------------- storage
     @property
     def fingerprint(self) -> str:
@@ -715,8 +621,6 @@ class KMeans:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write centers, config, inertia and fingerprint with ``torch.save`` (plain tensors/dicts)."""
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         state = {
             "format": _FILE_FORMAT,
             "version": _FILE_VERSION,
@@ -726,9 +630,7 @@ class KMeans:
             "n_iter": self.n_iter_,
             "fingerprint": self.fingerprint,
         }
-        temporary = _temporary_name(path)
-        with _replaced_on_success(temporary, path):
-            torch.save(state, temporary)
+        save_torch_atomic(state, path, durable=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> KMeans:
@@ -740,12 +642,7 @@ class KMeans:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise ValueError(f"k-means file not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError...)
-            raise ValueError(
-                f"{path}: not a readable k-means file (truncated or corrupt: {error})"
-            ) from None
+        state = load_torch_file(path, "k-means file")
         if not isinstance(state, dict) or state.get("format") != _FILE_FORMAT:
             raise ValueError(f"{path}: not a speechssl k-means file")
         centers = state.get("centers")

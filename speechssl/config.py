@@ -17,23 +17,31 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from speechssl.demo import demo_path
+from speechssl.typed import to_plain
+
 __all__ = [
     "CONF_DIR",
     "SCHEMA_PACKAGES",
+    "check_types",
+    "check_values",
     "compose",
     "config_schemas",
     "register_configs",
-    "to_container",
 ]
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -71,8 +79,6 @@ def config_schemas() -> dict[str, dict[str, type]]:
 
 
 def _demo_path(corpus: str) -> str:
-    from speechssl.demo import demo_path
-
     return str(demo_path(corpus))
 
 
@@ -124,6 +130,161 @@ def compose(config_name: str | None = None, overrides: Sequence[str] = ()) -> Di
         ) from error
 
 
-def to_container(config: DictConfig) -> dict:
-    """The resolved config as plain dicts/lists/strings/numbers (enums as strings)."""
-    return OmegaConf.to_container(config, resolve=True, enum_to_str=True)
+# ---------------------------------------------------------------------------------------
+# one validation pass over the values, at the door of every recipe
+
+# keys whose values may be negative (dB offsets, normalisation means, seeds)
+_MAY_BE_NEGATIVE = re.compile(r"(_db|_mean|^seed)$")
+# probabilities and fractions: [0, 1]
+_UNIT_INTERVAL = re.compile(
+    r"(_prob|^dropout|_dropout|_drop|dropout_input|_overlap|_fraction|^fractions|_threshold|^betas)$"
+)
+# sizes, counts and rates that must be > 0
+_POSITIVE = re.compile(
+    r"(_dim|_dims|_size|_channels|_kernels?|_strides?|_length|_clusters|_heads|_layers|_classes"
+    r"|_symbols|_speakers|_vars|_negatives|_positions|_every|_per_step|_iters|_seconds|_rate"
+    r"|_temperature|_buckets|_bins|^n_fft|^n_mels|^groups|^lr|^temperature|^grad_accum"
+    r"|^iterations|^eps|_eps|^max_consecutive_nonfinite)$"
+)
+# counts where 0 means "none" or "off"
+_ZERO_ALLOWED = {"num_workers", "num_alignment_plots", "num_test", "eval_every"}
+
+
+def _value_problem(key: str, value) -> str | None:
+    """Why ``value`` is out of range for an option named ``key``, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if _UNIT_INTERVAL.search(key):
+        return None if 0 <= value <= 1 else "must lie in [0, 1]"
+    if _POSITIVE.search(key) and key not in _ZERO_ALLOWED:
+        return None if value > 0 else "must be > 0"
+    if value < 0 and not _MAY_BE_NEGATIVE.search(key):
+        return "must be >= 0"
+    return None
+
+
+def check_values(config) -> list[str]:
+    """One line per out-of-range value in ``config`` (``head.projector_dim=-1: must be > 0``).
+
+    The rules follow the option names used across the config groups: probabilities and
+    fractions lie in [0, 1]; sizes, counts, rates and intervals are > 0; every other number
+    is >= 0 and finite, except dB offsets, means and seeds. A recipe calls this before any
+    work, so a bad value never fails a run after minutes of pre-training.
+
+    Example:
+        >>> check_values({"head": {"projector_dim": -1}, "objective": {"mask_prob": 2.0}})
+        ['head.projector_dim=-1: must be > 0', 'objective.mask_prob=2.0: must lie in [0, 1]']
+    """
+    structured = config if isinstance(config, DictConfig) else None
+    try:
+        if structured is not None:
+            config = to_plain(structured)
+    except Exception as error:  # noqa: BLE001 - OmegaConf raises many types for a bad interpolation
+        return [f"config: {' '.join(str(error).split())}"]
+    problems: list[str] = []
+
+    def walk(node, path: str, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, f"{path}.{name}" if path else str(name), str(name))
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]", key)
+        else:
+            problem = _value_problem(key, node)
+            if key == "device" and str(node).startswith("cuda") and not torch.cuda.is_available():
+                problem = "CUDA is not available on this machine; use cpu"
+            if problem:
+                problems.append(f"{path}={node}: {problem}")
+
+    walk(config, "", "")
+    if structured is not None:
+        problems += _dataclass_problems(structured, {problem.split(".")[0] for problem in problems})
+    return problems
+
+
+def _dataclass_problems(config: DictConfig, flagged: set[str]) -> list[str]:
+    """Build each group's dataclass (its ``__post_init__`` checks cross-field rules) for the
+    groups whose values passed the name rules; one line per group that refuses."""
+    problems = []
+    for group in config:
+        node = config[group]
+        if group in flagged or not isinstance(node, DictConfig):
+            continue
+        if dataclasses.is_dataclass(OmegaConf.get_type(node)):
+            try:
+                OmegaConf.to_object(node)
+            except ValueError as error:
+                problems.append(f"{group}: {' '.join(str(error).split())}")
+    return problems
+
+
+def _leaves(node, path: str = ""):
+    """``(dotted path, value)`` of every leaf of plain dicts/lists."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _leaves(value, f"{path}.{name}" if path else str(name))
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _leaves(value, f"{path}[{index}]")
+    else:
+        yield path, node
+
+
+def _kind(value) -> str | None:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return None
+
+
+def check_types(config, reference) -> list[str]:
+    """One line per value of ``config`` whose type differs from the same key in
+    ``reference`` (the recipe's defaults), for the parts no dataclass types (a recipe's own
+    sections such as ``emotion.max_folds`` or ``seed``; a group typed by a dataclass is
+    skipped when ``config`` is a ``DictConfig``).
+
+    An integer where a number is expected is fine; ``None`` on either side is not checked.
+
+    Example:
+        >>> check_types({"seed": "x", "emotion": {"max_folds": 2}}, {"seed": 0, "emotion": {"max_folds": 0}})
+        ["seed='x': must be an integer"]
+    """
+    # groups typed by a dataclass are checked by OmegaConf itself, whichever option
+    # (schema) the user picked; only the untyped sections are compared with the defaults
+    typed = set()
+    if isinstance(config, DictConfig):
+        typed = {
+            group
+            for group in config
+            if isinstance(config[group], DictConfig)
+            and dataclasses.is_dataclass(OmegaConf.get_type(config[group]))
+        }
+    try:
+        if isinstance(config, DictConfig):
+            config = to_plain(config)
+        if isinstance(reference, DictConfig):
+            reference = to_plain(reference)
+    except Exception as error:  # noqa: BLE001 - OmegaConf raises many types for a bad interpolation
+        return [f"config: {' '.join(str(error).split())}"]
+    expected = dict(_leaves(reference))
+    problems = []
+    for path, value in _leaves(config):
+        if re.split(r"[.\[]", path, maxsplit=1)[0] in typed:
+            continue
+        wanted, got = _kind(expected.get(path)), _kind(value)
+        # a string option may hold anything the command line parses as a number (a
+        # folder named "3"): only numbers and booleans are checked
+        if wanted in (None, "a string") or got is None or wanted == got:
+            continue
+        if wanted == "a number" and got == "an integer":
+            continue
+        problems.append(f"{path}={value!r}: must be {wanted}")
+    return problems

@@ -16,19 +16,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 from sklearn.metrics import classification_report
 
-from speechssl.config import CONF_DIR, register_configs, to_container
+from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
+from speechssl.errors import run_hydra_main, run_recipe
 from speechssl.heads.config import ClassifierHeadConfig
-from speechssl.recipe_errors import exit_on_bad_input
 from speechssl.stats import bootstrap_metric
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
 from speechssl.tasks.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
@@ -42,7 +41,8 @@ from speechssl.tasks.user_data import (
     register_finetune_schema,
 )
 from speechssl.train import distributed
-from speechssl.train.config import TrainerConfig, to_dataclass
+from speechssl.train.config import TrainerConfig
+from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 register_finetune_schema()
@@ -227,7 +227,7 @@ def finetune(cfg: DictConfig) -> str:
         config,
         run_dir / "train",
         seed=cfg.seed,
-        full_config=to_container(cfg),
+        full_config=to_plain(cfg),
     )
     checkpoint = write_model_file(
         run_dir,
@@ -261,15 +261,9 @@ def finetune(cfg: DictConfig) -> str:
     return write_outputs(run_dir, summary, scores, user.labels)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="finetune", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    # under torchrun, rank 0 runs the whole recipe as a single process (no DDP: the data
-    # preparation and outputs are not split by rank); the other ranks stop here
-    distributed.init_from_env(cfg.trainer.device)
-    if not distributed.continue_on_main_only():
-        return
-    # bad user data or upstream: one line and exit code 1, no traceback
-    table = exit_on_bad_input("finetune", finetune, cfg)
+def run(cfg: DictConfig) -> None:
+    """Fine-tune and print the table (what ``main`` runs inside the error boundary)."""
+    table = finetune(cfg)
     run_dir = Path(cfg.run_dir)
     print("\n" + table)
     print(
@@ -277,5 +271,17 @@ def main(cfg: DictConfig) -> None:
     )
 
 
+@hydra.main(config_path=str(CONF_DIR), config_name="finetune", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    # under torchrun, rank 0 runs the whole recipe as a single process (no DDP: the data
+    # preparation and outputs are not split by rank); the other ranks stop here
+    distributed.init_from_env(cfg.trainer.device)
+    if not distributed.continue_on_main_only():
+        return
+    # bad option values, user data or upstream: one line and exit code 1, no traceback;
+    # a second run on the same run_dir stops at its lock
+    run_recipe("finetune", run, cfg)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("finetune", main)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,37 +31,28 @@ import torch
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
-from speechssl.cluster import KMeans
-from speechssl.config import CONF_DIR, register_configs, to_container
-from speechssl.data.frame_labels import (
-    FrameLabels,
-    encoder_layer_features,
-    ensure_frame_labels,
-    fit_kmeans,
-    load_frame_labels,
-    make_frame_label_loader,
-    mfcc_features,
-)
-from speechssl.data.loaders import DataConfig, load_manifests, prepare_once
+from speechssl.config import CONF_DIR, register_configs
+from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.encoders import build_encoder
-from speechssl.heads.config import ClassifierHeadConfig, EcapaHeadConfig
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
+from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
-from speechssl.objectives import HubertPretrainModel, MaskedPredictionConfig
-from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
+from speechssl.objectives import MaskedPredictionConfig, build_objective, objective_config
+from speechssl.targets import TargetConfig, Targets, hidden_targets, mfcc_targets
 from speechssl.tasks.classification import TransferConfig
 from speechssl.tasks.plots import plot_tsne
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.speaker import read_trials
 from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
-from speechssl.train import Trainer, distributed
-from speechssl.train.checkpoint import latest_checkpoint
-from speechssl.train.config import TrainerConfig, to_dataclass
+from speechssl.train import distributed
+from speechssl.train.config import TrainerConfig
+from speechssl.train.pretrain import pretrain_on_manifests
+from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 
-FRAME_RATE_MFCC = 100.0  # 10 ms hop
 FRAME_RATE_ENCODER = 50.0  # conv front end: 320-sample stride at 16 kHz
 
 
@@ -112,90 +102,48 @@ def speaker_data(cfg: DictConfig, run_dir: Path) -> Path:
     return data_dir
 
 
-def kmeans_once(path: Path, num_clusters: int, fit) -> KMeans:
-    """Load the k-means model at ``path`` (same cluster count) or fit and save it."""
-    if path.is_file():
-        kmeans = KMeans.load(path, device="cpu")
-        if kmeans.n_clusters == num_clusters:
-            return kmeans
-    kmeans = fit()
-    kmeans.save(path)
-    return kmeans
-
-
-def label_splits(
-    cfg: DictConfig,
-    manifests: tuple[Path, Path],
-    kmeans: KMeans,
-    feature_fn,
-    tag: str,
-    label_rate: float,
-) -> tuple[FrameLabels, FrameLabels]:
-    """Label train *and* valid with the train k-means; load them, dropping misfits."""
-    loaded = []
-    for manifest in manifests:
-        label_path = ensure_frame_labels(
-            manifest, kmeans, feature_fn, tag=tag, label_rate=label_rate
-        )
-        loaded.append(
-            load_frame_labels(
-                manifest,
-                label_path,
-                label_rate,
-                max_drift_per_second=cfg.labels.max_drift_per_second,
-            )
-        )
-        frames = sum(labels.size for labels in loaded[-1].labels)
-        print(
-            f"labels {label_path.name}: {len(loaded[-1].labels)} utterances, {frames} frames "
-            f"(k-means {kmeans.fingerprint}, {kmeans.n_clusters} clusters, {label_rate:g} Hz)"
-        )
-    return loaded[0], loaded[1]
-
-
 # ---------------------------------------------------------------------------------------
 # pre-training
 
 
 def pretrain(
-    cfg: DictConfig,
-    objective: MaskedPredictionConfig,
-    train: FrameLabels,
-    valid: FrameLabels,
-    run_dir: Path,
+    cfg: DictConfig, objective: MaskedPredictionConfig, targets: Targets, run_dir: Path
 ) -> tuple[Path, dict]:
-    """Masked prediction on frame-labelled manifests; returns the final checkpoint."""
+    """Masked prediction on the frame-labelled splits; returns the final checkpoint."""
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(to_container(cfg.encoder))
-    model = HubertPretrainModel(encoder, objective)
-    data = to_dataclass(cfg.data, DataConfig)
-    label_rate = objective.label_rate
+    model = build_objective(objective, build_encoder(cfg.encoder))
+    train = targets.train
     print(
         f"pre-training {run_dir.name}: mixing={objective.mixing.enabled} "
         f"contrastive={objective.contrastive.enabled}, {objective.num_classes[0]} classes at "
-        f"{label_rate:g} Hz, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{len(train.labels)} utterances ({train.manifest.total_duration / 60:.1f} min)"
+        f"{targets.label_rate:g} Hz, {sum(p.numel() for p in model.parameters()):,} "
+        f"parameters, {len(train.labels)} utterances "
+        f"({train.manifest.total_duration / 60:.1f} min)"
     )
-    trainer = Trainer(
+    return pretrain_on_manifests(
         model,
-        make_frame_label_loader(train, data, label_rate, train=True, seed=cfg.seed),
-        make_frame_label_loader(valid, data, label_rate, train=False) if valid.labels else None,
-        trainer_cfg=cfg.trainer,
-        optim_cfg=cfg.optim,
+        train.manifest,
+        targets.valid.manifest,
+        cfg.data,
+        cfg.trainer,
+        cfg.optim,
+        run_dir,
         full_config=cfg,
-        run_dir=run_dir,
-        sample_rate=data.sample_rate,
+        seed=cfg.seed,
+        train_labels=train.labels,
+        valid_labels=targets.valid.labels,
+        label_rate=targets.label_rate,
     )
-    result = trainer.fit()
-    checkpoint = latest_checkpoint(run_dir / "checkpoints")
-    if checkpoint is None:
-        raise RuntimeError(f"no checkpoint was written under {run_dir}")
-    return checkpoint, result
 
 
 def objective_for(cfg: DictConfig, switches, num_classes: int, label_rate: float):
     """The configured objective with the arm's mixing/contrastive switches and the targets."""
-    objective = to_dataclass(cfg.objective, MaskedPredictionConfig)
+    objective = objective_config(cfg.objective)
+    if not isinstance(objective, MaskedPredictionConfig):
+        # a config option, not a programming error: one line through exit_on_bad_input
+        raise ValueError(  # noqa: TRY004
+            f"hubert_sat pre-trains by masked prediction, not {objective.name}"
+        )
     mixing, contrastive = objective.mixing, objective.contrastive
     if switches is not None:
         mixing = dataclasses.replace(mixing, enabled=bool(switches["mixing"]))
@@ -209,89 +157,53 @@ def objective_for(cfg: DictConfig, switches, num_classes: int, label_rate: float
     )
 
 
-def iteration1_targets(
-    cfg: DictConfig, run_dir: Path
-) -> tuple[tuple[Path, Path], KMeans, FrameLabels, FrameLabels]:
+def iteration1_targets(cfg: DictConfig, run_dir: Path) -> tuple[tuple[Path, Path], Targets]:
     """Pre-training manifests, MFCC k-means fitted on train, labels of train and valid.
 
     Under torchrun rank 0 writes the manifests, the k-means model and the labels; the
     other ranks wait, then find and load them, so no file is written twice.
     """
-    mfcc = mfcc_features()
     with distributed.main_process_first("iteration-1 targets"):
         manifests = pretraining_manifests(cfg, run_dir)
-        kmeans, train, valid = fit_and_label(
-            cfg,
-            manifests,
-            run_dir / "labels" / f"iter1_mfcc_k{cfg.labels.mfcc_clusters}.pt",
-            mfcc,
-            cfg.labels.mfcc_clusters,
-            "iter1_mfcc",
-            FRAME_RATE_MFCC,
+        targets = mfcc_targets(
+            manifests, run_dir / "labels", to_dataclass(cfg.labels, TargetConfig), seed=cfg.seed
         )
-    return manifests, kmeans, train, valid
-
-
-def fit_and_label(
-    cfg: DictConfig,
-    manifests: tuple[Path, Path],
-    kmeans_path: Path,
-    feature_fn,
-    num_clusters: int,
-    tag: str,
-    label_rate: float,
-) -> tuple[KMeans, FrameLabels, FrameLabels]:
-    """K-means on the train split's features (fitted once, kept at ``kmeans_path``), then
-    frame labels for train and valid with it."""
-    kmeans = kmeans_once(
-        kmeans_path,
-        num_clusters,
-        lambda: fit_kmeans(
-            manifests[0],
-            feature_fn,
-            num_clusters,
-            max_fit_frames=cfg.labels.max_fit_frames,
-            seed=cfg.seed,
-            device="cpu",
-        ),
-    )
-    train, valid = label_splits(cfg, manifests, kmeans, feature_fn, tag, label_rate)
-    return kmeans, train, valid
+    return manifests, targets
 
 
 def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]:
     """Targets (one or two iterations), then every arm; returns ``{arm: checkpoint}``."""
-    labels_dir = run_dir / "labels"
+    label_config = to_dataclass(cfg.labels, TargetConfig)
     timings, summary = {}, {}
     start = time.perf_counter()
-    manifests, kmeans, train, valid = iteration1_targets(cfg, run_dir)
-    num_classes, label_rate = kmeans.n_clusters, FRAME_RATE_MFCC
-    summary["iteration1"] = _label_summary(kmeans, train, valid, label_rate)
+    manifests, targets = iteration1_targets(cfg, run_dir)
+    summary["iteration1"] = targets.summary()
     timings["labels_iteration1_s"] = time.perf_counter() - start
-    if cfg.labels.iterations >= 2:
+    if label_config.iterations >= 2:
         # iteration 1 model: plain HuBERT on the MFCC targets (Hsu et al., 2021)
         start = time.perf_counter()
         teacher_objective = objective_for(
-            cfg, {"mixing": False, "contrastive": False}, num_classes, label_rate
+            cfg,
+            {"mixing": False, "contrastive": False},
+            targets.kmeans.n_clusters,
+            targets.label_rate,
         )
         teacher, teacher_result = pretrain(
-            cfg, teacher_objective, train, valid, run_dir / "pretrain" / "iteration1"
+            cfg, teacher_objective, targets, run_dir / "pretrain" / "iteration1"
         )
-        layer = cfg.labels.hidden_layer
-        features = encoder_layer_features(load_encoder(teacher), layer)
+        teacher_encoder = load_encoder(teacher)
         with distributed.main_process_first("iteration-2 targets"):
-            kmeans, train, valid = fit_and_label(
-                cfg,
+            targets = hidden_targets(
                 manifests,
-                labels_dir / f"iter2_layer{layer}_k{cfg.labels.hidden_clusters}_{teacher.stem}.pt",
-                features,
-                cfg.labels.hidden_clusters,
-                f"iter2_layer{layer}",
-                FRAME_RATE_ENCODER,
+                run_dir / "labels",
+                teacher_encoder,
+                label_config,
+                label_rate=FRAME_RATE_ENCODER,
+                teacher_name=teacher.stem,
+                seed=cfg.seed,
             )
-        num_classes, label_rate = kmeans.n_clusters, FRAME_RATE_ENCODER
         summary["iteration2"] = {
-            **_label_summary(kmeans, train, valid, label_rate),
+            **targets.summary(),
             "teacher": str(teacher),
             "teacher_valid_loss": teacher_result.get("valid/loss"),
         }
@@ -300,8 +212,8 @@ def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]
     checkpoints = {}
     for arm, switches in arms.items():
         start = time.perf_counter()
-        objective = objective_for(cfg, switches, num_classes, label_rate)
-        checkpoint, result = pretrain(cfg, objective, train, valid, run_dir / "pretrain" / arm)
+        objective = objective_for(cfg, switches, targets.kmeans.n_clusters, targets.label_rate)
+        checkpoint, result = pretrain(cfg, objective, targets, run_dir / "pretrain" / arm)
         checkpoints[arm] = checkpoint
         summary[arm] = {
             "checkpoint": str(checkpoint),
@@ -312,18 +224,6 @@ def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]
         timings[f"pretrain_{arm}_s"] = time.perf_counter() - start
     summary["timings"] = timings
     return checkpoints, summary
-
-
-def _label_summary(kmeans: KMeans, train: FrameLabels, valid: FrameLabels, rate: float) -> dict:
-    return {
-        "kmeans_fingerprint": kmeans.fingerprint,
-        "num_clusters": kmeans.n_clusters,
-        "label_rate": rate,
-        "train_utterances": len(train.labels),
-        "valid_utterances": len(valid.labels),
-        "dropped_mismatched": len(train.mismatched) + len(valid.mismatched),
-        "dropped_unlabelled": len(train.unlabelled) + len(valid.unlabelled),
-    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,13 +239,6 @@ def transfer_config(cfg: DictConfig) -> TransferConfig:
     )
 
 
-def head_config(cfg: DictConfig):
-    schema = {"ecapa": EcapaHeadConfig, "linear_probe": LinearProbeConfig}.get(
-        cfg.head.kind, ClassifierHeadConfig
-    )
-    return to_dataclass(cfg.head, schema)
-
-
 def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> dict:
     """Speaker ID, verification and emotion LOSO for every upstream and seed, one suite."""
     vox_dir = speaker_data(cfg, run_dir)
@@ -357,7 +250,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
     emotion_dir = run_dir / "data" / cfg.emotion.corpus
     prepare_once(cfg.emotion.corpus, cfg.emotion.src, emotion_dir)
     emotion = load_manifests([emotion_dir / "all.jsonl"])
-    head = head_config(cfg)
+    head = head_config(cfg.head)
     layers = cfg.speaker.verification_layers
     suite = Suite(
         head,
@@ -368,7 +261,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
     )
     upstreams = transfer_upstreams(
         list(cfg.modes),
-        to_container(cfg.encoder),
+        to_plain(cfg.encoder),
         {arm: [path] for arm, path in checkpoints.items()},
         list(cfg.seeds),
         deterministic_head=isinstance(head, LinearProbeConfig),
@@ -405,11 +298,13 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
         if name not in ("fbank", "random_frozen", "random_finetune")
         for baseline in ("random_frozen", "fbank")
     ]
-    if "pretrained_frozen" in names:  # each ablation arm against the full model
+    # each ablation arm against the full model (UniSpeech-SAT in ablation=sat)
+    full = next((n for n in ("unispeech_sat_frozen", "pretrained_frozen") if n in names), None)
+    if full is not None:
         comparisons += [
-            (name, "pretrained_frozen")
+            (name, full)
             for name in names
-            if name.endswith("_frozen") and name not in ("pretrained_frozen", "random_frozen")
+            if name.endswith("_frozen") and name not in (full, "random_frozen")
         ]
     plot_layer_usage(run_dir, outcomes)
     summary = summarize(outcomes, comparisons)
@@ -486,9 +381,10 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="hubert_sat", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # bad corpus paths, layouts, audio or options: one line and exit code 1
-    exit_on_bad_input("hubert_sat", run, cfg)
+    # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
+    # code 1; a second run on the same run_dir stops at its lock
+    run_recipe("hubert_sat", run, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("hubert_sat", main)

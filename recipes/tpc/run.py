@@ -16,27 +16,27 @@ every rank pre-trains (DDP), and rank 0 alone runs the emotion folds and the rep
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from speechssl.config import CONF_DIR, register_configs, to_container
+from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
-from speechssl.heads.config import ClassifierHeadConfig
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
+from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
-from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
-from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
+from speechssl.objectives import build_objective
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
 from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
 from speechssl.train import distributed
-from speechssl.train.config import TrainerConfig, to_dataclass
+from speechssl.train.config import TrainerConfig
 from speechssl.train.pretrain import pretrain_on_manifests
+from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 
@@ -60,9 +60,8 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
     valid = load_manifests(valid_paths) if valid_paths else None
     # the initial weights come from the seed alone (torch's global generator starts at random)
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(to_container(cfg.encoder))
-    objective = to_dataclass(cfg.objective, PredictiveCodingConfig)
-    model = PredictiveCodingModel(encoder, feature_dim=encoder.config.n_mels, config=objective)
+    encoder = build_encoder(cfg.encoder)
+    model = build_objective(cfg.objective, encoder)
     print(
         f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
         f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h"
@@ -91,12 +90,11 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
     config = dataclasses.replace(
         config, trainer=dataclasses.replace(trainer, log_every=min(trainer.log_every, 10))
     )
-    schema = LinearProbeConfig if cfg.head.kind == "linear_probe" else ClassifierHeadConfig
-    head = to_dataclass(cfg.head, schema)
+    head = head_config(cfg.head)
     suite = Suite(head, config, run_dir / "transfer", progress=print)
     upstreams = transfer_upstreams(
         list(source.modes),
-        to_container(cfg.encoder),
+        to_plain(cfg.encoder),
         {"pretrained": [checkpoint]},
         list(cfg.seeds),
         deterministic_head=isinstance(head, LinearProbeConfig),
@@ -188,9 +186,10 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="tpc", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # bad corpus paths, layouts, audio or options: one line and exit code 1
-    exit_on_bad_input("tpc", run, cfg)
+    # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
+    # code 1; a second run on the same run_dir stops at its lock
+    run_recipe("tpc", run, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("tpc", main)

@@ -19,7 +19,6 @@ sentences (the others wait for it) and writes the report.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,14 +27,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from speechssl.config import CONF_DIR, register_configs, to_container
+from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_root
-from speechssl.recipe_errors import check_source_folders, exit_on_bad_input
+from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.tasks.report import write_results
 from speechssl.train import distributed
-from speechssl.train.config import to_dataclass
 from speechssl.tts import OOD_BIN, TacotronConfig, TacotronTTS, load_vocoder, study
+from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 
@@ -64,7 +63,7 @@ def pretrain(cfg, model_config, rows, fraction, run_dir) -> tuple[Path, dict]:
         max_steps=cfg.trainer.max_steps,
         batch_size=cfg.pretrain.batch_size,
         speaker_ids=speaker_ids,
-        full_config={**to_container(cfg), "tts_model": asdict(model.config)},
+        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
         seed=cfg.seed,
     )
 
@@ -89,7 +88,7 @@ def finetune(
         max_steps=steps,
         batch_size=cfg.finetune.batch_size,
         default_speaker=speaker,  # every target row is the new speaker
-        full_config={**to_container(cfg), "tts_model": asdict(model.config)},
+        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
         seed=cfg.seed,
     )
     return model, speaker, {**result, "init_max_abs_difference": difference}
@@ -213,9 +212,10 @@ def run(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="tts_pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    # bad corpus paths, layouts, audio or options: one line and exit code 1
-    exit_on_bad_input("tts_pretrain", run, cfg)
+    # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
+    # code 1; a second run on the same run_dir stops at its lock
+    run_recipe("tts_pretrain", run, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra_main("tts_pretrain", main)

@@ -25,18 +25,19 @@ __all__ = ["Batch", "collate"]
 
 @dataclass
 class Batch:
-    """A padded batch of waveforms.
+    """A padded batch of waveforms and the targets its rows carry.
 
     Attributes:
         wav: ``(B, T)`` float32, zero after each utterance's length.
         lengths: ``(B,)`` int64 valid samples per row.
         indices: ``(B,)`` int64 manifest rows.
-        labels: ``(B,)`` int64, or ``None`` when the dataset has no label column.
+        labels: ``(B,)`` int64 utterance labels, or ``None`` when the dataset has no label
+            column.
         num_skipped: items of this batch that could not be loaded (``B`` excludes them).
         skipped: their ``{"index", "path", "reason", "detail"}`` records, for ``skipped.jsonl``.
-        label_lengths: ``(B,)`` int64 valid entries per row when ``labels`` is a padded
-            ``(B, L)`` sequence (frame labels, see :mod:`speechssl.data.frame_labels`),
-            else ``None``.
+        frame_labels: ``(B, L)`` int64 frame labels (HuBERT targets) padded with
+            ``pad_label``, or ``None`` when the dataset has none.
+        frame_label_lengths: ``(B,)`` int64 valid frame labels per row (with ``frame_labels``).
     """
 
     wav: torch.Tensor
@@ -45,21 +46,24 @@ class Batch:
     labels: torch.Tensor | None = None
     num_skipped: int = 0
     skipped: list[dict] = field(default_factory=list)
-    label_lengths: torch.Tensor | None = None
+    frame_labels: torch.Tensor | None = None
+    frame_label_lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.wav.shape[0]
 
     def _map(self, function) -> Batch:
-        labels = None if self.labels is None else function(self.labels)
-        label_lengths = None if self.label_lengths is None else function(self.label_lengths)
+        def optional(tensor):
+            return None if tensor is None else function(tensor)
+
         return replace(
             self,
             wav=function(self.wav),
             lengths=function(self.lengths),
             indices=function(self.indices),
-            labels=labels,
-            label_lengths=label_lengths,
+            labels=optional(self.labels),
+            frame_labels=optional(self.frame_labels),
+            frame_label_lengths=optional(self.frame_label_lengths),
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> Batch:
@@ -71,23 +75,38 @@ class Batch:
         return self._map(lambda tensor: tensor.pin_memory())
 
 
-def collate(items: Sequence[dict | SkippedItem | None]) -> Batch:
-    """Pad ``{"index", "wav" (T,), "label"?}`` items into a :class:`Batch`.
+def collate(items: Sequence[dict | SkippedItem | None], pad_label: int = 0) -> Batch:
+    """Pad ``{"index", "wav" (T,), "label"?, "frame_labels" (L,)?}`` items into a :class:`Batch`.
 
     ``None`` and :class:`~speechssl.data.dataset.SkippedItem` entries are dropped and
     counted. A batch whose items were all skipped has ``B = 0`` (``wav (0, 0)``); skip
-    the step then.
+    the step then. Frame labels are padded to ``(B, L_max)`` with ``pad_label``: a valid
+    class index (0), because the masked-prediction objective range-checks every entry; it
+    never reaches the loss, which only reads labels under ``frame_label_lengths``.
     """
     kept = [item for item in items if isinstance(item, dict)]
     skipped = [item.to_record() for item in items if isinstance(item, SkippedItem)]
     num_skipped = len(items) - len(kept)
-    lengths = torch.tensor([item["wav"].shape[0] for item in kept], dtype=torch.int64)
-    max_length = int(lengths.max()) if len(kept) else 0
-    wav = torch.zeros(len(kept), max_length, dtype=torch.float32)
-    for row, item in enumerate(kept):
-        wav[row, : item["wav"].shape[0]] = item["wav"]
+    wav, lengths = _pad([item["wav"] for item in kept], 0.0, torch.float32)
     indices = torch.tensor([item["index"] for item in kept], dtype=torch.int64)
-    labels = None
+    labels = frame_labels = frame_label_lengths = None
     if kept and "label" in kept[0]:
         labels = torch.tensor([item["label"] for item in kept], dtype=torch.int64)
-    return Batch(wav, lengths, indices, labels, num_skipped, skipped)
+    if kept and "frame_labels" in kept[0]:
+        sequences = [item["frame_labels"] for item in kept]
+        frame_labels, frame_label_lengths = _pad(sequences, pad_label, torch.int64)
+    return Batch(
+        wav, lengths, indices, labels, num_skipped, skipped, frame_labels, frame_label_lengths
+    )
+
+
+def _pad(
+    sequences: Sequence[torch.Tensor], value: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[(T_i,), ...] -> ((N, T_max) padded with value, lengths (N,))``."""
+    lengths = torch.tensor([sequence.shape[0] for sequence in sequences], dtype=torch.int64)
+    max_length = int(lengths.max()) if sequences else 0
+    padded = torch.full((len(sequences), max_length), value, dtype=dtype)
+    for row, sequence in enumerate(sequences):
+        padded[row, : sequence.shape[0]] = sequence
+    return padded, lengths

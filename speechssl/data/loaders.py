@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from speechssl.data.collate import collate
@@ -59,13 +60,18 @@ def make_loader(
     train: bool = True,
     label_column: str | None = None,
     label_vocabulary: Sequence | None = None,
+    frame_labels: Sequence[np.ndarray] | None = None,
+    label_rate: float | None = None,
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader of :class:`speechssl.data.collate.Batch` over ``manifest``.
+    """The one DataLoader of :class:`speechssl.data.collate.Batch` over ``manifest``.
 
-    Training loaders shuffle and crop to ``config.max_duration``; evaluation loaders keep
-    whole utterances in a fixed order. Both shard across torchrun ranks (the sampler
-    reads the rank from ``torch.distributed`` once it is initialised).
+    Rows carry the targets asked for: utterance labels from ``label_column`` (``batch.labels``)
+    and/or frame labels at ``label_rate`` cropped with the audio (``batch.frame_labels``,
+    see :class:`~speechssl.data.dataset.AudioDataset`). Training loaders shuffle and crop
+    to ``config.max_duration``; evaluation loaders keep whole utterances in a fixed order.
+    Both shard across torchrun ranks (the sampler reads the rank from
+    ``torch.distributed`` once it is initialised).
     """
     crop = config.max_duration if train else None
     dataset = AudioDataset(
@@ -75,6 +81,8 @@ def make_loader(
         label_column=label_column,
         label_vocabulary=label_vocabulary,
         seed=seed,
+        frame_labels=frame_labels,
+        label_rate=label_rate,
     )
     sampler = DurationBucketSampler(
         manifest.durations,

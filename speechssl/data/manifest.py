@@ -20,6 +20,8 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 
+from speechssl.safe_io import atomic_write
+
 REQUIRED_KEYS = ("id", "audio", "duration", "sample_rate")
 OPTIONAL_KEYS = ("speaker", "label", "text", "session", "fold", "split", "gender")
 
@@ -30,19 +32,11 @@ class ManifestError(ValueError):
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     """Write rows as JSON lines atomically (temp file + rename); returns the row count."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"  # per process: two writers never share a temp file
     count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as file:
-            for row in rows:
-                file.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as file:
+        for row in rows:
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 
@@ -52,26 +46,34 @@ def read_jsonl(path: str | os.PathLike, skipped: list[dict] | None = None) -> It
     if not os.path.isfile(path):
         raise ManifestError(f"manifest not found: {path}")
     with open(path, encoding="utf-8") as file:
-        for line_number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            reason = None
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                reason, detail = "malformed-line", f"line {line_number}: {error.msg}"
-            else:
-                missing = [
-                    key for key in REQUIRED_KEYS if not isinstance(row, dict) or key not in row
-                ]
-                if missing:
-                    reason, detail = (
-                        "malformed-line",
-                        f"line {line_number}: missing {', '.join(missing)}",
-                    )
-            if reason is None:
-                yield row
-            elif skipped is None:
-                raise ManifestError(f"{path}: {detail}")
-            else:
-                skipped.append({"path": path, "reason": reason, "detail": detail})
+        yield from parse_jsonl(file, path, skipped)
+
+
+def parse_jsonl(
+    lines: Iterable[str], path: str | os.PathLike, skipped: list[dict] | None = None
+) -> Iterator[dict]:
+    """Rows of manifest ``lines`` already read (``path`` names them in messages), checked as
+    :func:`read_jsonl` checks a file's: a caller that needs the bytes too (a digest) reads
+    the file once."""
+    path = os.fspath(path)
+    for line_number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        reason = None
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            reason, detail = "malformed-line", f"line {line_number}: {error.msg}"
+        else:
+            missing = [key for key in REQUIRED_KEYS if not isinstance(row, dict) or key not in row]
+            if missing:
+                reason, detail = (
+                    "malformed-line",
+                    f"line {line_number}: missing {', '.join(missing)}",
+                )
+        if reason is None:
+            yield row
+        elif skipped is None:
+            raise ManifestError(f"{path}: {detail}")
+        else:
+            skipped.append({"path": path, "reason": reason, "detail": detail})

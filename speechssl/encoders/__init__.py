@@ -9,7 +9,7 @@ One package per family, each with a config dataclass (paper-cited defaults) and 
     >>> len(out.hidden_states), tuple(out.last_hidden_state.shape)
     (4, (1, 49, 64))
 
-Families: ``wav2vec2`` (wav2vec 2.0 / HuBERT), ``fbank_transformer``, ``conformer``,
+Families: ``wav2vec2`` (wav2vec 2.0 / HuBERT), ``wavlm`` (WavLM), ``fbank_transformer``, ``conformer``,
 ``predictive_transformer`` (causal Transformer predictive coding) and ``apc``.
 
 Every encoder runs under ``torch.compile`` (tested: graph capture with the ``eager``
@@ -24,7 +24,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .base import Encoder, EncoderOutput, config_to_dict
+from speechssl.typed import from_registry, to_plain
+
+from .base import Encoder, EncoderOutput
 from .conformer import PRESETS as _CONFORMER_PRESETS
 from .conformer import ConformerConfig, ConformerEncoder
 from .fbank_transformer import PRESETS as _FBANK_TRANSFORMER_PRESETS
@@ -44,10 +46,13 @@ from .predictive import (
 )
 from .wav2vec2 import PRESETS as _WAV2VEC2_PRESETS
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder, wav2vec2_base
+from .wavlm import PRESETS as _WAVLM_PRESETS
+from .wavlm import WavLMConfig, WavLMEncoder
 
 # family name -> (config dataclass, encoder class)
 FAMILIES: dict[str, tuple[type, type[Encoder]]] = {
     "wav2vec2": (Wav2Vec2Config, Wav2Vec2Encoder),
+    "wavlm": (WavLMConfig, WavLMEncoder),
     "fbank_transformer": (FbankTransformerConfig, FbankTransformerEncoder),
     "conformer": (ConformerConfig, ConformerEncoder),
     "predictive_transformer": (CausalTransformerConfig, CausalTransformerEncoder),
@@ -59,6 +64,7 @@ FAMILIES: dict[str, tuple[type, type[Encoder]]] = {
 PRESETS: dict[str, Callable[[], Any]] = {
     **{f"hubert_{size}": factory for size, factory in _WAV2VEC2_PRESETS.items()},
     "wav2vec2_base": wav2vec2_base,
+    **{f"wavlm_{size}": factory for size, factory in _WAVLM_PRESETS.items()},
     **{
         f"fbank_transformer_{size}": factory for size, factory in _FBANK_TRANSFORMER_PRESETS.items()
     },
@@ -74,18 +80,11 @@ CONFIG_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-def config_from_dict(values: dict) -> Any:
-    """``{"family": ..., <fields>}`` (a dict or OmegaConf node) -> that family's config dataclass."""
-    values = config_to_dict(values)
-    family = values.get("family")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown encoder family {family!r}; expected one of {sorted(FAMILIES)}")
-    config_class = FAMILIES[family][0]
-    known = {field.name for field in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {family} encoder config fields: {unknown}")
-    return config_class(**values)
+def config_from_dict(values: Any) -> Any:
+    """``{"family": ..., <fields>}`` (a dict or OmegaConf node) -> that family's config
+    dataclass, through the one converter (:func:`speechssl.typed.from_registry`)."""
+    schemas = {family: config_class for family, (config_class, _) in FAMILIES.items()}
+    return from_registry(values, schemas, tag="family", what="encoder")
 
 
 def build_config(family_or_config: Any = "hubert_base", **overrides) -> Any:
@@ -103,13 +102,13 @@ def build_config(family_or_config: Any = "hubert_base", **overrides) -> Any:
     elif dataclasses.is_dataclass(source) and not isinstance(source, type):
         config = source
     else:
-        values = config_to_dict(source)
+        values = to_plain(source)
         # an encoder spec {"family", "config"} as written in checkpoints and exports
         if "config" in values and isinstance(values["config"], dict):
             values = {**values["config"], "family": values.get("family")}
         config = config_from_dict(values)
     if overrides:
-        config = config_from_dict({**config_to_dict(config), **overrides})
+        config = config_from_dict({**to_plain(config), **overrides})
     return config
 
 
@@ -141,6 +140,8 @@ __all__ = [
     "FbankUpstreamConfig",
     "Wav2Vec2Config",
     "Wav2Vec2Encoder",
+    "WavLMConfig",
+    "WavLMEncoder",
     "build_config",
     "build_encoder",
     "config_from_dict",

@@ -15,11 +15,13 @@ layer's hidden states with their frame lengths::
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from speechssl.features.framing import lengths_to_mask
+from speechssl.typed import to_plain
 
 
 class EncoderOutput(NamedTuple):
@@ -39,14 +41,13 @@ class EncoderOutput(NamedTuple):
 
 
 def lengths_to_padding_mask(lengths: Tensor, max_length: int) -> Tensor:
-    """(B,) lengths -> (B, max_length) bool mask, True on *padded* frames."""
-    positions = torch.arange(max_length, device=lengths.device)
-    return positions[None, :] >= lengths[:, None]
+    """(B,) lengths -> (B, max_length) bool mask, True on *padded* frames.
 
-
-def zero_padding(x: Tensor, padding_mask: Tensor) -> Tensor:
-    """Zero the padded frames of (B, F, D) ``x``; ``padding_mask`` (B, F) is True on padding."""
-    return x.masked_fill(padding_mask[..., None], 0.0)
+    The inverse of :func:`speechssl.features.framing.lengths_to_mask` (True on valid
+    frames), the one length-mask helper; kept because attention APIs take a key padding
+    mask, which is True where a key must be ignored.
+    """
+    return ~lengths_to_mask(lengths, max_length)
 
 
 def attention_mask_from_padding(padding_mask: Tensor) -> Tensor:
@@ -105,24 +106,10 @@ class Encoder(nn.Module):
 
     def spec(self) -> dict:
         """``{"family", "config"}``: all ``build_encoder`` needs to rebuild this encoder."""
-        return {"family": self.family, "config": config_to_dict(self.config)}
+        return {"family": self.family, "config": to_plain(self.config)}
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"family={self.family!r}"
-
-
-def config_to_dict(config: Any) -> dict:
-    """A config dataclass (or OmegaConf node, or dict) -> plain JSON-able dict."""
-    if dataclasses.is_dataclass(config):
-        return dataclasses.asdict(config)
-    if isinstance(config, dict):
-        return dict(config)
-    try:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(config, resolve=True)
-    except Exception as error:
-        raise ValueError(f"cannot turn {type(config).__name__} into a config dict") from error

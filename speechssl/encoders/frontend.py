@@ -105,8 +105,11 @@ class Conv2dSubsampling(nn.Module):
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """feats (B, F, n_mels) -> (B, F', D), lengths (B,) -> (B,)."""
         out_lengths = subsampled_lengths(lengths)
-        num_frames = int(subsampled_lengths(torch.tensor(feats.shape[1])))
-        if num_frames == 0:
+        # integer arithmetic on the shape (symbolic under torch.export), not a tensor
+        num_frames = feats.shape[1]
+        for _ in range(2):
+            num_frames = (num_frames - 3) // 2 + 1
+        if num_frames <= 0:
             return feats.new_zeros(feats.shape[0], 0, self.projection.out_features), out_lengths
         x = self.convolutions(feats[:, None])  # (B, F, M) -> (B, 1, F, M) -> (B, C, F', M')
         batch_size, channels, frames, mels = x.shape

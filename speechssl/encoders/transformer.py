@@ -3,7 +3,7 @@
 Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` with a boolean
 mask, so a GPU picks the flash / memory-efficient kernels and a CPU its fused kernel.
 Parameter names follow torchaudio's wav2vec 2.0 components (``q_proj``, ``feed_forward.
-intermediate_dense``, ...) so the key-mapping table in :mod:`speechssl.interop` stays short.
+intermediate_dense``, ...) so the key-mapping tables of :mod:`speechssl.encoders.wav2vec2.convert` stay short.
 """
 
 from __future__ import annotations

@@ -190,6 +190,25 @@ class Fbank(nn.Module):
             flat_feats.index_copy_(0, destinations[begin : begin + chunk], log_mel)
         return feats
 
+    def _kaldi_log_mel_every_frame(self, wav: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """:meth:`_kaldi_log_mel` without data-dependent sizes, for captured graphs: every
+        frame of the padded batch is computed, the padded ones zeroed after. Same
+        arithmetic, out-of-place (equal to the eager path within float rounding)."""
+        # (B, T) -> (B, F, win): one window every hop
+        frames = wav.unfold(1, self.win_length, self.hop_length)
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        if self.preemphasis != 0.0:
+            # x[j] - a * x[j - 1] with x[-1] := x[0]
+            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+            frames = frames - previous * self.preemphasis
+        frames = frames * self.window
+        # zero-pad the window to the FFT size: (B, F, win) -> (B, F, n_fft)
+        padded = torch.nn.functional.pad(frames, (0, self.n_fft - self.win_length))
+        spectrum = torch.fft.rfft(padded)  # (B, F, n_fft // 2 + 1) complex
+        power = spectrum.real.square() + spectrum.imag.square()
+        log_mel = torch.matmul(power, self.mel_banks).clamp_min(KALDI_EPSILON).log()
+        return torch.where(valid.unsqueeze(-1), log_mel, torch.zeros_like(log_mel))
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Frames per utterance for ``lengths`` samples (Kaldi ``snip_edges``)."""
         return frame_lengths(lengths, self.win_length, self.hop_length, snip_edges=True)
@@ -200,7 +219,13 @@ class Fbank(nn.Module):
         """``wav (B, T)`` float, ``lengths (B,)`` samples -> ``(B, F, n_mels)``, ``(B,)`` frames."""
         lengths = check_batch(wav, lengths)
         feat_lengths = self.output_lengths(lengths)
-        num_frames = int(feat_lengths.max()) if feat_lengths.numel() else 0
+        capturing = torch.compiler.is_compiling()
+        if capturing:
+            # a captured graph (torch.export for ONNX) has no data-dependent sizes: frames of
+            # the padded length, which is the longest item's in any collated batch
+            num_frames = (wav.size(1) - self.win_length) // self.hop_length + 1
+        else:
+            num_frames = int(feat_lengths.max()) if feat_lengths.numel() else 0
         # features are always float32, whatever the input or an enclosing autocast region:
         # half-precision FFTs and mel matmuls would break the 1e-3 agreement with Kaldi
         wav = wav.float()
@@ -209,7 +234,9 @@ class Fbank(nn.Module):
             return feats, feat_lengths
         valid = lengths_to_mask(feat_lengths, num_frames)  # (B, F)
         with torch.autocast(device_type=wav.device.type, enabled=False):
-            if self.kaldi_compatible:
+            if self.kaldi_compatible and capturing:
+                feats = self._kaldi_log_mel_every_frame(wav, valid)
+            elif self.kaldi_compatible:
                 feats = self._kaldi_log_mel(wav, valid, feats)
             else:
                 # only the samples the longest row's frames use

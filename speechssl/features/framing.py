@@ -76,7 +76,9 @@ def check_batch(
     if lengths.is_floating_point() or lengths.is_complex():
         raise ValueError(f"lengths must be integers, got {lengths.dtype}")
     lengths = lengths.long()
-    if lengths.numel():
+    # data-dependent checks: skipped while a graph is captured (torch.compile, torch.export
+    # for ONNX) so the graph stays whole, as speechssl.encoders.base.check_lengths does
+    if lengths.numel() and not torch.compiler.is_compiling():
         longest, shortest = int(lengths.max()), int(lengths.min())
         if longest > wav.size(1):
             raise ValueError(

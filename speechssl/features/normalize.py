@@ -29,7 +29,13 @@ def _check_features(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     if lengths.dim() != 1 or lengths.size(0) != feats.size(0) or lengths.is_floating_point():
         raise ValueError(f"lengths must be integers of shape ({feats.size(0)},)")
     lengths = lengths.long()
-    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > feats.size(1)):
+    # data-dependent: skipped while a graph is captured (torch.compile, torch.export)
+    capturing = torch.compiler.is_compiling()
+    if (
+        lengths.numel()
+        and not capturing
+        and (int(lengths.min()) < 0 or int(lengths.max()) > feats.size(1))
+    ):
         raise ValueError(f"lengths must lie in [0, {feats.size(1)}], got {lengths.tolist()}")
     return lengths
 

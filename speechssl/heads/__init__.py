@@ -14,10 +14,13 @@
 from speechssl.encoders.fbank_upstream import FbankUpstream, FbankUpstreamConfig
 from speechssl.heads.classifier import UtteranceClassifier
 from speechssl.heads.config import (
+    HEAD_CONFIGS,
+    HEADS,
     ClassifierHeadConfig,
     EcapaHeadConfig,
     build_head,
     build_transfer_model,
+    head_config,
 )
 from speechssl.heads.layer_sum import WeightedLayerSum
 from speechssl.heads.linear_probe import LinearProbe, LinearProbeConfig
@@ -25,16 +28,13 @@ from speechssl.heads.pooling import AttentiveStatisticsPooling, MaskedMeanPoolin
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
 
-CONFIG_SCHEMAS = {
-    "head": {
-        "classifier": ClassifierHeadConfig,
-        "ecapa": EcapaHeadConfig,
-        "linear_probe": LinearProbeConfig,
-    }
-}
+# Hydra structured-config schemas: registered as ``head/<kind>_schema``
+CONFIG_SCHEMAS = {"head": dict(HEAD_CONFIGS)}
 
 __all__ = [
     "CONFIG_SCHEMAS",
+    "HEADS",
+    "HEAD_CONFIGS",
     "AttentiveStatisticsPooling",
     "ClassifierHeadConfig",
     "ECAPAHead",
@@ -51,4 +51,5 @@ __all__ = [
     "WeightedLayerSum",
     "build_head",
     "build_transfer_model",
+    "head_config",
 ]

@@ -2,7 +2,8 @@
 
 The Hydra group ``head`` has two schemas, ``classifier_schema`` (:class:`ClassifierHeadConfig`)
 and ``ecapa_schema`` (:class:`EcapaHeadConfig`); ``conf/head/{mean_pool,attentive_pool,ecapa}.yaml``
-extend them. The transfer mode lives here too because it is a property of how the head is
+extend them; :data:`HEADS` is the registry (adding a head: its config dataclass with a
+``kind`` tag, a builder, and one entry there). The transfer mode lives here too because it is a property of how the head is
 trained on top of the encoder.
 
 Example:
@@ -15,15 +16,26 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from speechssl.heads.classifier import UtteranceClassifier
+from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
+from speechssl.typed import from_registry
 
-__all__ = ["ClassifierHeadConfig", "EcapaHeadConfig", "build_head", "build_transfer_model"]
+__all__ = [
+    "HEADS",
+    "HEAD_CONFIGS",
+    "ClassifierHeadConfig",
+    "EcapaHeadConfig",
+    "build_head",
+    "build_transfer_model",
+    "head_config",
+]
 
 
 @dataclass
@@ -82,42 +94,77 @@ class EcapaHeadConfig:
     scale: float = 30.0
 
 
+def _classifier_head(
+    config: ClassifierHeadConfig, input_dim: int, num_classes: int, num_layers: int | None
+) -> nn.Module:
+    return UtteranceClassifier(
+        input_dim,
+        num_classes,
+        projector_dim=config.projector_dim,
+        pooling=config.pooling,
+        num_layers=num_layers,
+        layer_norm=config.layer_norm,
+        dropout=config.dropout,
+        attention_dim=config.attention_dim,
+    )
+
+
+def _ecapa_head(
+    config: EcapaHeadConfig, input_dim: int, num_classes: int, num_layers: int | None
+) -> nn.Module:
+    return ECAPAHead(
+        input_dim,
+        num_classes,
+        num_layers=num_layers,
+        layer_norm=config.layer_norm,
+        embedding_dim=config.embedding_dim,
+        channels=tuple(config.channels),
+        attention_channels=config.attention_channels,
+        se_channels=config.se_channels,
+        res2net_scale=config.res2net_scale,
+        margin=config.margin,
+        scale=config.scale,
+    )
+
+
+# head kind (its config's ``kind``) -> (config dataclass, head builder, encoder + head model)
+HEADS: dict[str, tuple[type, Callable[..., nn.Module], type[TransferModel]]] = {
+    "classifier": (ClassifierHeadConfig, _classifier_head, UtteranceClassificationModel),
+    "ecapa": (EcapaHeadConfig, _ecapa_head, SpeakerModel),
+}
+
+
+# every head config by kind: the trained heads above and the converged linear probe (which
+# trains no module, so it has no builder here: speechssl.tasks.suite fits it)
+HEAD_CONFIGS: dict[str, type] = {
+    **{kind: schema for kind, (schema, _, _) in HEADS.items()},
+    "linear_probe": LinearProbeConfig,
+}
+
+
+def head_config(config) -> ClassifierHeadConfig | EcapaHeadConfig | LinearProbeConfig:
+    """The config dataclass a head's ``kind`` picks, from a DictConfig, dict or dataclass.
+
+    Example:
+        >>> head_config({"kind": "ecapa", "embedding_dim": 16}).embedding_dim
+        16
+    """
+    return from_registry(config, HEAD_CONFIGS, tag="kind", what="head")
+
+
 def build_head(config, input_dim: int, num_classes: int, num_hidden_states: int) -> nn.Module:
     """The head of ``config`` for ``num_hidden_states`` hidden states of width ``input_dim``."""
+    if config.kind not in HEADS:
+        raise ValueError(f"head kind must be one of {sorted(HEADS)}, got {config.kind!r}")
     num_layers = num_hidden_states if config.use_layer_sum else None
-    if config.kind == "classifier":
-        return UtteranceClassifier(
-            input_dim,
-            num_classes,
-            projector_dim=config.projector_dim,
-            pooling=config.pooling,
-            num_layers=num_layers,
-            layer_norm=config.layer_norm,
-            dropout=config.dropout,
-            attention_dim=config.attention_dim,
-        )
-    if config.kind == "ecapa":
-        return ECAPAHead(
-            input_dim,
-            num_classes,
-            num_layers=num_layers,
-            layer_norm=config.layer_norm,
-            embedding_dim=config.embedding_dim,
-            channels=tuple(config.channels),
-            attention_channels=config.attention_channels,
-            se_channels=config.se_channels,
-            res2net_scale=config.res2net_scale,
-            margin=config.margin,
-            scale=config.scale,
-        )
-    raise ValueError(f'head kind must be "classifier" or "ecapa", got {config.kind!r}')
+    return HEADS[config.kind][1](config, input_dim, num_classes, num_layers)
 
 
 def build_transfer_model(config, encoder: nn.Module, num_classes: int) -> TransferModel:
     """Encoder + head of ``config``: an :class:`UtteranceClassificationModel` for a classifier
     head, a :class:`SpeakerModel` for an ECAPA head."""
     head = build_head(config, encoder.output_dim, num_classes, encoder.num_layers + 1)
-    model_class = SpeakerModel if config.kind == "ecapa" else UtteranceClassificationModel
+    model_class = HEADS[config.kind][2]
     return model_class(
         encoder, head, mode=config.mode, freeze_feature_extractor=config.freeze_feature_extractor
     )

@@ -59,9 +59,13 @@ class WeightedLayerSum(nn.Module):
                 "a single tensor" if isinstance(hidden_states, torch.Tensor) else len(hidden_states)
             )
             raise ValueError(f"expected {self.num_layers} hidden states, got {got}")
-        shapes = {tuple(state.shape) for state in hidden_states}
-        if len(shapes) != 1:
-            raise ValueError(f"hidden states must share one (B, F, D) shape, got {sorted(shapes)}")
+        # symbolic shapes (torch.export) cannot be hashed; torch.stack checks them there
+        if not torch.compiler.is_compiling():
+            shapes = {tuple(state.shape) for state in hidden_states}
+            if len(shapes) != 1:
+                raise ValueError(
+                    f"hidden states must share one (B, F, D) shape, got {sorted(shapes)}"
+                )
         # L x (B, F, D) -> (L, B, F, D)
         stacked = torch.stack(list(hidden_states), dim=0)
         if self.layer_norm:

@@ -29,7 +29,9 @@ def check_frames(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     if lengths.dim() != 1 or lengths.size(0) != frames.size(0):
         raise ValueError(f"lengths must have shape ({frames.size(0)},), got {tuple(lengths.shape)}")
     lengths = lengths.long()
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > frames.size(1)):
+    # data-dependent: skipped while a graph is captured (torch.compile, torch.export)
+    checked = lengths.numel() and not torch.compiler.is_compiling()
+    if checked and (int(lengths.min()) < 1 or int(lengths.max()) > frames.size(1)):
         raise ValueError(
             f"frame lengths must lie in [1, {frames.size(1)}], "
             f"got [{int(lengths.min())}, {int(lengths.max())}]"

@@ -34,7 +34,8 @@ Example:
     >>> from speechssl.encoders import build_encoder
     >>> model = HubertPretrainModel(build_encoder("hubert_tiny"), MaskedPredictionConfig(num_classes=[20]))
     >>> wav, lengths = torch.randn(2, 16000), torch.tensor([16000, 12000])
-    >>> batch = SimpleNamespace(wav=wav, lengths=lengths, labels=torch.randint(0, 20, (2, 49)))
+    >>> batch = SimpleNamespace(wav=wav, lengths=lengths, frame_labels=torch.randint(0, 20, (2, 49)),
+    ...                         frame_label_lengths=None)
     >>> loss, metrics = model(batch)
     >>> loss.ndim, 0.3 < float(metrics["mask_fraction"]) < 0.8
     (0, True)
@@ -51,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechssl.features.framing import lengths_to_mask
 from speechssl.features.mixing import MixingConfig, UtteranceMixing
 from speechssl.objectives.utterance_contrastive import ContrastiveConfig, UtteranceContrastiveLoss
 
@@ -260,9 +262,7 @@ def cosine_logits(projected: Tensor, label_embeddings: Tensor, temperature: floa
 
 def feature_penalty(features: Tensor, frame_lengths: Tensor) -> Tensor:
     """Mean of squared conv features (B, F, C) over valid frames (fairseq ``features_pen``)."""
-    valid = (
-        torch.arange(features.shape[1], device=features.device)[None, :] < frame_lengths[:, None]
-    )
+    valid = lengths_to_mask(frame_lengths, features.shape[1])  # (B, F)
     squared = features.float().square().sum(dim=-1)  # (B, F)
     count = valid.sum() * features.shape[-1]
     return (squared * valid).sum() / count.clamp(min=1)
@@ -399,7 +399,7 @@ class HubertPretrainModel(nn.Module):
             raise ValueError(
                 f"mask must be (B, F) = {(x.shape[0], num_frames)}, got {tuple(mask.shape)}"
             )
-        valid = torch.arange(num_frames, device=x.device)[None, :] < frame_lengths[:, None]
+        valid = lengths_to_mask(frame_lengths.to(x.device), num_frames)  # (B, F)
         mask = mask.to(x.device) & valid
         embedding = self.encoder.mask_embedding
 
@@ -441,10 +441,12 @@ class HubertPretrainModel(nn.Module):
     def forward(self, batch, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Batch -> (loss: 0-dim, metrics: detached 0-dim tensors), the Trainer contract."""
         config = self.config
-        wav, lengths, labels = batch.wav, batch.lengths, batch.labels
-        label_lengths = getattr(batch, "label_lengths", None)
+        wav, lengths = batch.wav, batch.lengths
+        labels, label_lengths = batch.frame_labels, batch.frame_label_lengths
         if labels is None:
-            raise ValueError("masked prediction needs frame labels (batch.labels of shape (B, L))")
+            raise ValueError(
+                "masked prediction needs frame labels (batch.frame_labels of shape (B, L))"
+            )
         self._check_labels(labels)
         metrics: dict[str, Tensor] = {}
         if self.mixing is not None and self.training:

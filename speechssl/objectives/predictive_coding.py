@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from speechssl.features.framing import lengths_to_mask
+
 
 @dataclass
 class PredictiveCodingConfig:
@@ -87,7 +89,7 @@ def span_mask(
         starts.float()[:, None, :], (mask_length - 1, 0)
     )  # (B, 1, F + L - 1)
     spans = nn.functional.max_pool1d(padded, kernel_size=mask_length, stride=1)[:, 0]  # (B, F)
-    valid = torch.arange(max_frames)[None, :] < lengths.cpu()[:, None]
+    valid = lengths_to_mask(lengths.cpu(), max_frames)  # (B, F)
     return (spans > 0) & valid
 
 

@@ -38,7 +38,10 @@ from torch import nn
 
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
+from speechssl.encoders import build_encoder
+from speechssl.heads import FbankUpstream
 from speechssl.heads.config import build_transfer_model
+from speechssl.loading import load_encoder
 from speechssl.tasks.pooled import FeatureCache
 from speechssl.tasks.pooled_head import (
     PooledHeadModel,
@@ -409,10 +412,6 @@ def upstream_factory(
     pre-trained encoder's weight-free front end, such as global CMVN statistics, when a
     checkpoint is given), or the FBANK upstream with ``n_mels`` bins.
     """
-    from speechssl.encoders import build_encoder
-    from speechssl.heads import FbankUpstream
-    from speechssl.loading import load_encoder
-
     if mode not in TRANSFER_MODES:
         raise ValueError(f"unknown transfer mode {mode!r}; choose from {sorted(TRANSFER_MODES)}")
     head_mode = "finetune" if mode.endswith("finetune") else "frozen"

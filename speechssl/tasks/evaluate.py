@@ -64,15 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _upstream(args: argparse.Namespace) -> Upstream:
     spec = str(args.upstream)
     # a preset is a random init: each seed is a different encoder; anything else is one
-    # fixed encoder, which the deterministic probe needs only once
+    # fixed encoder, opened once (a bad upstream fails here), which the deterministic probe
+    # needs only once
     varies = spec in PRESETS or args.head != "probe"
     seeds = list(args.seeds) if varies else list(args.seeds)[:1]
-    load_upstream(spec, seed=seeds[0], n_mels=args.n_mels)  # a bad upstream fails here, once
-    return Upstream(
-        name=Path(spec).name or spec,
-        build=lambda seed: load_upstream(spec, seed=seed, n_mels=args.n_mels)[0],
-        seeds=seeds,
-    )
+    fixed, _ = load_upstream(spec, seed=seeds[0], n_mels=args.n_mels)
+    if spec in PRESETS:
+        build = lambda seed: load_upstream(spec, seed=seed, n_mels=args.n_mels)[0]
+    else:
+        build = lambda seed: fixed
+    return Upstream(name=Path(spec).name or spec, build=build, seeds=seeds)
 
 
 def _prepared(corpus: str, source: str, out: Path) -> Path:

@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from speechssl.safe_io import atomic_write
+
 __all__ = ["plot_confusion_matrix", "plot_layer_weights", "plot_tsne"]
 
 
@@ -33,9 +35,12 @@ def _to_numpy(values) -> np.ndarray:
 def save_figure(figure: plt.Figure, path: str | Path) -> str:
     """Write ``figure`` as a PNG (parent folders created), close it, return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        # atomic: a full disk leaves the old plot (or none) and says "disk full at <path>"
+        with atomic_write(path, "wb") as file:
+            figure.savefig(file, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return str(path)
 
 

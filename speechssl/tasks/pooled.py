@@ -37,13 +37,18 @@ from torch import nn
 
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
+from speechssl.encoders.base import Encoder
+from speechssl.safe_io import UnreadableFileError, load_torch_file, save_torch_atomic
 
 __all__ = ["FeatureCache", "encoder_fingerprint", "manifest_fingerprint", "pool_hidden_states"]
 
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
-    """Hex digest of the encoder's class and every parameter and buffer (names, shapes, values)."""
-    digest = hashlib.sha1(type(encoder).__qualname__.encode())
+    """Hex digest of the encoder's class, architecture (its spec, or its repr for a plain
+    module) and every parameter and buffer (names, shapes, values): weight-free settings
+    such as FBANK's ``n_mels`` count too."""
+    architecture = encoder.spec() if isinstance(encoder, Encoder) else repr(encoder)
+    digest = hashlib.sha1(f"{type(encoder).__qualname__}\n{architecture}".encode())
     for name, tensor in list(encoder.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(
@@ -118,19 +123,16 @@ class FeatureCache:
         path = None if self.directory is None else self.directory / f"{key}.pt"
         if path is not None and path.is_file():
             try:
-                features = torch.load(path, map_location="cpu", weights_only=True)
+                features = load_torch_file(path, "feature cache entry")
                 if isinstance(features, torch.Tensor) and features.shape[0] == len(manifest):
                     self._entries[key] = features
                     return features
-            except (OSError, RuntimeError, EOFError):
+            except UnreadableFileError:
                 pass  # an unreadable cache entry is recomputed and rewritten
         features = self._encode(encoder, manifest)
         self._entries[key] = features
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".tmp{id(self)}")
-            torch.save(features, temporary)
-            temporary.replace(path)
+            save_torch_atomic(features, path, durable=False)
         return features
 
     @torch.no_grad()

@@ -21,11 +21,23 @@ Example (a table by default, JSON lines with ``--json``)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
+
+import torch
+
+from speechssl.data.compact import Manifest
+from speechssl.data.loaders import DataConfig
+from speechssl.data.prepare.common import check_audio
+from speechssl.encoders import build_encoder
+from speechssl.heads import ClassifierHeadConfig, FbankUpstream, build_transfer_model
+from speechssl.safe_io import load_state_strict, short_reason, write_text_atomic
+from speechssl.tasks.classification import TransferConfig, predict
+from speechssl.train.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = [
     "MODEL_FILE",
@@ -57,8 +69,6 @@ def write_model_file(
     ``trained`` is :class:`speechssl.tasks.classification.TrainedClassifier`; its
     ``checkpoint`` (the returned model's weights: best on dev, else the last) is used.
     """
-    import dataclasses
-
     run_dir = Path(run_dir)
     checkpoint = trained.checkpoint
     if checkpoint is None or not Path(checkpoint).is_file():
@@ -73,7 +83,7 @@ def write_model_file(
         "data": dataclasses.asdict(data),
         "checkpoint": os.path.relpath(checkpoint, run_dir),
     }
-    (run_dir / MODEL_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(run_dir / MODEL_FILE, json.dumps(info, indent=2) + "\n")
     return checkpoint
 
 
@@ -83,12 +93,6 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     Raises:
         ValueError: not a finished fine-tuning run, or a checkpoint that does not fit.
     """
-    from speechssl.data.loaders import DataConfig
-    from speechssl.encoders import build_encoder
-    from speechssl.heads import ClassifierHeadConfig, FbankUpstream, build_transfer_model
-    from speechssl.tasks.classification import TransferConfig
-    from speechssl.train.checkpoint import CheckpointError, load_checkpoint
-
     run_dir = Path(run_dir)
     model_file = run_dir / MODEL_FILE
     if not model_file.is_file():
@@ -96,37 +100,90 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
             f"{run_dir} is not a finished fine-tuning run ({MODEL_FILE} missing); "
             "train one with recipes/finetune/run.py"
         )
-    info = json.loads(model_file.read_text())
+    info = _read_model_file(model_file)
     spec = info["encoder_spec"]
-    # FbankUpstream is no family of build_encoder (it has no learned weights)
-    if spec["family"] == "fbank":
-        encoder = FbankUpstream.from_config(spec["config"])
-    else:
-        encoder = build_encoder(spec)
-    head = ClassifierHeadConfig(**info["head"])
-    model = build_transfer_model(head, encoder, num_classes=len(info["labels"]))
+    try:
+        # FbankUpstream is no family of build_encoder (it has no learned weights)
+        if spec["family"] == "fbank":
+            encoder = FbankUpstream.from_config(spec["config"])
+        else:
+            encoder = build_encoder(spec)
+        head = ClassifierHeadConfig(**info["head"])
+        model = build_transfer_model(head, encoder, num_classes=len(info["labels"]))
+    except (TypeError, KeyError, RuntimeError) as error:
+        # a hand-edited or damaged model.json: options the classes do not take, values of
+        # the wrong type, or sizes torch cannot allocate (RuntimeError from a constructor)
+        raise ValueError(
+            f"{model_file}: does not describe a model ({short_reason(error)})"
+        ) from None
     try:
         state = load_checkpoint(run_dir / info["checkpoint"])
     except CheckpointError as error:
         raise ValueError(str(error)) from None
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise ValueError(
-            f"{info['checkpoint']} does not fit {MODEL_FILE}: {str(error).splitlines()[0]}"
-        ) from None
-    model = model.to(device).eval()
+    load_state_strict(model, state["model"], f"{info['checkpoint']} (for {MODEL_FILE})")
+    model = model.to(check_device(device)).eval()
     config = TransferConfig(data=DataConfig(**{**info["data"], "num_workers": 0}))
     return LoadedRun(model, list(info["labels"]), config, info)
+
+
+# model.json keys and the types a run writes for them
+_MODEL_FILE_TYPES = {
+    "labels": list,
+    "encoder_spec": dict,
+    "head": dict,
+    "data": dict,
+    "checkpoint": str,
+}
+
+
+def _model_file_problem(info) -> str | None:
+    """What is wrong with the parsed ``model.json`` (None: the types a run writes)."""
+    if not isinstance(info, dict):
+        return "expected a JSON object"
+    for key, kind in _MODEL_FILE_TYPES.items():
+        if not isinstance(info.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    spec = info["encoder_spec"]
+    if not isinstance(spec.get("family"), str) or not isinstance(spec.get("config"), dict):
+        return "encoder_spec needs a 'family' and a 'config' object"
+    if not info["labels"] or not all(isinstance(label, str) for label in info["labels"]):
+        return "'labels' must be a list of strings"
+    return None
+
+
+def _read_model_file(path: Path) -> dict:
+    """``model.json`` as a dict whose keys have the types a run writes; one line otherwise."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: damaged, not JSON ({short_reason(error)})") from None
+    problem = _model_file_problem(info)
+    if problem:
+        raise ValueError(f"{path}: damaged, {problem}")
+    return info
+
+
+def check_device(name: str) -> torch.device:
+    """``torch.device(name)`` after checking this machine has it; one line otherwise.
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+    """
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)  # raises when the device type is absent here
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(
+            f"--device {name}: not available on this machine ({short_reason(error)}); "
+            "use --device cpu"
+        ) from None
+    return device
 
 
 def predict_files(loaded: LoadedRun, paths: list[str]) -> tuple[list[dict], list[str]]:
     """``(results, errors)``: per readable file ``{"path", "label", "probabilities"}`` in the
     given order, and one message per file that could not be read."""
-    from speechssl.data.compact import Manifest
-    from speechssl.data.prepare.common import check_audio
-    from speechssl.tasks.classification import predict
-
     rows, errors = [], []
     for index, path in enumerate(paths):
         check = check_audio(os.path.abspath(path))
@@ -193,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl predict``: print predictions; 1 if any file failed."""
     if args.top < 0:
         raise ValueError(f"--top must be >= 0, got {args.top}")
+    check_device(args.device)  # before any work
     loaded = load_run(args.run_dir, device=args.device)
     results, errors = predict_files(loaded, list(args.files))
     for message in errors:

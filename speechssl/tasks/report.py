@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speechssl.safe_io import write_text_atomic
 from speechssl.tasks.emotion import EmotionResults
 from speechssl.tasks.plots import (
     plot_confusion_matrix,
@@ -33,9 +34,9 @@ __all__ = ["plot_layer_usage", "write_emotion_report", "write_results", "write_s
 def write_results(run_dir: str | Path, results: dict, markdown: str) -> None:
     """``run_dir/results.json`` (JSON-able ``results``) and ``run_dir/results.md``."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    (run_dir / "results.md").write_text(markdown)
+    # atomic: a full disk or a kill never leaves an earlier run's results half-overwritten
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=float) + "\n")
+    write_text_atomic(run_dir / "results.md", markdown)
 
 
 def _layer_readings(details: Sequence[dict]) -> tuple[list, list]:

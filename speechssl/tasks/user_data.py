@@ -13,9 +13,9 @@ missing ``path``/``label`` columns, an unreadable audio file (the first one, plu
 more), a label of valid/test that train never saw, a class without training examples.
 Unreadable files are never skipped silently: fix or remove their rows.
 
-:func:`load_upstream` turns ``upstream=`` into an encoder: ``fbank``, a preset name
-(random weights), a speechssl checkpoint/export, a fairseq or torchaudio HuBERT/wav2vec2
-``.pt`` file, or a Hugging Face model directory.
+:func:`load_upstream` turns ``upstream=`` into an encoder through the one door,
+:func:`speechssl.load_encoder` (``fbank``, a preset, a speechssl checkpoint/export, a
+torchaudio, fairseq or unilm file, or a Hugging Face folder).
 
 Example:
     >>> import os, tempfile
@@ -47,12 +47,12 @@ from speechssl.data.loaders import DataConfig
 from speechssl.data.manifest import read_jsonl, write_jsonl
 from speechssl.data.prepare import folder, table
 from speechssl.data.prepare.common import Report, check_audio
+from speechssl.loading import open_encoder
 
 __all__ = [
     "FinetuneDataConfig",
     "UserData",
     "check_labels",
-    "checkpoint_kind",
     "load_upstream",
     "load_user_data",
     "read_labelled",
@@ -371,127 +371,18 @@ def load_user_data(
 
 
 def load_upstream(spec: str, seed: int = 0, n_mels: int = 80):
-    """``(encoder, kind)`` for an ``upstream=`` value; ``kind`` is one of ``fbank``,
-    ``preset`` (random weights), ``speechssl``, ``fairseq``, ``torchaudio``, ``huggingface``.
-
-    - ``fbank``: log-mel filterbanks with ``n_mels`` bins (no learned encoder);
-    - a preset name of :data:`speechssl.encoders.PRESETS` (e.g. ``hubert_tiny``), randomly
-      initialised with ``seed``;
-    - a directory: a speechssl export (``config.json`` with ``family``) or a Hugging Face
-      ``transformers`` wav2vec2/HuBERT/UniSpeech-SAT directory (``config.json`` with
-      ``model_type``);
-    - a file: a speechssl checkpoint or ``.safetensors`` export, a fairseq HuBERT/wav2vec2
-      checkpoint or a torchaudio ``Wav2Vec2Model`` state dict, told apart by
-      :func:`checkpoint_kind`.
+    """``(encoder, kind)`` for an ``upstream=`` value, through :func:`speechssl.load_encoder`
+    (every format it opens; ``kind`` is one of :data:`speechssl.loading.KINDS`).
 
     Raises:
-        ValueError: the spec is none of these (naming why each reading failed).
+        ValueError: one line, prefixed with ``upstream=<spec>``.
     """
-    import torch
-
-    from speechssl import interop
-    from speechssl.encoders import PRESETS, build_encoder
-    from speechssl.heads import FbankUpstream
-    from speechssl.loading import load_encoder
-
-    spec = str(spec).strip()
-    if spec == "fbank":
-        return FbankUpstream(n_mels=n_mels), "fbank"
-    if spec in PRESETS:
-        torch.manual_seed(seed)
-        return build_encoder(spec), "preset"
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise ValueError(
-            f"upstream={spec}: not 'fbank', not a preset ({', '.join(sorted(PRESETS))}) and "
-            "no such file or folder"
-        )
-    if path.is_dir():
-        config_path = path / "config.json"
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(
-                f"upstream={spec}: no readable config.json in the folder ({error})"
-            ) from None
-        if "family" in config:
-            return load_encoder(path), "speechssl"
-        if "model_type" in config:
-            return interop.from_huggingface(path), "huggingface"
-        raise ValueError(
-            f"upstream={spec}: {config_path} is neither a speechssl export (no 'family') nor a "
-            "Hugging Face config (no 'model_type')"
-        )
-    if path.suffix == ".safetensors":
-        return load_encoder(path), "speechssl"
     try:
-        kind = checkpoint_kind(path)
-    except ValueError as error:
-        raise ValueError(f"upstream={spec}: cannot load the file ({error})") from None
-    loader = {
-        "speechssl": load_encoder,
-        "fairseq": interop.load_fairseq_checkpoint,
-        "torchaudio": interop.load_torchaudio_checkpoint,
-    }[kind]
-    try:
-        return loader(path), kind
-    except (ValueError, KeyError, RuntimeError) as error:
-        # one line naming the format the file was read as and what did not fit
-        reason = " ".join(str(error).split())
-        raise ValueError(
-            f"upstream={spec}: cannot load it as a {kind} checkpoint: {reason}"
-        ) from None
-
-
-def checkpoint_kind(path: str | os.PathLike) -> str:
-    """Which reader a ``.pt`` file needs: ``"speechssl"`` (a Trainer checkpoint with an
-    ``encoder_spec``), ``"fairseq"`` (``model`` + ``cfg``/``args``, or config objects pickled
-    beside the weights) or ``"torchaudio"`` (a ``Wav2Vec2Model`` state dict, bare or as
-    ``{"state_dict", "preset"}``).
-
-    Only the pickled structure is read: zip-format files are memory-mapped, so a large
-    checkpoint is not loaded twice.
-
-    Raises:
-        ValueError: a truncated/corrupt file or a PyTorch file of none of these kinds.
-    """
-    import pickle
-    import zipfile
-
-    import torch
-
-    path = Path(path)
-    try:
-        payload = torch.load(
-            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-        )
-    except pickle.UnpicklingError as error:
-        if "GLOBAL" in str(error):
-            # config objects (argparse.Namespace, omegaconf nodes) pickled with the
-            # weights: what fairseq writes; its reader allow-lists them one by one
-            return "fairseq"
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
-    except Exception as error:  # noqa: BLE001 -- torch raises many kinds on a damaged file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(
-            f"{path}: not a readable speechssl, fairseq or torchaudio checkpoint, truncated "
-            f"or corrupt? ({type(error).__name__}: {first_line[:120]})"
-        ) from None
-    if isinstance(payload, dict):
-        if "encoder_spec" in payload or {"model", "config"} <= payload.keys():
-            # a Trainer checkpoint; load_encoder explains one that lacks the encoder_spec
-            return "speechssl"
-        if "model" in payload and ("cfg" in payload or "args" in payload):
-            return "fairseq"
-        if "state_dict" in payload or any(
-            str(key).startswith("feature_extractor.conv_layers.") for key in payload
-        ):
-            return "torchaudio"
-        shown = ", ".join(repr(key) for key in list(payload)[:5])
-        what = f"a dict with keys {shown}{' ...' if len(payload) > 5 else ''}"
-    else:
-        what = f"a {type(payload).__name__}"
-    raise ValueError(
-        f"{path}: {what} is not a speechssl, fairseq or torchaudio checkpoint "
-        "(expected 'encoder_spec', 'model' + 'cfg'/'args', or a Wav2Vec2Model state dict)"
-    )
+        encoder, kind = open_encoder(spec, seed=seed, n_mels=n_mels)
+    except (ValueError, FileNotFoundError) as error:
+        message = " ".join(str(error).split())
+        # the door's messages start with the path, which upstream= already names
+        path = str(Path(str(spec).strip()).expanduser())
+        message = message.removeprefix(f"{path}: ")
+        raise ValueError(f"upstream={spec}: {message}") from None
+    return encoder, kind

@@ -5,8 +5,9 @@ A checkpoint is a ``torch.save`` dict with keys ``model``, ``optimizer``, ``sche
 ``encoder_spec``. It is written to a temporary file in the same folder, fsynced and
 renamed over the final name, so a process killed at any moment leaves either the old
 or the new file, never a half-written one under a final name. It is read with
-``torch.load(weights_only=True)``: only tensors and plain containers/numbers/strings come
-back, so a file carrying a pickled object that would run code is refused.
+``torch.load(weights_only=True)`` (:func:`speechssl.safe_io.load_torch_file`): only
+tensors and plain containers/numbers/strings come back, so a file carrying a pickled object
+that would run code is refused; resuming skips such a file like any other unusable one.
 
 Example:
     >>> import tempfile, torch
@@ -21,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
 import warnings
@@ -29,6 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from speechssl.safe_io import (
+    UnreadableFileError,
+    UnsafeFileError,
+    load_torch_file,
+    save_torch_atomic,
+)
 
 __all__ = [
     "CheckpointError",
@@ -64,7 +71,10 @@ class CheckpointError(ValueError):
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint holding objects outside the safe types: refused, never unpickled."""
+    """A checkpoint holding objects outside the safe types: refused, never unpickled.
+
+    Resuming skips it like any other unusable checkpoint (with a warning); loading it by
+    name raises this."""
 
 
 def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
@@ -101,24 +111,8 @@ def save_checkpoint(
     """
     _check_safe(state)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / name if name else checkpoint_path(folder, step)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temporary, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
-    return path
+    return save_torch_atomic(state, path, durable=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -134,20 +128,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights_only" in str(error) or "Weights only" in str(error):
-            first = next((line for line in str(error).splitlines() if "GLOBAL" in line), "")
-            raise UnsafeCheckpointError(
-                f"{path}: refused to load: it holds a pickled object outside the safe types "
-                f"(tensors, numbers, strings, containers); it may run code. {first.strip()}"
-            ) from None
-        raise CheckpointError(f"{path}: unreadable checkpoint ({error})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason})") from None
+        state = load_torch_file(path, "checkpoint", map_location=map_location)
+    except UnsafeFileError as error:
+        raise UnsafeCheckpointError(str(error)) from None
+    except UnreadableFileError as error:
+        raise CheckpointError(str(error)) from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise CheckpointError(f"{path}: not a speechssl checkpoint (no 'model'/'step' keys)")
+        found = type(state).__name__ if not isinstance(state, dict) else "a dict without them"
+        raise CheckpointError(
+            f"{path}: not a speechssl checkpoint (no 'model'/'step' keys: {found})"
+        )
     return state
 
 
@@ -165,24 +155,28 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
 
 
 def load_latest_checkpoint(
-    folder: str | os.PathLike, map_location: str | torch.device = "cpu"
+    folder: str | os.PathLike, map_location: str | torch.device = "cpu", accept=None
 ) -> tuple[Path, dict] | tuple[None, None]:
-    """The newest checkpoint in ``folder`` that loads, as ``(path, state)``; ``(None, None)`` if none.
+    """The newest usable checkpoint in ``folder`` as ``(path, state)``; ``(None, None)`` if none.
 
-    Truncated or corrupt files are skipped with a warning naming them and the next older
+    Unusable files — truncated, text, random bytes, a pickle asking for code (refused, not
+    run), or one that ``accept(state)`` rejects by raising ``ValueError`` (e.g. weights of
+    another shape) — are skipped with a warning naming the file and why, and the next older
     one is tried.
-
-    Raises:
-        UnsafeCheckpointError: a checkpoint holds unsafe objects (refused rather than
-            skipped: someone changed the run directory).
     """
     for path in reversed(list_checkpoints(folder)):
         try:
-            return path, load_checkpoint(path, map_location=map_location)
-        except UnsafeCheckpointError:
-            raise
-        except CheckpointError as error:
+            state = load_checkpoint(path, map_location=map_location)
+        except CheckpointError as error:  # the message names the file
             warnings.warn(f"skipping checkpoint: {error}", stacklevel=2)
+            continue
+        try:
+            if accept is not None:
+                accept(state)
+        except ValueError as error:
+            warnings.warn(f"skipping checkpoint: {path}: {error}", stacklevel=2)
+            continue
+        return path, state
     return None, None
 
 

@@ -19,9 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 __all__ = [
     "Device",
     "EarlyStoppingConfig",
@@ -31,7 +28,6 @@ __all__ = [
     "Precision",
     "Schedule",
     "TrainerConfig",
-    "to_dataclass",
 ]
 
 
@@ -156,26 +152,3 @@ class OptimConfig:
     phase_ratio: list[float] | None = None  # fairseq: phase_ratio (tri_stage), e.g. [0.1, 0.4, 0.5]
     init_lr_scale: float = 0.01  # fairseq: init_lr_scale (tri_stage)
     param_groups: list[ParamGroupConfig] = field(default_factory=list)
-
-
-def to_dataclass(config, schema: type):
-    """Return ``config`` as an instance of the dataclass ``schema``, checking keys and types.
-
-    ``config`` may be the dataclass itself, a dict or a DictConfig (typed or not); unknown
-    keys and values of the wrong type raise ``ValueError`` naming the key.
-
-    Example:
-        >>> to_dataclass({"max_steps": 5}, TrainerConfig).max_steps
-        5
-    """
-    if isinstance(config, schema):
-        return config
-    if config is None:
-        return schema()
-    if not isinstance(config, (dict, DictConfig)):
-        raise TypeError(f"expected a {schema.__name__} or a mapping, got {type(config).__name__}")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), config)
-    except OmegaConfBaseException as error:  # several error types; callers get one
-        raise ValueError(f"invalid {schema.__name__}: {error}".splitlines()[0]) from None
-    return OmegaConf.to_object(merged)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from speechssl.safe_io import atomic_write
 from speechssl.train.progress import read_metrics
 
 __all__ = ["plot_curves"]
@@ -61,6 +62,10 @@ def plot_curves(metrics_path: str | os.PathLike, png_path: str | os.PathLike) ->
         axis.grid(alpha=0.3)
     figure.tight_layout()
     png_path = Path(png_path)
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
+    try:
+        # atomic: a full disk leaves the old plot (or none) and says "disk full at <path>"
+        with atomic_write(png_path, "wb") as file:
+            figure.savefig(file, format="png", dpi=100)
+    finally:
+        plt.close(figure)
     return png_path

@@ -8,15 +8,17 @@ Example: see ``recipes/tpc/run.py``::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.train.checkpoint import latest_checkpoint
-from speechssl.train.config import to_dataclass
 from speechssl.train.trainer import Trainer
+from speechssl.typed import to_dataclass
 
 __all__ = ["pretrain_on_manifests"]
 
@@ -32,18 +34,38 @@ def pretrain_on_manifests(
     *,
     full_config=None,
     seed: int = 0,
+    train_labels: Sequence[np.ndarray] | None = None,
+    valid_labels: Sequence[np.ndarray] | None = None,
+    label_rate: float | None = None,
 ) -> tuple[Path, dict]:
     """Train ``model`` (``forward(batch) -> (loss, metrics)``) on audio manifests.
+
+    With ``train_labels`` (and ``valid_labels``: one frame-label array per manifest row at
+    ``label_rate``, e.g. :class:`speechssl.targets.Targets`), the batches carry them as
+    ``batch.frame_labels``, cropped with the audio.
 
     Resumes from ``run_dir`` when a checkpoint is there (``trainer.resume=auto``), so a
     killed recipe picks up where it stopped. Returns the final checkpoint and the
     Trainer's result (including ``valid/loss`` when a validation manifest is given).
     """
     data_config = to_dataclass(data_config, DataConfig)
-    train_loader = make_loader(train_manifest, data_config, train=True, seed=seed)
+    train_loader = make_loader(
+        train_manifest,
+        data_config,
+        train=True,
+        frame_labels=train_labels,
+        label_rate=label_rate,
+        seed=seed,
+    )
     valid_loader = None
     if valid_manifest is not None and len(valid_manifest):
-        valid_loader = make_loader(valid_manifest, data_config, train=False)
+        valid_loader = make_loader(
+            valid_manifest,
+            data_config,
+            train=False,
+            frame_labels=valid_labels,
+            label_rate=label_rate,
+        )
     trainer = Trainer(
         model,
         train_loader,

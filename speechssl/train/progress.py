@@ -1,4 +1,7 @@
-"""Training feedback: a tqdm bar, TensorBoard scalars and ``metrics.jsonl`` rows.
+"""Training feedback: a progress bar, TensorBoard scalars and ``metrics.jsonl`` rows.
+
+The bar comes from :func:`speechssl.progress_bar.progress_bar`: animated on a terminal,
+one plain line every 30 s when the output goes to a log file.
 
 Only rank 0 creates a ``ProgressWriter`` that writes; the other ranks get one with
 ``enabled=False`` whose methods do nothing, so the training loop has no rank tests.
@@ -20,7 +23,8 @@ import logging
 import os
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from speechssl.progress_bar import progress_bar
+from speechssl.safe_io import atomic_write
 
 __all__ = ["ProgressWriter", "read_metrics", "truncate_metrics"]
 
@@ -49,10 +53,8 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> None:
     steps that the resumed run logs again)."""
     path = Path(path)
     rows = [row for row in read_metrics(path) if row.get("step", 0) <= last_step]
-    temporary = path.with_suffix(".jsonl.tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
+    with atomic_write(path) as file:
         file.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(temporary, path)
 
 
 class ProgressWriter:
@@ -94,8 +96,8 @@ class ProgressWriter:
                 str(self.run_dir / "tb"), purge_step=initial_step + 1 if initial_step else None
             )
         if show_bar:
-            self.bar = tqdm(
-                total=total_steps, initial=initial_step, desc="train", dynamic_ncols=True
+            self.bar = progress_bar(
+                total=total_steps, initial=initial_step, desc="train", unit="step"
             )
 
     def advance(self, steps: int = 1) -> None:

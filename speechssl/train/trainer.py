@@ -2,7 +2,8 @@
 
 ``Trainer`` drives a model whose ``forward(batch)`` returns ``(loss, metrics)``:
 AdamW (fused on CUDA) with warmup + decay, gradient accumulation and clipping,
-bf16/fp16 autocast on CUDA, optional ``torch.compile``, DDP under torchrun, periodic
+bf16/fp16 autocast (fp16 with a grad scaler; both also run on a CPU, where fp16 is slow and
+serves to test the GPU path), optional ``torch.compile``, DDP under torchrun, periodic
 evaluation with early stopping, atomic checkpoints with exact resume, and feedback
 (progress bar, TensorBoard, ``metrics.jsonl``, ``curves.png``).
 
@@ -38,12 +39,14 @@ Example (the same script runs under ``torchrun --nproc_per_node=N``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import random
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +54,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from speechssl.data.dataset import append_skipped
+from speechssl.safe_io import (
+    RunDirBusyError,
+    RunLock,
+    check_state_fits,
+    remove_orphaned_temporaries,
+    write_text_atomic,
+)
 from speechssl.train import distributed
 from speechssl.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     load_latest_checkpoint,
@@ -66,17 +78,78 @@ from speechssl.train.config import (
     OptimConfig,
     Precision,
     TrainerConfig,
-    to_dataclass,
 )
 from speechssl.train.curves import plot_curves
 from speechssl.train.progress import ProgressWriter
 from speechssl.train.schedule import build_optimizer, build_scheduler
+from speechssl.typed import to_dataclass
 
-__all__ = ["NonFiniteLossError", "Trainer", "seed_everything"]
+__all__ = ["LoopState", "NonFiniteLossError", "Trainer", "seed_everything"]
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row; a checkpoint was written before raising."""
+
+
+@dataclass
+class LoopState:
+    """Where the training loop stands: everything a resumed run needs besides the model,
+    optimiser, scheduler, scaler, sampler and random streams.
+
+    Saved in every checkpoint under ``"trainer"`` (plus ``step``/``epoch`` at the top, which
+    other readers use), so a run resumed at its last step returns the same result as the
+    uninterrupted one, ``train_loss`` and the last evaluation included.
+
+    Example:
+        >>> loop = LoopState(step=3, train_loss=0.5, last_evaluation={"loss": 0.7})
+        >>> restored = LoopState()
+        >>> restored.load_state_dict(loop.state_dict())
+        >>> restored == loop
+        True
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batches_consumed: int = 0  # batches of the current epoch used by completed steps
+    nonfinite_total: int = 0
+    consecutive_nonfinite: int = 0
+    best_value: float | None = None
+    best_step: int = 0
+    bad_evaluations: int = 0
+    train_loss: float | None = None  # mean loss of the last logged window
+    last_evaluation: dict[str, float] = field(default_factory=dict)
+    # per rank, the sums of the log window in progress ({"steps", "loss", "grad_norm",
+    # "metrics"}), so a window cut by a resume logs the same means as an uninterrupted one
+    windows: list[dict] = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from :meth:`state_dict`; keys a checkpoint lacks keep their defaults
+        (checkpoints written before a field existed), unknown keys are ignored."""
+        defaults = LoopState()
+        for item in dataclasses.fields(self):
+            value = state.get(item.name, getattr(defaults, item.name))
+            if item.name == "last_evaluation":
+                value = {str(key): float(number) for key, number in dict(value).items()}
+            elif item.name == "windows":
+                value = [_window_sums(window) for window in list(value)]
+            elif item.name in ("best_value", "train_loss"):
+                value = None if value is None else float(value)
+            else:
+                value = int(value)
+            setattr(self, item.name, value)
+
+
+def _window_sums(window: dict) -> dict:
+    """The checkpointable part of a log window: step count and float sums."""
+    return {
+        "steps": int(window["steps"]),
+        "loss": float(window["loss"]),
+        "grad_norm": float(window["grad_norm"]),
+        "metrics": {str(key): float(value) for key, value in dict(window["metrics"]).items()},
+    }
 
 
 def seed_everything(seed: int) -> None:
@@ -139,7 +212,7 @@ class Trainer:
             every checkpoint (default: ``{"trainer": ..., "optim": ...}``).
         run_dir: output folder; default ``trainer.run_dir``, else Hydra's output folder.
         sample_rate: for the audio-seconds throughput; default ``train_loader.dataset.sample_rate``.
-        show_progress: draw the tqdm bar (rank 0 only in any case).
+        show_progress: draw the progress bar (rank 0 only in any case; plain lines in a log file).
     """
 
     def __init__(
@@ -160,8 +233,6 @@ class Trainer:
         self.precision = Precision(self.cfg.precision)
         self.dist = distributed.init_from_env(Device(self.cfg.device).value)
         self.device = self._pick_device()
-        if self.precision == Precision.fp16 and self.device.type != "cuda":
-            raise ValueError("trainer.precision=fp16 needs CUDA; use fp32 (or bf16) on the CPU")
         self.run_dir = self._pick_run_dir(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.train_loader = train_loader
@@ -189,18 +260,15 @@ class Trainer:
         if self.cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
 
-        # Loop state (saved in checkpoints under "trainer", plus step/epoch).
-        self.step = 0
-        self.epoch = 0
-        self.batches_consumed = 0  # batches of the current epoch used by completed steps
-        self.nonfinite_total = 0
-        self.consecutive_nonfinite = 0
-        self.best_value: float | None = None
-        self.best_step = 0
-        self.bad_evaluations = 0
-        self.last_evaluation: dict[str, float] = {}
+        self.loop = LoopState()  # saved in checkpoints under "trainer"
         self._last_good_batch = None
+        self._window: dict | None = None  # the log window in progress (set by fit)
         self._skipped_records: list[dict] = []
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps done (``self.loop.step``)."""
+        return self.loop.step
 
     # --------------------------------------------------------------------------- set-up
     def _pick_device(self) -> torch.device:
@@ -295,17 +363,17 @@ class Trainer:
 
     def _batches(self) -> Iterator:
         """Batches across epochs until ``max_epochs``; updates ``epoch``/``batches_consumed``."""
-        while self.cfg.max_epochs == 0 or self.epoch < self.cfg.max_epochs:
-            self._set_epoch(self.epoch)
+        while self.cfg.max_epochs == 0 or self.loop.epoch < self.cfg.max_epochs:
+            self._set_epoch(self.loop.epoch)
             produced = False
-            for batch in self._epoch_iterator(self.batches_consumed):
+            for batch in self._epoch_iterator(self.loop.batches_consumed):
                 produced = True
-                self.batches_consumed += 1
+                self.loop.batches_consumed += 1
                 yield batch
-            if not produced and self.batches_consumed == 0:
+            if not produced and self.loop.batches_consumed == 0:
                 raise ValueError("the training loader yielded no batch in a whole epoch")
-            self.epoch += 1
-            self.batches_consumed = 0
+            self.loop.epoch += 1
+            self.loop.batches_consumed = 0
 
     # ----------------------------------------------------------------------------- step
     def _autocast(self):
@@ -420,7 +488,7 @@ class Trainer:
         if steps:
             means = {"loss": window["loss"] / steps, "grad_norm": window["grad_norm"] / steps}
             means.update({key: value / steps for key, value in window["metrics"].items()})
-        row = {"step": self.step, "split": "train", "epoch": self.epoch}
+        row = {"step": self.loop.step, "split": "train", "epoch": self.loop.epoch}
         row.update(distributed.all_reduce_mean(means))
         totals = distributed.all_reduce_sum(
             {
@@ -435,16 +503,15 @@ class Trainer:
         if totals["audio_seconds"]:
             row["audio_s_per_s"] = totals["audio_seconds"] / elapsed
         row["lr"] = window.get("lr", self.optimizer.param_groups[0]["lr"])
-        row["nonfinite_steps"] = self.nonfinite_total
+        row["nonfinite_steps"] = self.loop.nonfinite_total
         if totals["skipped_utterances"]:
             row["skipped_utterances"] = int(totals["skipped_utterances"])
             self._write_skipped()
         writer.log(row)
+        self.loop.train_loss = float(row["loss"]) if "loss" in row else None
         return row
 
     def _write_skipped(self) -> None:
-        from speechssl.data.dataset import append_skipped
-
         records = [
             r
             for rank_records in distributed.gather_objects(self._skipped_records)
@@ -490,9 +557,9 @@ class Trainer:
 
     def _evaluate_and_track(self, writer: ProgressWriter) -> bool:
         """Evaluate, log, keep best.pt; returns True when early stopping says stop."""
-        results = self.evaluate(self.valid_loader)
-        self.last_evaluation = results
-        writer.log({"step": self.step, "split": "valid", **results})
+        results = {key: float(value) for key, value in self.evaluate(self.valid_loader).items()}
+        self.loop.last_evaluation = results
+        writer.log({"step": self.loop.step, "split": "valid", **results})
         stopping = self.cfg.early_stopping
         if not stopping.metric:
             return False
@@ -503,37 +570,39 @@ class Trainer:
             )
         value = results[stopping.metric]
         sign = 1.0 if Mode(stopping.mode) == Mode.min else -1.0
-        improved = self.best_value is None or sign * (self.best_value - value) > stopping.min_delta
+        improved = (
+            self.loop.best_value is None
+            or sign * (self.loop.best_value - value) > stopping.min_delta
+        )
         if improved:
-            self.best_value, self.best_step, self.bad_evaluations = value, self.step, 0
+            self.loop.best_value, self.loop.best_step, self.loop.bad_evaluations = (
+                value,
+                self.loop.step,
+                0,
+            )
             self._save(name="best.pt")
             return False
-        self.bad_evaluations += 1
-        return stopping.patience > 0 and self.bad_evaluations >= stopping.patience
+        self.loop.bad_evaluations += 1
+        return stopping.patience > 0 and self.loop.bad_evaluations >= stopping.patience
 
     # ---------------------------------------------------------------------- checkpoints
     def _trainer_state(self) -> dict:
-        return {
-            "batches_consumed": self.batches_consumed,
-            "nonfinite_total": self.nonfinite_total,
-            "consecutive_nonfinite": self.consecutive_nonfinite,
-            "best_value": self.best_value,
-            "best_step": self.best_step,
-            "bad_evaluations": self.bad_evaluations,
-            "world_size": self.dist.world_size,
-        }
+        return {**self.loop.state_dict(), "world_size": self.dist.world_size}
 
     def _sampler_state(self) -> dict:
         state = {}
         if self._resumable_sampler():
             state = dict(self._batch_sampler().state_dict())
         # the loop's count, not the sampler's: a DataLoader prefetches ahead of the loop
-        state.update(epoch=self.epoch, batches_consumed=self.batches_consumed)
+        state.update(epoch=self.loop.epoch, batches_consumed=self.loop.batches_consumed)
         return state
 
     def _save(self, name: str | None = None) -> Path | None:
         """Write a checkpoint (collective: every rank must call it; rank 0 writes)."""
         rng_states = distributed.gather_objects(capture_rng_state())
+        self.loop.windows = distributed.gather_objects(
+            _window_sums(self._window or self._new_window())
+        )
         path = None
         if distributed.is_main():
             state = {
@@ -543,33 +612,89 @@ class Trainer:
                 "scaler": self.scaler.state_dict(),
                 "sampler": self._sampler_state(),
                 "rng": rng_states,
-                "step": self.step,
-                "epoch": self.epoch,
+                "step": self.loop.step,
+                "epoch": self.loop.epoch,
                 "config": self.config,
                 "trainer": self._trainer_state(),
             }
             encoder_spec = getattr(getattr(self.model, "encoder", None), "spec", None)
             if callable(encoder_spec):
                 state["encoder_spec"] = {**encoder_spec(), "prefix": "encoder."}
-            path = save_checkpoint(state, self.checkpoint_dir, self.step, name=name)
+            path = save_checkpoint(state, self.checkpoint_dir, self.loop.step, name=name)
             if name is None:
                 prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
         distributed.barrier()
         return path
 
+    def _check_resumable(self, state: dict) -> None:
+        """Raise ``ValueError`` unless ``state`` fits this run (checked before anything is
+        loaded, so a refused checkpoint leaves the model and optimiser untouched)."""
+        try:
+            check_state_fits(self.model, state["model"], "model")
+            saved = state["optimizer"]
+            groups = saved["param_groups"]
+            if [len(group["params"]) for group in groups] != [
+                len(group["params"]) for group in self.optimizer.param_groups
+            ]:
+                raise ValueError("the optimizer's parameter groups differ from this model's")
+            parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+            for index, values in saved["state"].items():
+                for key, value in values.items():
+                    if (
+                        isinstance(value, torch.Tensor)
+                        and value.dim() > 0
+                        and value.shape != parameters[int(index)].shape
+                    ):
+                        raise ValueError(
+                            f"optimizer state {key} of parameter {index} has shape "
+                            f"{tuple(value.shape)}, the parameter {tuple(parameters[int(index)].shape)}"
+                        )
+            int(state["step"]), int(state["epoch"])
+            dict(state["scheduler"]), dict(state.get("trainer") or {}), list(state.get("rng") or [])
+            LoopState().load_state_dict(dict(state.get("trainer") or {}))
+        except (KeyError, TypeError, IndexError, AttributeError) as error:
+            # a dict that looks like a checkpoint but is not one of ours
+            raise ValueError(f"malformed checkpoint ({type(error).__name__}: {error})") from None
+
     def _resume(self) -> Path | None:
-        """Load the checkpoint named by ``trainer.resume``; returns its path (None: fresh run)."""
+        """Load the checkpoint named by ``trainer.resume``; returns its path (None: fresh run).
+
+        ``auto`` takes the newest usable checkpoint, skipping (with a warning naming the file
+        and why) unreadable, refused or misfitting ones; a named checkpoint that cannot be
+        used is an error.
+        """
         mode = self.cfg.resume
         if mode == "none":
             return None
         if mode == "auto":
             # rank 0 chooses, so every rank resumes from the same file
+            misfits: list[str] = []
+
+            def accept(state: dict) -> None:
+                try:
+                    self._check_resumable(state)
+                except ValueError as error:
+                    misfits.append(str(error))
+                    raise
+
             path, state = (
-                load_latest_checkpoint(self.checkpoint_dir)
+                load_latest_checkpoint(self.checkpoint_dir, accept=accept)
                 if distributed.is_main()
                 else (None, None)
             )
-            chosen = distributed.gather_objects(None if path is None else str(path))[0]
+            refusal = None
+            if path is None and misfits:
+                # starting over would overwrite another model's checkpoints: stop instead
+                refusal = (
+                    f"{self.checkpoint_dir} holds checkpoints of another model ({misfits[0]}); "
+                    "use another run_dir, or trainer.resume=none to overwrite them"
+                )
+            # every rank learns rank 0's choice (or refusal), so none waits for the others
+            chosen, refusal = distributed.gather_objects(
+                (None if path is None else str(path), refusal)
+            )[0]
+            if refusal is not None:
+                raise CheckpointError(refusal)
             if chosen is None:
                 return None
             if state is None:
@@ -578,6 +703,10 @@ class Trainer:
         else:
             path = Path(mode)
             state = load_checkpoint(path)
+            try:
+                self._check_resumable(state)
+            except ValueError as error:
+                raise CheckpointError(f"{path}: cannot resume from it: {error}") from None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         scheduler_state = dict(state["scheduler"])
@@ -586,14 +715,9 @@ class Trainer:
         self.scheduler.load_state_dict(scheduler_state)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        trainer_state = state.get("trainer", {})
-        self.batches_consumed = int(trainer_state.get("batches_consumed", 0))
-        self.nonfinite_total = int(trainer_state.get("nonfinite_total", 0))
-        self.consecutive_nonfinite = int(trainer_state.get("consecutive_nonfinite", 0))
-        self.best_value = trainer_state.get("best_value")
-        self.best_step = int(trainer_state.get("best_step", 0))
-        self.bad_evaluations = int(trainer_state.get("bad_evaluations", 0))
+        self.loop.load_state_dict(
+            {**(state.get("trainer") or {}), "step": state["step"], "epoch": state["epoch"]}
+        )
         if self._resumable_sampler():
             self._batch_sampler().load_state_dict(state["sampler"])
         rng_states = state.get("rng") or []
@@ -605,14 +729,13 @@ class Trainer:
                 "random streams are re-seeded, the run continues but not bit-exactly",
                 stacklevel=2,
             )
-            seed_everything(self.cfg.seed + self.dist.rank + self.step)
+            seed_everything(self.cfg.seed + self.dist.rank + self.loop.step)
         return path
 
     def _write_config(self) -> None:
         if distributed.is_main():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(
-                OmegaConf.to_yaml(OmegaConf.create(self.config))
+            write_text_atomic(
+                self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.config))
             )
 
     # ----------------------------------------------------------------------------- fit
@@ -632,12 +755,32 @@ class Trainer:
         previous_threads = torch.get_num_threads()
         if self.cfg.threads > 0:
             torch.set_num_threads(self.cfg.threads)
+        # one run at a time in a run directory (rank 0 holds the lock for its ranks)
+        lock = RunLock(self.run_dir)
+        refusal = None
+        if distributed.is_main():
+            try:
+                lock.acquire()
+            except (OSError, ValueError) as error:  # busy, or no folder can be made there
+                refusal = error
+        # every rank stops when rank 0 could not lock, so none waits in a collective
+        message = distributed.gather_objects(None if refusal is None else str(refusal))[0]
+        if refusal is not None:
+            raise refusal
+        if message is not None:
+            raise RunDirBusyError(message)
         try:
             return self._fit()
         finally:
+            lock.release()
             torch.set_num_threads(previous_threads)
 
     def _fit(self) -> dict:
+        # a writer killed mid-write leaves its temporary file; under the lock none is live
+        orphans = []
+        if distributed.is_main():
+            for folder in (self.run_dir, self.checkpoint_dir):
+                orphans += remove_orphaned_temporaries(folder)
         resumed_from = self._resume()
         if resumed_from is None:
             seed_everything(self.cfg.seed + self.dist.rank)
@@ -645,47 +788,53 @@ class Trainer:
         writer = ProgressWriter(
             self.run_dir,
             total_steps=self.total_steps,
-            initial_step=self.step,
+            initial_step=self.loop.step,
             enabled=distributed.is_main(),
             tensorboard=self.cfg.tensorboard,
             show_bar=self.show_progress,
         )
+        if orphans:
+            writer.message(
+                f"removed {len(orphans)} temporary file(s) of an interrupted checkpoint write: "
+                + ", ".join(path.name for path in orphans)
+            )
         if resumed_from is not None:
-            writer.message(f"resumed from {resumed_from} at step {self.step}")
+            writer.message(f"resumed from {resumed_from} at step {self.loop.step}")
         self.model.train()
         batches = self._batches()
-        window = self._new_window()
-        last_row: dict = {}
+        window = self._window = self._new_window()
+        if resumed_from is not None and len(self.loop.windows) == self.dist.world_size:
+            window.update(self.loop.windows[self.dist.rank])  # the window the kill cut
         stop_reason = "max_steps" if self.cfg.max_steps else "max_epochs"
         # a checkpoint is written after its step's evaluation: a run resumed at its last
         # step has nothing left to do
-        last_saved = last_evaluated = self.step if resumed_from is not None else -1
+        last_saved = last_evaluated = self.loop.step if resumed_from is not None else -1
         try:
-            while self.step < self.total_steps:
+            while self.loop.step < self.total_steps:
                 micro_batches = list(itertools.islice(batches, self.cfg.grad_accum))
                 if not micro_batches:
                     stop_reason = "max_epochs"
                     break
                 updated = self._train_step(micro_batches, window)
-                self.step += 1
+                self.loop.step += 1
                 writer.advance()
                 if updated:
-                    self.consecutive_nonfinite = 0
+                    self.loop.consecutive_nonfinite = 0
                 else:
-                    self.nonfinite_total += 1
-                    self.consecutive_nonfinite += 1
+                    self.loop.nonfinite_total += 1
+                    self.loop.consecutive_nonfinite += 1
                     writer.message(
-                        f"step {self.step}: non-finite loss or gradient, update skipped "
-                        f"({self.consecutive_nonfinite} in a row, {self.nonfinite_total} in total)",
+                        f"step {self.loop.step}: non-finite loss or gradient, update skipped "
+                        f"({self.loop.consecutive_nonfinite} in a row, {self.loop.nonfinite_total} in total)",
                         warning=True,
                     )
-                if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                    last_row = self._log_window(window, writer)
-                    window = self._new_window()
-                if self.consecutive_nonfinite >= self.cfg.max_consecutive_nonfinite:
+                if self.loop.step % self.cfg.log_every == 0 or self.loop.step == self.total_steps:
+                    self._log_window(window, writer)
+                    window = self._window = self._new_window()
+                if self.loop.consecutive_nonfinite >= self.cfg.max_consecutive_nonfinite:
                     path = self._save()
                     message = (
-                        f"stopped at step {self.step}: {self.consecutive_nonfinite} non-finite losses "
+                        f"stopped at step {self.loop.step}: {self.loop.consecutive_nonfinite} non-finite losses "
                         f"in a row (trainer.max_consecutive_nonfinite); checkpoint {path}. "
                         "Lower optim.lr, raise optim.warmup_steps or set trainer.clip_norm."
                     )
@@ -695,39 +844,40 @@ class Trainer:
                 if (
                     self.valid_loader is not None
                     and self.cfg.eval_every
-                    and self.step % self.cfg.eval_every == 0
+                    and self.loop.step % self.cfg.eval_every == 0
                 ):
                     stop = self._evaluate_and_track(writer)
-                    last_evaluated = self.step
-                if self.step % self.cfg.checkpoint_every == 0:
+                    last_evaluated = self.loop.step
+                if self.loop.step % self.cfg.checkpoint_every == 0:
                     self._save()
-                    last_saved = self.step
+                    last_saved = self.loop.step
                 if window["steps"] == 0 and window["utterances"] == 0:
                     window["start"] = time.perf_counter()  # throughput leaves out eval/saving
                 if stop:
                     stop_reason = "early_stopping"
                     writer.message(
-                        f"early stopping at step {self.step}: {self.cfg.early_stopping.metric} has not "
-                        f"improved for {self.bad_evaluations} evaluations (best {self.best_value:.4g} "
-                        f"at step {self.best_step})"
+                        f"early stopping at step {self.loop.step}: {self.cfg.early_stopping.metric} has not "
+                        f"improved for {self.loop.bad_evaluations} evaluations (best {self.loop.best_value:.4g} "
+                        f"at step {self.loop.best_step})"
                     )
                     break
-            if self.valid_loader is not None and last_evaluated != self.step:
+            if self.valid_loader is not None and last_evaluated != self.loop.step:
                 self._evaluate_and_track(writer)
-            if last_saved != self.step:
+                last_saved = -1  # the checkpoint of this step must carry its evaluation
+            if last_saved != self.loop.step:
                 self._save()
         finally:
             writer.close()
             if distributed.is_main() and writer.metrics_path.exists():
                 plot_curves(writer.metrics_path, self.run_dir / "curves.png")
         result = {
-            "step": self.step,
-            "epoch": self.epoch,
+            "step": self.loop.step,
+            "epoch": self.loop.epoch,
             "stop_reason": stop_reason,
-            "nonfinite_steps": self.nonfinite_total,
-            "train_loss": last_row.get("loss", float("nan")),
-            **{f"valid/{key}": value for key, value in self.last_evaluation.items()},
+            "nonfinite_steps": self.loop.nonfinite_total,
+            "train_loss": float("nan") if self.loop.train_loss is None else self.loop.train_loss,
+            **{f"valid/{key}": value for key, value in self.loop.last_evaluation.items()},
         }
-        if self.best_value is not None:
-            result.update(best_value=self.best_value, best_step=self.best_step)
+        if self.loop.best_value is not None:
+            result.update(best_value=self.loop.best_value, best_step=self.loop.best_step)
         return result

@@ -42,6 +42,7 @@ from torch import nn
 from torchaudio.models import Tacotron2
 
 from speechssl.features import LogMel
+from speechssl.safe_io import load_state_strict
 from speechssl.tts.losses import guided_attention_loss, masked_mel_loss, stop_token_loss
 from speechssl.tts.text import SYMBOLS, CharacterFrontend
 
@@ -404,13 +405,9 @@ class TacotronTTS(nn.Module):
         """Load a pre-trained :class:`TacotronTTS` state dict (strict: same config)."""
         if "model" in state_dict and isinstance(state_dict["model"], dict):
             state_dict = state_dict["model"]  # a Trainer checkpoint
-        try:
-            self.load_state_dict(state_dict, strict=True)
-        except RuntimeError as error:
-            raise ValueError(
-                "pre-trained state does not match this TacotronTTS config (build the "
-                f"fine-tuning model with the pre-training config): {str(error).splitlines()[1]}"
-            ) from None
+        # one line naming what does not fit (build the fine-tuning model with the
+        # pre-training config)
+        load_state_strict(self, state_dict, "pre-trained state", name="this TacotronTTS config")
 
     @torch.no_grad()
     def add_speaker(self, init: str = "mean", seed: int = 0) -> int:

@@ -43,8 +43,10 @@ import numpy as np
 import torch
 
 from speechssl import audio
+from speechssl.safe_io import load_torch_file
 from speechssl.train import distributed
-from speechssl.train.config import TrainerConfig, to_dataclass
+from speechssl.train.checkpoint import latest_checkpoint
+from speechssl.train.config import TrainerConfig
 from speechssl.train.trainer import Trainer
 from speechssl.tts.data import TTSDataset, collate_tts
 from speechssl.tts.metrics import (
@@ -60,6 +62,7 @@ from speechssl.tts.similarity import OOD_BIN, SimilarityBins, TrainingTextSimila
 from speechssl.tts.similarity import similarity_bins as make_bins
 from speechssl.tts.subsets import nested_fractions
 from speechssl.tts.text import CharacterFrontend, normalize_text
+from speechssl.typed import to_dataclass
 
 __all__ = [
     "METRICS",
@@ -283,8 +286,6 @@ def train_tts(
     result = trainer.fit()
     checkpoint = Path(run_dir) / "checkpoints" / f"step_{trainer.step:08d}.pt"
     if not checkpoint.is_file():
-        from speechssl.train.checkpoint import latest_checkpoint
-
         checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")
     return Path(checkpoint), result
 
@@ -317,7 +318,7 @@ def finetune_model(
     if checkpoint is None:
         torch.manual_seed(seed)
         return TacotronTTS(replace(config, num_speakers=1)), 0, float("nan")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = load_torch_file(checkpoint, "checkpoint")
     spec = state.get("config", {}).get("tts_model")
     pretrained_config = TacotronConfig(**spec) if spec else config
     model = TacotronTTS(pretrained_config)

@@ -33,6 +33,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from speechssl.tts.model import TacotronConfig
+
 __all__ = ["GriffinLimVocoder", "TorchScriptVocoder", "Vocoder", "load_vocoder"]
 
 
@@ -205,8 +207,6 @@ def load_vocoder(
         ValueError: the file is not a TorchScript module (e.g. a plain state-dict checkpoint).
     """
     if config is None:
-        from speechssl.tts.model import TacotronConfig  # here: model imports stay one-way
-
         config = TacotronConfig()
     if path is None or str(path) == "griffin-lim":
         return GriffinLimVocoder.from_config(config, **griffin_lim_options).to(device)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from speechssl.cli import main as cli_main
@@ -193,3 +194,33 @@ def test_bad_data_is_one_line_and_exit_code_1(case, bad_cases, monkeypatch, capf
     assert code == 1
     assert len(lines) == 1 and lines[0].startswith("finetune: error: "), lines
     assert expected in lines[0], lines[0]
+
+
+def test_onnx_export_of_the_run_predicts_like_speechssl_predict(tiny_run, tmp_path, capsys):
+    """``speechssl export RUN_DIR OUT --format onnx`` holds encoder + head: onnxruntime's
+    probabilities on test tones and demo speech equal ``speechssl predict``'s."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from speechssl import audio
+
+    out = tmp_path / "onnx"
+    assert cli_main(["export", str(tiny_run), str(out), "--format", "onnx"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["labels"] == sorted(FREQUENCIES) and config["outputs"] == ["probabilities"]
+    with open(tiny_run / "predictions.csv") as file:
+        paths = [row["path"] for row in csv.DictReader(file) if row["set"] == "test"][:4]
+    demo = sorted((REPO / "speechssl" / "demo_data" / "LJSpeech-1.1" / "wavs").glob("*.wav"))[:2]
+    paths += [str(path) for path in demo]  # 22.05 kHz speech: resampled by both
+    capsys.readouterr()
+    assert cli_main(["predict", str(tiny_run), *paths, "--json"]) == 0
+    predicted = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    session = onnxruntime.InferenceSession(
+        str(out / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    for path, expected in zip(paths, predicted):
+        wav = audio.load(path, config["sample_rate"])[None]  # (1, T)
+        (probabilities,) = session.run(
+            None, {"waveform": wav.numpy(), "lengths": np.array([wav.shape[1]], dtype=np.int64)}
+        )
+        assert config["labels"][int(probabilities[0].argmax())] == expected["label"], path
+        for label, probability in zip(config["labels"], probabilities[0]):
+            assert probability == pytest.approx(expected["probabilities"][label], abs=1e-4)

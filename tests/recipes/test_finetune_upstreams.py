@@ -1,7 +1,7 @@
 """recipes/finetune with public upstream formats, end to end: ``upstream=<file or folder>``
-for a torchaudio ``Wav2Vec2Model`` state dict, a fairseq HuBERT checkpoint and a Hugging
-Face ``HubertModel`` directory, each built offline at random init and small, saved the way
-users get them. Every run learns three tones well above chance (1/3), records the upstream
+for a torchaudio ``Wav2Vec2Model`` state dict, a fairseq HuBERT checkpoint, a Hugging
+Face ``HubertModel`` directory and a unilm WavLM checkpoint, each built offline at random
+init and small, saved the way users get them. Every run learns three tones well above chance (1/3), records the upstream
 kind, and really uses the file's weights (kept in frozen mode, trained in finetune mode).
 Bad upstreams end with exit code 1 and one stderr line.
 
@@ -22,7 +22,12 @@ import torch
 import torchaudio
 from omegaconf import OmegaConf
 
-from speechssl.interop import FAIRSEQ_KEY_MAP, from_torchaudio, match_torchaudio_preset
+from speechssl.encoders.wav2vec2.convert import (
+    FAIRSEQ_KEY_MAP,
+    from_torchaudio,
+    match_torchaudio_preset,
+)
+from speechssl.encoders.wavlm import convert as wavlm_convert
 from speechssl.tasks.predict import load_run
 from speechssl.tasks.user_data import load_upstream
 from speechssl.testing import write_labelled_csv, write_tone
@@ -158,6 +163,16 @@ def upstreams(tmp_path_factory):
     )
     transformers.HubertModel(config).save_pretrained(str(root / "hubert_hf"))
 
+    # a unilm WavLM checkpoint as Microsoft ships WavLM-Base+.pt: {"cfg": {...}, "model": ...}
+    torch.manual_seed(3)
+    wavlm = torchaudio.models.wavlm_model(
+        **{**TINY_TORCHAUDIO, "encoder_num_buckets": 32, "encoder_max_distance": 100}
+    )
+    torch.save(
+        wavlm_convert.to_unilm_checkpoint(wavlm_convert.from_torchaudio(wavlm)),
+        root / "WavLM-Tiny.pt",
+    )
+
     truncated = root / "truncated.pt"
     truncated.write_bytes((root / "hubert_fairseq.pt").read_bytes()[:4000])
     (root / "no_config").mkdir()
@@ -166,6 +181,7 @@ def upstreams(tmp_path_factory):
         "torchaudio": root / "torchaudio.pt",
         "fairseq": root / "hubert_fairseq.pt",
         "huggingface": root / "hubert_hf",
+        "wavlm": root / "WavLM-Tiny.pt",
         "bare_state_dict": root / "bare_state_dict.pt",
         "truncated": truncated,
         "no_config": root / "no_config",
@@ -190,6 +206,10 @@ def _run(recipe_main, overrides, monkeypatch) -> int:
     return 0
 
 
+# the format each upstream file is recognised as (the WavLM file is unilm's)
+EXPECTED_KIND = {"wavlm": "unilm"}
+
+
 @pytest.mark.parametrize(
     ("kind", "mode"),
     [
@@ -197,6 +217,8 @@ def _run(recipe_main, overrides, monkeypatch) -> int:
         ("fairseq", "finetune"),
         ("huggingface", "frozen"),
         ("huggingface", "finetune"),
+        ("wavlm", "frozen"),
+        ("wavlm", "finetune"),
     ],
 )
 def test_public_upstream_runs_the_recipe(
@@ -214,7 +236,8 @@ def test_public_upstream_runs_the_recipe(
     ]
     assert _run(recipe_main, overrides, monkeypatch) == 0
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["upstream_kind"] == kind and results["head_mode"] == mode
+    assert results["upstream_kind"] == EXPECTED_KIND.get(kind, kind)
+    assert results["head_mode"] == mode
     assert results["upstream"] == str(upstreams[kind])
     assert results["eval_set"] == "test" and results["num_test"] == 12
     assert results["accuracy"] >= 0.75, results["accuracy"]  # chance is 1/3

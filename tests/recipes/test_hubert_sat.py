@@ -67,10 +67,13 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ecapa_run(tmp_path_factory):
     """One pre-trained upstream, 2 steps everywhere, a narrow ECAPA (the default is
-    512 x 4 + 1536 channels: minutes per run on a CPU)."""
+    512 x 4 + 1536 channels: minutes per run on a CPU). The encoder is WavLM: its
+    pre-training is UniSpeech-SAT's masked prediction with utterance mixing."""
     run_dir = tmp_path_factory.mktemp("hubert_sat_ecapa")
     _run_recipe(
         run_dir,
+        "encoder=wavlm_tiny",
+        "objective=unispeech_sat",
         "head=ecapa_tiny",
         "modes=[pretrained_frozen]",
         "emotion.max_folds=1",
@@ -110,6 +113,7 @@ def test_results_table_covers_every_upstream_and_task(tiny_run):
     pairs = {(delta["a"], delta["b"], delta["task"]) for delta in results["deltas"]}
     assert ("unispeech_sat_frozen", "fbank", "speaker_id") in pairs
     assert ("hubert_frozen", "fbank", "emotion") in pairs
+    assert ("hubert_frozen", "unispeech_sat_frozen", "speaker_id") in pairs  # arm - full model
     for delta in results["deltas"]:
         assert delta["ci95"][0] <= delta["delta"] <= delta["ci95"][1]
     assert (run_dir / "probe_layers_speaker_id_unispeech_sat_frozen.png").is_file()
@@ -204,3 +208,10 @@ def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_r
     eer = [row for row in results["table"] if row["task"] == "speaker_verification"]
     assert math.isfinite(eer[0]["mean"])
     assert (ecapa_run / "layer_weights_speaker_id_pretrained_frozen.png").is_file()
+
+
+def test_wavlm_pretrains_with_the_unispeech_sat_objective(ecapa_run):
+    arm = json.loads((ecapa_run / "results.json").read_text())["pretrain"]["pretrained"]
+    assert arm["mixing"] and arm["contrastive"] and math.isfinite(arm["valid/loss"])
+    encoder = speechssl.load_encoder(arm["checkpoint"])
+    assert encoder.family == "wavlm" and encoder.config.num_buckets == 32

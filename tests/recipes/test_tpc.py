@@ -93,3 +93,23 @@ def test_prediction_at_t_never_sees_the_target_frame():
     future[:, 11:] = 0.0  # frames 11.. (including the target 13) are hidden from t = 10
     hidden_future = encoder.forward_features(future, lengths).last_hidden_state
     assert torch.allclose(prediction, model.predictors["3"](hidden_future)[:, 10], atol=1e-5)
+
+
+def test_rerun_after_pretraining_reports_the_same_pretraining_fields(tiny_run):
+    """A rerun once pre-training has finished (say, killed in the emotion stage) resumes at
+    the last step and reports the pre-training's loss and validation metrics as they were,
+    not ``train_loss: NaN`` without metrics (issue 15)."""
+    import importlib.util
+
+    from speechssl.config import compose
+
+    run_dir, _ = tiny_run
+    recorded = json.loads((run_dir / "results.json").read_text())["pretrain"]
+    spec = importlib.util.spec_from_file_location("tpc_recipe", REPO / "recipes/tpc/run.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    cfg = compose("tpc", ["debug=tiny", f"run_dir={run_dir}"])
+    checkpoint, result = recipe.pretrain(cfg, run_dir)
+    assert str(checkpoint) == recorded["checkpoint"]
+    assert math.isfinite(result["train_loss"]) and "valid/loss" in result
+    assert {**result, "checkpoint": str(checkpoint)} == recorded

@@ -11,9 +11,9 @@ import torch
 
 from speechssl.config import compose
 from speechssl.demo import demo_path
-from speechssl.train.config import to_dataclass
 from speechssl.tts import OOD_BIN, TacotronConfig, study
 from speechssl.tts.text import normalize_text
+from speechssl.typed import to_dataclass
 
 REPO = Path(__file__).resolve().parents[2]
 FRACTIONS = ["0", "0.125", "1"]

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from torchaudio.models.wav2vec2.utils.import_fairseq import _map_key as torchaudio_fairseq_map_key
 
 from speechssl.encoders import build_encoder
-from speechssl.interop import (
+from speechssl.encoders.wav2vec2.convert import (
     FAIRSEQ_KEY_MAP,
     from_huggingface,
     from_torchaudio,

@@ -13,9 +13,10 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
-import sys
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,36 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import soundfile
-from tqdm import tqdm
 
 from speechssl import audio
 from speechssl.data.manifest import write_jsonl
+from speechssl.progress_bar import progress_bar
+from speechssl.safe_io import remove_orphaned_temporaries, write_text_atomic
 
 # utterances shorter than this carry too little speech for any task here
 MIN_DURATION_S = 0.1
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file of this process, then rename.
-
-    The temporary name carries the pid, so two processes writing the same file (a
-    misused torchrun job) never interleave their bytes, and a reader sees either the old
-    file or a whole new one.
-
-    Example:
-        >>> import tempfile
-        >>> write_text_atomic(tempfile.mkdtemp() + "/a/stamp.json", "{}").read_text()
-        '{}'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+# the report files beside the manifests (skipped.jsonl, summary.json, trials.txt): no split
+# or subset may take these names, or its manifest would be overwritten by a report
+REPORT_NAMES = ("skipped", "summary", "trials")
+# a manifest name becomes a file name
+_MANIFEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def audio_extensions() -> tuple[str, ...]:
@@ -69,9 +53,10 @@ def audio_extensions() -> tuple[str, ...]:
     return tuple(extensions)
 
 
-def audio_files(folder: Path, pattern: str) -> list[Path]:
+def audio_files(folder: Path, pattern: str, report: Report | None = None) -> list[Path]:
     """Sorted files matching ``pattern`` (a glob without extension, e.g. ``"*/*/*"``) whose
-    extension is one of ``audio_extensions()``.
+    extension is one of ``audio_extensions()``; folders that cannot be listed go to ``report``
+    (see ``glob_files``).
 
     Example:
         >>> import tempfile
@@ -81,7 +66,9 @@ def audio_files(folder: Path, pattern: str) -> list[Path]:
         ['a.opus']
     """
     extensions = audio_extensions()
-    return sorted(path for path in folder.glob(pattern) if path.suffix.lower() in extensions)
+    return [
+        path for path in glob_files(folder, pattern, report) if path.suffix.lower() in extensions
+    ]
 
 
 def resolve_audio(path: Path) -> Path:
@@ -155,7 +142,10 @@ def find_root(
     ``is_root(path) -> bool`` recognises the root; ``expected`` is shown when neither fits.
     The root is also kept in ``report.root`` for the summary.
     """
-    src = Path(src).expanduser().resolve()
+    resolved, error = resolve_path(src)
+    if resolved is None:
+        raise ValueError(f"{corpus}: cannot resolve the source folder {src}: {error}")
+    src = resolved
     if not src.is_dir():
         raise ValueError(f"{corpus}: source folder not found: {src}")
     candidates = [src] + [src / name for name in names]
@@ -164,6 +154,78 @@ def find_root(
             report.root = candidate
             return candidate
     raise ValueError(f"{corpus}: {expected}")
+
+
+def resolve_path(path: str | os.PathLike) -> tuple[Path | None, str]:
+    """``(absolute path with symlinks resolved, "")``, or ``(None, why)`` when it cannot be
+    resolved (a symlink loop, an unreadable folder on the way)."""
+    try:
+        return Path(path).expanduser().resolve(), ""
+    except (OSError, RuntimeError) as error:  # Python 3.11 raises RuntimeError on a loop
+        return None, _first_line(error)
+
+
+def glob_files(
+    folder: str | os.PathLike, pattern: str, report: Report | None = None, kind: str = "file"
+) -> list[Path]:
+    """Sorted paths under ``folder`` matching ``pattern``, reporting what could not be read.
+
+    ``pattern`` is ``/``-separated; each part matches one name with ``*`` / ``?`` / ``[...]``
+    and ``**`` matches any number of folders (symlinked folders are not descended, so a
+    link loop cannot recurse). ``kind``: ``"file"`` or ``"dir"`` for the last part. Unlike
+    pathlib's ``glob``/``rglob``, which skip a folder they may not list without a word, each
+    folder that cannot be listed is recorded in ``report`` as ``unreadable-folder`` (pass
+    ``report=None`` only to probe a layout).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (root / "a" / "b").mkdir(parents=True), (root / "a" / "b" / "x.wav").write_bytes(b"")
+        >>> [path.name for path in glob_files(root, "**/*.wav")]
+        ['x.wav']
+    """
+    parts = pattern.split("/")
+    found: list[Path] = []
+
+    def entries_of(directory: str) -> list[os.DirEntry]:
+        try:
+            with os.scandir(directory) as listing:
+                return sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            if report is not None:
+                report.skip(directory, "unreadable-folder", _first_line(error))
+            return []
+
+    def is_kind(entry: os.DirEntry, wanted: str, follow: bool = True) -> bool:
+        try:
+            if wanted == "dir":
+                return entry.is_dir(follow_symlinks=follow)
+            return entry.is_file(follow_symlinks=follow)
+        except OSError:  # e.g. a symlink loop: neither a file nor a folder
+            return False
+
+    def visit(directory: str, index: int, entries: list[os.DirEntry] | None = None) -> None:
+        # each folder is listed once, so an unreadable one is reported once
+        entries = entries_of(directory) if entries is None else entries
+        part = parts[index]
+        if part == "**":
+            visit(directory, index + 1, entries)  # ** matches no folder too
+            for entry in entries:
+                if is_kind(entry, "dir", follow=False):
+                    visit(entry.path, index)
+            return
+        last = index == len(parts) - 1
+        for entry in entries:
+            if not fnmatch.fnmatchcase(entry.name, part):
+                continue
+            if last:
+                if is_kind(entry, kind):
+                    found.append(Path(entry.path))
+            elif is_kind(entry, "dir"):
+                visit(entry.path, index + 1)
+
+    visit(os.fspath(folder), 0)
+    return sorted(found)
 
 
 def try_read_text(path: Path) -> tuple[str | None, str]:
@@ -228,9 +290,7 @@ def check_all(paths: list[str], decode: bool, workers: int | None = None) -> dic
     description = "decoding audio" if decode else "reading headers"
     with (
         ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(
-            total=len(paths), desc=description, unit="file", file=sys.stderr, leave=False
-        ) as progress,
+        progress_bar(total=len(paths), desc=description, unit="file", leave=False) as progress,
     ):
         for path, check in zip(paths, pool.map(lambda p: check_audio(p, decode), paths)):
             results[path] = check
@@ -251,8 +311,17 @@ def write_outputs(
     verify: bool,
     workers: int | None = None,
 ) -> dict:
-    """Verify audio, write manifests + ``skipped.jsonl`` + ``summary.json``; return the summary."""
+    """Verify audio, write manifests + ``skipped.jsonl`` + ``summary.json``; return the summary.
+
+    Before any audio is read: manifest names are checked against :data:`REPORT_NAMES`, and
+    an id listed twice in one manifest keeps its first row (the others are reported as
+    ``duplicate-id``). After writing, manifests that an earlier preparation into ``out``
+    wrote and this one does not are removed, so no stale split is read beside fresh ones.
+    """
+    check_manifest_names(corpus, {utterance.manifest for utterance in utterances})
+    utterances = drop_duplicate_ids(utterances, report)
     out.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(out)  # what a killed earlier preparation was writing
     checks = check_all(sorted({utterance.audio for utterance in utterances}), verify, workers)
     manifests: dict[str, list[dict]] = {}
     reported: set[tuple[str, str]] = set()
@@ -279,6 +348,9 @@ def write_outputs(
     for finalize in report.finalizers:
         finalize(out, manifests)
     write_jsonl(out / "skipped.jsonl", report.skipped)
+    removed = remove_stale_outputs(out, set(manifests), "trials" in report.extra)
+    if removed:
+        report.extra["removed_stale"] = removed
     summary = {
         "corpus": corpus,
         "source": str(source),
@@ -292,6 +364,59 @@ def write_outputs(
         out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
     )
     return summary
+
+
+def check_manifest_names(corpus: str, names: set[str]) -> None:
+    """Raise ``ValueError`` (one line) for a manifest name that is reserved or no file name."""
+    for name in sorted(names):
+        if name.lower() in REPORT_NAMES:
+            raise ValueError(
+                f"{corpus}: a split or subset is named {name!r}; the names "
+                f"{', '.join(REPORT_NAMES)} are kept for the report files, rename it"
+            )
+        if not _MANIFEST_NAME.match(name):
+            raise ValueError(
+                f"{corpus}: {name[:60]!r} cannot name a manifest file "
+                "(use letters, digits, '.', '_', '-')"
+            )
+
+
+def drop_duplicate_ids(utterances: list[Utterance], report: Report) -> list[Utterance]:
+    """The utterances without a repeated ``(manifest, id)``; the first is kept, each repeat
+    is reported as ``duplicate-id`` (two rows with one id would leave one unaddressable)."""
+    first: dict[tuple[str, str], str] = {}
+    kept = []
+    for utterance in utterances:
+        key = (utterance.manifest, utterance.id)
+        if key in first:
+            detail = f"{utterance.manifest}: id {utterance.id} listed again; kept {first[key]}"
+            report.skip(utterance.audio, "duplicate-id", detail)
+            continue
+        first[key] = utterance.audio
+        kept.append(utterance)
+    return kept
+
+
+def remove_stale_outputs(out: Path, manifests: set[str], wrote_trials: bool) -> list[str]:
+    """Delete the manifests (and ``trials.txt``) that the previous ``out/summary.json``
+    lists and this preparation did not write; returns the removed file names. Files that
+    no speechssl summary names are left alone."""
+    try:
+        previous = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    listed = previous.get("manifests") if isinstance(previous, dict) else None
+    removed = []
+    for name in listed if isinstance(listed, dict) else {}:
+        if name in manifests or name.lower() in REPORT_NAMES or not _MANIFEST_NAME.match(name):
+            continue
+        if (out / f"{name}.jsonl").is_file():
+            (out / f"{name}.jsonl").unlink()
+            removed.append(f"{name}.jsonl")
+    if "trials" in previous and not wrote_trials and (out / "trials.txt").is_file():
+        (out / "trials.txt").unlink()
+        removed.append("trials.txt")
+    return sorted(removed)
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -325,6 +450,8 @@ def format_summary(summary: dict) -> str:
         lines.append(
             "  dropped labels: " + (" ".join(f"{k}={v}" for k, v in dropped.items()) or "none")
         )
+    if summary.get("removed_stale"):
+        lines.append("  removed stale: " + " ".join(summary["removed_stale"]))
     skipped = summary["skipped"]
     lines.append("  skipped: " + (" ".join(f"{k}={v}" for k, v in skipped.items()) or "none"))
     return "\n".join(lines)

@@ -16,15 +16,22 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from speechssl.data.prepare.common import Preparer, Report, Utterance, audio_extensions
+from speechssl.data.prepare.common import (
+    Preparer,
+    Report,
+    Utterance,
+    audio_extensions,
+    glob_files,
+    resolve_path,
+)
 
 LAYOUT = "<folder>/<label>/<file>.wav (one sub-folder per class label)"
 
 
 def collect(src, report: Report, labels: set[str] | None = None) -> list[Utterance]:
-    root = Path(src).expanduser().resolve()
+    root, error = resolve_path(src)
+    if root is None:
+        raise ValueError(f"folder: cannot resolve the source folder {src}: {error}")
     if not root.is_dir():
         raise ValueError(f"folder: source folder not found: {root}")
     extensions = audio_extensions()
@@ -36,7 +43,10 @@ def collect(src, report: Report, labels: set[str] | None = None) -> list[Utteran
     utterances = []
     for class_dir in class_dirs:
         label = class_dir.name
-        for audio in sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in extensions):
+        # every sub-folder that cannot be listed is reported, not silently left out
+        for audio in (
+            p for p in glob_files(class_dir, "**/*", report) if p.suffix.lower() in extensions
+        ):
             if labels is not None and label not in labels:
                 report.skip(audio, "label-not-in-set", label)
                 continue

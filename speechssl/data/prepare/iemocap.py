@@ -23,7 +23,14 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from speechssl.data.prepare.common import Preparer, Report, Utterance, find_root, read_text
+from speechssl.data.prepare.common import (
+    Preparer,
+    Report,
+    Utterance,
+    find_root,
+    glob_files,
+    read_text,
+)
 
 LAYOUT = "IEMOCAP_full_release/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
 # 4-class protocol: exc is merged into hap
@@ -51,7 +58,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "iemocap",
         ["IEMOCAP_full_release", "IEMOCAP"],
         _is_root,
-        f"no Session1..Session5 folder under {Path(src).resolve()} (expected {LAYOUT})",
+        f"no Session1..Session5 folder under {Path(src).absolute()} (expected {LAYOUT})",
     )
     dropped: Counter = Counter()
     utterances = []
@@ -62,7 +69,9 @@ def collect(src, report: Report) -> list[Utterance]:
         evaluation_dir = session_dir / "dialog" / "EmoEvaluation"
         # only the top-level files: the release also has Categorical/, Attribute/, ... folders,
         # and macOS "._" resource files beside the real ones
-        evaluations = sorted(p for p in evaluation_dir.glob("*.txt") if not p.name.startswith("._"))
+        evaluations = [
+            p for p in glob_files(evaluation_dir, "*.txt", report) if not p.name.startswith("._")
+        ]
         if not evaluations:
             raise ValueError(
                 f"iemocap: no EmoEvaluation/*.txt in {evaluation_dir} "

@@ -27,6 +27,7 @@ from speechssl.data.prepare.common import (
     Utterance,
     audio_files,
     find_root,
+    glob_files,
     read_text,
     try_read_text,
 )
@@ -35,13 +36,13 @@ LAYOUT = "LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-NNNN.flac
 _UTTERANCE_ID = re.compile(r"^\d+-\d+-\d+$")
 
 
-def _subsets(root: Path) -> list[Path]:
-    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` (or other audio) or ``*.trans.txt``."""
+def _subsets(root: Path, report: Report | None = None) -> list[Path]:
+    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` (or other audio) or ``*.trans.txt``;
+    folders that cannot be listed go to ``report`` (None: only probing the layout)."""
     return [
         child
-        for child in sorted(root.iterdir())
-        if child.is_dir()
-        and (audio_files(child, "*/*/*") or next(child.glob("*/*/*.trans.txt"), None))
+        for child in glob_files(root, "*", report, kind="dir")
+        if audio_files(child, "*/*/*", report) or glob_files(child, "*/*/*.trans.txt")
     ]
 
 
@@ -71,14 +72,14 @@ def collect(src, report: Report) -> list[Utterance]:
         "librispeech",
         ["LibriSpeech"],
         lambda path: bool(_subsets(path)),
-        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).resolve()} "
+        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).absolute()} "
         f"(expected {LAYOUT})",
     )
     speakers_file = root / "SPEAKERS.TXT"
     genders = read_speakers_file(speakers_file, report) if speakers_file.is_file() else {}
     utterances = []
-    for subset in _subsets(root):
-        for chapter in sorted(path for path in subset.glob("*/*") if path.is_dir()):
+    for subset in _subsets(root, report):
+        for chapter in glob_files(subset, "*/*", kind="dir"):  # unreadable ones: reported above
             speaker = chapter.parent.name
             transcripts, error = _read_transcripts(chapter, report)
             flacs = {path.stem: path for path in audio_files(chapter, "*")}

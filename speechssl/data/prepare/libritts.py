@@ -25,6 +25,7 @@ from speechssl.data.prepare.common import (
     Utterance,
     audio_files,
     find_root,
+    glob_files,
     try_read_text,
 )
 from speechssl.data.prepare.librispeech import read_speakers_file
@@ -32,9 +33,13 @@ from speechssl.data.prepare.librispeech import read_speakers_file
 LAYOUT = "LibriTTS/<subset>/<speaker>/<chapter>/<speaker>_<chapter>_NNNNNN_NNNNNN.wav"
 
 
-def _subsets(root: Path) -> list[Path]:
+def _subsets(root: Path, report: Report | None = None) -> list[Path]:
+    """Sub-folders that hold ``<speaker>/<chapter>/*.wav``; folders that cannot be listed go
+    to ``report`` (None: only probing the layout)."""
     return [
-        child for child in sorted(root.iterdir()) if child.is_dir() and audio_files(child, "*/*/*")
+        child
+        for child in glob_files(root, "*", report, kind="dir")
+        if audio_files(child, "*/*/*", report)
     ]
 
 
@@ -45,7 +50,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "libritts",
         ["LibriTTS"],
         lambda path: bool(_subsets(path)),
-        f"no subset folder with <speaker>/<chapter>/*.wav under {Path(src).resolve()} "
+        f"no subset folder with <speaker>/<chapter>/*.wav under {Path(src).absolute()} "
         f"(expected {LAYOUT})",
     )
     speakers_file = next(
@@ -53,9 +58,9 @@ def collect(src, report: Report) -> list[Utterance]:
     )
     genders = read_speakers_file(speakers_file, report) if speakers_file else {}
     utterances = []
-    for subset in _subsets(root):
+    for subset in _subsets(root, report):
         # .wav as released, or any other audio format (the .txt files beside are not audio)
-        for audio in audio_files(subset, "*/*/*"):
+        for audio in audio_files(subset, "*/*/*"):  # unreadable folders: reported above
             chapter, speaker = audio.parent.name, audio.parent.parent.name
             text_path = audio.with_name(f"{audio.stem}.normalized.txt")
             if not text_path.is_file():

@@ -34,7 +34,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "ljspeech",
         ["LJSpeech-1.1"],
         lambda path: (path / "metadata.csv").is_file() and (path / "wavs").is_dir(),
-        f"no metadata.csv + wavs/ under {Path(src).resolve()} (expected {LAYOUT})",
+        f"no metadata.csv + wavs/ under {Path(src).absolute()} (expected {LAYOUT})",
     )
     metadata = root / "metadata.csv"
     try:

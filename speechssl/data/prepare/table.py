@@ -24,7 +24,7 @@ import csv
 import re
 from pathlib import Path
 
-from speechssl.data.prepare.common import Preparer, Report, Utterance
+from speechssl.data.prepare.common import Preparer, Report, Utterance, resolve_path
 
 LAYOUT = "a CSV file whose header has path and label or text (optional id, speaker, split)"
 OPTIONAL_COLUMNS = ("speaker", "split", "session", "gender", "label", "text")
@@ -33,7 +33,9 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def collect(src, report: Report, labels: set[str] | None = None) -> list[Utterance]:
-    table = Path(src).expanduser().resolve()
+    table, error = resolve_path(src)
+    if table is None:
+        raise ValueError(f"csv: cannot resolve {src}: {error}")
     if not table.is_file():
         raise ValueError(f"csv: SRC must be a CSV file, got {table} ({LAYOUT})")
     try:
@@ -63,7 +65,10 @@ def collect(src, report: Report, labels: set[str] | None = None) -> list[Utteran
             report.skip(table, "malformed-line", f"line {line_number}: empty path or bad split")
             continue
         audio = Path(row["path"]).expanduser()
-        audio = (audio if audio.is_absolute() else table.parent / audio).resolve()
+        audio, error = resolve_path(audio if audio.is_absolute() else table.parent / audio)
+        if audio is None:  # e.g. a symlink loop
+            report.skip(row["path"], "unresolvable-path", f"line {line_number}: {error}")
+            continue
         if labels is not None and row.get("label") not in labels:
             report.skip(audio, "label-not-in-set", row.get("label", ""))
             continue

@@ -22,6 +22,7 @@ from speechssl.data.prepare.common import (
     Report,
     Utterance,
     find_root,
+    glob_files,
     read_text,
     try_read_text,
 )
@@ -37,11 +38,12 @@ def collect(src, report: Report) -> list[Utterance]:
         "vctk",
         ["VCTK-Corpus-0.92"],
         lambda path: (path / "wav48_silence_trimmed").is_dir() and (path / "txt").is_dir(),
-        f"no wav48_silence_trimmed/ + txt/ under {Path(src).resolve()} (expected {LAYOUT})",
+        f"no wav48_silence_trimmed/ + txt/ under {Path(src).absolute()} (expected {LAYOUT})",
     )
     genders = _read_speaker_info(root / "speaker-info.txt", report)
     utterances = []
-    for audio in sorted((root / "wav48_silence_trimmed").glob(f"*/*{MICROPHONE_SUFFIX}.flac")):
+    wav_dir = root / "wav48_silence_trimmed"
+    for audio in glob_files(wav_dir, f"*/*{MICROPHONE_SUFFIX}.flac", report):
         speaker = audio.parent.name
         utterance_id = audio.stem[: -len(MICROPHONE_SUFFIX)]
         text_path = root / "txt" / speaker / f"{utterance_id}.txt"

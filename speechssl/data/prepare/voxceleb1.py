@@ -45,7 +45,7 @@ def collect(src, report: Report) -> list[Utterance]:
         "voxceleb1",
         ["VoxCeleb1", "voxceleb1"],
         lambda path: (path / "wav").is_dir(),
-        f"no wav/ folder under {Path(src).resolve()} (expected {LAYOUT})",
+        f"no wav/ folder under {Path(src).absolute()} (expected {LAYOUT})",
     )
     iden_split, veri_test = root / "iden_split.txt", root / "veri_test.txt"
     if not iden_split.is_file() and not veri_test.is_file():
@@ -57,6 +57,9 @@ def collect(src, report: Report) -> list[Utterance]:
     genders = _read_meta(root / "vox1_meta.csv", report)
     utterances = []
     if iden_split.is_file():
+        # relative path -> (split, line) of its first line: a file listed again is left out
+        # there, so no held-out audio lands in training through a repeated line
+        first: dict[str, tuple[str, int]] = {}
         for line_number, fields in _read_lines(iden_split, report, 2):
             code, relative = fields
             match = _RELATIVE_PATH.match(relative)
@@ -64,6 +67,13 @@ def collect(src, report: Report) -> list[Utterance]:
                 _malformed(report, iden_split, line_number, fields)
                 continue
             split = SPLIT_CODES[code]
+            if relative in first:
+                kept_split, kept_line = first[relative]
+                reason = "duplicate-line" if kept_split == split else "conflicting-split"
+                detail = f"line {line_number}: {relative} ({split}) is already in {kept_split} at line {kept_line}"
+                report.skip(iden_split, reason, detail)
+                continue
+            first[relative] = (split, line_number)
             utterances.append(_utterance(split, wav_dir, relative, genders, {"split": split}))
     trials = []
     if veri_test.is_file():

@@ -14,7 +14,7 @@ Length-aware throughout:
   frame).
 
 The parameter layout maps 1:1 onto torchaudio's ``Wav2Vec2Model`` (see
-``speechssl.interop.TORCHAUDIO_KEY_MAP``).
+``speechssl.encoders.wav2vec2.convert.torchaudio_format.TORCHAUDIO_KEY_MAP``).
 
 Example:
     >>> import torch
@@ -304,11 +304,15 @@ class Wav2Vec2Encoder(Encoder):
         # before the layers in post-LN (Base), after them in pre-LN (Large), as in fairseq
         self.layer_norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
-        self.transformer = TransformerStack.from_config(config)
+        self.transformer = self.build_transformer(config)
         self.reset_transformer_parameters()
         self.feature_extractor_frozen = False
         if freeze_feature_extractor:
             self.freeze_feature_extractor()
+
+    def build_transformer(self, config: Wav2Vec2Config) -> nn.Module:
+        """The layer stack; a variant family (WavLM) overrides it and keeps the rest."""
+        return TransformerStack.from_config(config)
 
     def reset_transformer_parameters(self) -> None:
         """BERT initialisation of the Transformer linears (fairseq ``init_bert_params``)."""

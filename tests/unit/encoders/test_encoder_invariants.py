@@ -37,7 +37,7 @@ def padded(lengths: list[int], seed: int = 0):
 def expected_frames(encoder, lengths: torch.Tensor) -> torch.Tensor:
     """Output lengths from the conv / framing arithmetic ``L -> floor((L - k) / s) + 1``."""
     config = encoder.config
-    if config.family == "wav2vec2":
+    if config.family in ("wav2vec2", "wavlm"):  # WavLM shares the conv feature extractor
         return conv_output_lengths(lengths, config.conv_kernels, config.conv_strides)
     frames = torch.where(lengths >= 400, (lengths - 400) // 160 + 1, 0)  # 25 ms / 10 ms fbank
     if config.family in ("fbank_transformer", "conformer"):

@@ -83,9 +83,9 @@ def test_load_errors_are_clear(tmp_path):
         load_encoder(truncated)
 
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
-    checkpoint["encoder_spec"]["family"] = "wavlm"
+    checkpoint["encoder_spec"]["family"] = "wavlm_xl"
     torch.save(checkpoint, tmp_path / "unknown.pt")
-    with pytest.raises(ValueError, match="unknown encoder family 'wavlm'"):
+    with pytest.raises(ValueError, match="unknown encoder family 'wavlm_xl'"):
         load_encoder(tmp_path / "unknown.pt")
 
     checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
@@ -126,3 +126,53 @@ def test_fbank_baseline_checkpoint_rebuilds_through_load_encoder(tmp_path):
     save_encoder(upstream, tmp_path / "export")
     loaded = load_encoder(tmp_path / "export")
     assert isinstance(loaded, FbankUpstream) and loaded.config.n_mels == 40
+
+
+def test_the_door_reads_each_file_once_and_names_what_it_cannot_read(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from speechssl.encoders.wavlm import convert as wavlm_convert
+    from speechssl.loading import open_encoder
+
+    torch.manual_seed(0)
+    wavlm = build_encoder("wavlm_tiny", num_layers=1)
+    payload = wavlm_convert.to_unilm_checkpoint(wavlm)
+    # a fairseq-style file: the config pickled as omegaconf nodes, refused by plain
+    # weights-only loading, read here in one torch.load with those classes allowed
+    torch.save(
+        {"cfg": OmegaConf.create({"model": payload["cfg"]}), "model": payload["model"]},
+        tmp_path / "w.pt",
+    )
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda *args, **kwargs: calls.append(args) or real_load(*args, **kwargs)
+    )
+    opened = open_encoder(tmp_path / "w.pt")
+    assert opened.kind == "unilm" and len(calls) == 1
+    loaded = opened.encoder.state_dict()
+    assert all(torch.equal(value, loaded[key]) for key, value in wavlm.state_dict().items())
+    monkeypatch.undo()
+
+    # a large dict of tensors of no known layout: one short line saying what it holds
+    torch.save({f"block{i}.weight": torch.zeros(2) for i in range(300)}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError) as error:
+        load_encoder(tmp_path / "odd.pt")
+    message = str(error.value)
+    assert "\n" not in message and len(message) < 300 + len(str(tmp_path))
+    assert "300 entries (300 tensors)" in message and "'block0.weight'" in message
+    # a training checkpoint without its encoder_spec: short too, whatever its size
+    training_checkpoint(tmp_path / "last.pt", "hubert_tiny")
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    del checkpoint["encoder_spec"]
+    torch.save(checkpoint, tmp_path / "no_spec.pt")
+    with pytest.raises(ValueError, match="no encoder_spec") as error:
+        load_encoder(tmp_path / "no_spec.pt")
+    assert len(str(error.value)) < 250 + len(str(tmp_path))
+    # presets draw their weights from the seed and leave the global generator alone
+    state = torch.random.get_rng_state()
+    first, second = load_encoder("wavlm_tiny", seed=3), load_encoder("wavlm_tiny", seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values())
+    )

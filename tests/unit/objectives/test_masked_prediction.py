@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchaudio.models.wav2vec2.components import _compute_mask_indices
 
 from speechssl.encoders import build_encoder
-from speechssl.interop import from_torchaudio
+from speechssl.encoders.wav2vec2.convert import from_torchaudio
 from speechssl.objectives.masked_prediction import (
     ContrastiveConfig,
     HubertPretrainModel,
@@ -107,7 +107,12 @@ def test_logits_loss_and_gradients_match_torchaudio(reference_and_ours):
 
     ours.forward_logits = capture
     try:
-        loss, metrics = ours(SimpleNamespace(wav=wav, lengths=lengths, labels=labels), mask=mask)
+        loss, metrics = ours(
+            SimpleNamespace(
+                wav=wav, lengths=lengths, frame_label_lengths=None, frame_labels=labels
+            ),
+            mask=mask,
+        )
     finally:
         del ours.forward_logits
     output = captured["output"]
@@ -245,7 +250,12 @@ def test_batched_loss_equals_per_utterance_sums_and_ignores_padding():
     noisy_labels[1, int(frame_lengths[1]) :] = 19
     with torch.no_grad():
         batched = model.forward_logits(noisy, lengths, noisy_labels, mask=mask)
-        loss, _ = model(SimpleNamespace(wav=noisy, lengths=lengths, labels=noisy_labels), mask=mask)
+        loss, _ = model(
+            SimpleNamespace(
+                wav=noisy, lengths=lengths, frame_label_lengths=None, frame_labels=noisy_labels
+            ),
+            mask=mask,
+        )
         cross_entropy_sum, count, squares, square_count = 0.0, 0, 0.0, 0
         for row in range(3):
             frames = int(frame_lengths[row])
@@ -281,11 +291,13 @@ def test_unispeech_sat_additions_train_and_keep_primary_targets():
         return forward_logits(wav_in, lengths_in, labels_in, *args, **kwargs)
 
     model.forward_logits = spy
-    batch = SimpleNamespace(wav=wav.clone(), lengths=lengths, labels=labels.clone())
+    batch = SimpleNamespace(
+        wav=wav.clone(), lengths=lengths, frame_label_lengths=None, frame_labels=labels.clone()
+    )
     loss, metrics = model(batch)
     assert not torch.equal(seen["wav"], wav)  # the waveforms were mixed ...
-    assert seen["labels"] is batch.labels and torch.equal(
-        batch.labels, labels
+    assert seen["labels"] is batch.frame_labels and torch.equal(
+        batch.frame_labels, labels
     )  # ... the targets were not
     assert torch.equal(batch.wav, wav)
     assert float(metrics["mixed_fraction"]) > 0.5
@@ -300,8 +312,17 @@ def test_bad_labels_and_layers_give_clear_errors():
     model = _tiny_model()
     wav, lengths = _batch([8000, 8000])
     with pytest.raises(ValueError, match="labels of set 0"):
-        model(SimpleNamespace(wav=wav, lengths=lengths, labels=torch.full((2, 24), 20)))
+        model(
+            SimpleNamespace(
+                wav=wav,
+                lengths=lengths,
+                frame_label_lengths=None,
+                frame_labels=torch.full((2, 24), 20),
+            )
+        )
     with pytest.raises(ValueError, match="frame labels"):
-        model(SimpleNamespace(wav=wav, lengths=lengths, labels=None))
+        model(
+            SimpleNamespace(wav=wav, lengths=lengths, frame_label_lengths=None, frame_labels=None)
+        )
     with pytest.raises(ValueError, match="contrastive.layer"):
         _tiny_model(contrastive=ContrastiveConfig(enabled=True, layer=6))

@@ -121,5 +121,5 @@ def test_upstream_specs(tmp_path):
     with pytest.raises(ValueError, match="no such file or folder"):
         load_upstream(str(tmp_path / "absent.pt"))
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="cannot load the file .*speechssl.*fairseq.*torchaudio"):
+    with pytest.raises(ValueError, match="truncated or corrupt"):
         load_upstream(str(tmp_path / "junk.pt"))

@@ -85,32 +85,33 @@ def helpers(out: Path, rank: int) -> dict:
 
 
 def labels(out: Path, rank: int, overrides: list[str]) -> dict:
+    from speechssl import targets
     from speechssl.cluster import KMeans
     from speechssl.config import compose
 
     log = out / "calls.log"
-    fit, predict_manifest = KMeans.fit, KMeans.predict_manifest
+    fit, write_labels = KMeans.fit, targets._write_labels
 
     def logged_fit(self, *args, **kwargs):
         _log(log, f"{rank} fit")
         return fit(self, *args, **kwargs)
 
-    def logged_predict_manifest(self, manifest_path, *args, **kwargs):
-        _log(log, f"{rank} label {Path(manifest_path).name}")
-        return predict_manifest(self, manifest_path, *args, **kwargs)
+    def logged_write_labels(split, *args, **kwargs):
+        _log(log, f"{rank} label {split.path.name}")
+        return write_labels(split, *args, **kwargs)
 
-    KMeans.fit, KMeans.predict_manifest = logged_fit, logged_predict_manifest
+    KMeans.fit, targets._write_labels = logged_fit, logged_write_labels
     spec = importlib.util.spec_from_file_location(
         "hubert_sat_run", REPO / "recipes" / "hubert_sat" / "run.py"
     )
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     cfg = compose("hubert_sat", overrides)
-    _, kmeans, train, valid = recipe.iteration1_targets(cfg, Path(cfg.run_dir))
+    _, labelled = recipe.iteration1_targets(cfg, Path(cfg.run_dir))
     return {
-        "fingerprint": kmeans.fingerprint,
-        "train_frames": [int(sequence.size) for sequence in train.labels],
-        "valid_labels_sum": int(sum(int(sequence.sum()) for sequence in valid.labels)),
+        "fingerprint": labelled.kmeans.fingerprint,
+        "train_frames": [int(sequence.size) for sequence in labelled.train.labels],
+        "valid_labels_sum": int(sum(int(sequence.sum()) for sequence in labelled.valid.labels)),
     }
 
 

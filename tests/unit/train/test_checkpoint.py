@@ -54,10 +54,11 @@ def test_checkpoint_that_would_run_code_is_refused_and_not_executed(tmp_path):
     )
     with pytest.raises(UnsafeCheckpointError, match=r"step_00000005\.pt: refused to load.*system"):
         load_checkpoint(tmp_path / "step_00000005.pt")
-    # resume=auto refuses too rather than silently falling back
+    # resume=auto skips it, saying so, for the newest usable checkpoint (issue 15)
     save_checkpoint(_state(1), tmp_path, 1)
-    with pytest.raises(UnsafeCheckpointError):
-        load_latest_checkpoint(tmp_path)
+    with pytest.warns(UserWarning, match=r"skipping checkpoint.*step_00000005\.pt: refused"):
+        path, state = load_latest_checkpoint(tmp_path)
+    assert path.name == "step_00000001.pt" and state["step"] == 1
     assert not marker.exists()
 
 

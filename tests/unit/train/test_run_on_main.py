@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from speechssl.cluster import KMeans
+from speechssl.data.frame_labels import label_paths
 from speechssl.data.manifest import write_jsonl
+from speechssl.targets import ensure_frame_labels
 from speechssl.testing import write_tone
 
 SCRIPT = Path(__file__).resolve().parent / "rank_script.py"
@@ -114,10 +116,10 @@ def test_an_interrupted_label_write_keeps_the_old_file_and_no_temporary(tmp_path
             raise ValueError("feature extractor failed")
         return torch.randn(1, 4, 3), torch.tensor([4])
 
-    out = tmp_path / "train.km"
+    out = label_paths(manifest, "toy")[0]
     out.write_text("old labels\n")
     with pytest.raises(ValueError, match="feature extractor failed"):
-        kmeans.predict_manifest(manifest, features, out, progress=False)
+        ensure_frame_labels(manifest, kmeans, features, tag="toy", label_rate=25)
     assert out.read_text() == "old labels\n"
     kmeans.save(tmp_path / "kmeans.pt")
     assert sorted(path.name for path in tmp_path.iterdir() if ".tmp" in path.name) == []

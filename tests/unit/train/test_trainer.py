@@ -12,12 +12,12 @@ from speechssl.train import (
     NonFiniteLossError,
     Trainer,
     TrainerConfig,
-    UnsafeCheckpointError,
     seed_everything,
 )
 from speechssl.train.checkpoint import list_checkpoints, load_checkpoint
-from speechssl.train.config import OptimConfig, to_dataclass
+from speechssl.train.config import OptimConfig
 from speechssl.train.progress import read_metrics
+from speechssl.typed import to_dataclass
 
 OPTIM = OptimConfig(lr=3e-3, warmup_steps=1, schedule="constant", eps=1e-6)
 
@@ -182,7 +182,7 @@ def test_resume_auto_skips_a_truncated_checkpoint_and_continues_exactly(corpus, 
     assert _train_losses(first) == uninterrupted  # resumed from step 3, bit for bit
 
 
-def test_resume_refuses_a_checkpoint_that_would_run_code(corpus, tmp_path):
+def test_resume_skips_a_checkpoint_that_would_run_code(corpus, tmp_path):
     import os
 
     class RunsCode:
@@ -192,8 +192,9 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(corpus, tmp_path):
     (tmp_path / "checkpoints").mkdir()
     torch.save({"model": {}, "step": 9, "x": RunsCode()}, tmp_path / "checkpoints/step_00000009.pt")
     trainer = _trainer(_model(), make_loader(corpus[0]), tmp_path, max_steps=2)
-    with pytest.raises(UnsafeCheckpointError, match="step_00000009.pt: refused"):
-        trainer.fit()
+    # skipped with a warning naming it (nothing older: a fresh run), never executed
+    with pytest.warns(UserWarning, match="step_00000009.pt: refused"):
+        assert trainer.fit()["step"] == 2
     assert not (tmp_path / "executed").exists()
 
 
@@ -267,10 +268,6 @@ def test_bad_configuration_fails_at_start(corpus, tmp_path):
     loader = make_loader(corpus[0])
     with pytest.raises(ValueError, match="Key 'max_step' not in 'TrainerConfig'"):
         Trainer(_model(), loader, trainer_cfg={"max_step": 3}, run_dir=tmp_path)
-    with pytest.raises(ValueError, match="fp16 needs CUDA"):
-        Trainer(
-            _model(), loader, trainer_cfg={"precision": "fp16", "device": "cpu"}, run_dir=tmp_path
-        )
     with pytest.raises(ValueError, match="grad_accum"):
         Trainer(_model(), loader, trainer_cfg={"grad_accum": 0}, run_dir=tmp_path)
 

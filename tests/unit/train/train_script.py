@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_toy import NextFrameModel, make_interleaved_loader, make_loader
 
 from speechssl.train import OptimConfig, Trainer, TrainerConfig, distributed, seed_everything
-from speechssl.train.config import to_dataclass
+from speechssl.typed import to_dataclass
 
 
 class SlowModel(NextFrameModel):

@@ -165,7 +165,7 @@ def test_fine_tuning_model_starts_from_the_pretrained_weights(tmp_path):
     # the enlarged model is rebuilt from its spec with the new speaker count
     rebuilt = TacotronTTS.from_spec(fine_tuned.spec())
     rebuilt.load_pretrained(fine_tuned.state_dict())
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="do not fit this TacotronTTS config"):
         TacotronTTS(TacotronConfig.preset("tiny", num_speakers=2)).load_pretrained(
             pretrained.state_dict()
         )

@@ -11,9 +11,9 @@ import torch
 from speechssl.config import compose
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_path, demo_root
-from speechssl.train.config import to_dataclass
 from speechssl.tts import OOD_BIN, GriffinLimVocoder, TacotronConfig, TacotronTTS, study
 from speechssl.tts.text import normalize_text
+from speechssl.typed import to_dataclass
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,215 @@
+"""The one error boundary of every entry point (``speechssl`` CLI, each recipe).
+
+Expected failures — bad input, not bugs — end the process with one stderr line
+``<program>: error: <message>`` (under 300 characters) and exit code 1:
+
+- ``ValueError`` (bad option values, layouts, audio, unreadable or refused checkpoints,
+  weights that do not fit: :mod:`speechssl.safe_io` raises these);
+- ``OSError`` (missing files, permissions, a file where a folder should be), with a plain
+  ``disk full at PATH`` for ``ENOSPC``;
+- ``pickle.UnpicklingError`` and safetensors' ``SafetensorError`` (damaged weight files);
+- torch's ``enforce fail at inline_container.cc`` write failure (a full disk in disguise).
+
+Everything else is a bug and keeps its traceback: there is no catch-all.
+
+A recipe's door checks every config value (ranges, and types where no dataclass holds
+them) before any work, one line per bad value, and locks ``run_dir`` against a second run:
+:class:`RecipeDoor` (a Hydra callback, before Hydra writes into ``run_dir``) and
+:func:`run_recipe` (around the recipe's function). :func:`run_hydra_main` makes Hydra's
+own refusals of a command line one line too.
+
+Example:
+    >>> one_line(OSError(28, "No space left on device", "/runs/a/step_1.pt"))
+    'disk full at /runs/a/step_1.pt'
+    >>> one_line(KeyError("bug")) is None
+    True
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import sys
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+from safetensors import SafetensorError
+
+from speechssl.config import check_types, check_values, compose
+from speechssl.safe_io import RunLock, short_reason
+
+__all__ = [
+    "MAX_LINE",
+    "RecipeDoor",
+    "check_source_folders",
+    "exit_on_bad_input",
+    "one_line",
+    "run_hydra_main",
+    "run_recipe",
+]
+
+Result = TypeVar("Result")
+
+# one stderr line stays readable on a terminal and in a log: shorter than this
+MAX_LINE = 300
+
+
+def _clip(text: str, budget: int) -> str:
+    text = " ".join(text.split())  # one line, whatever the message held
+    # never pass on torch's advice to retry with weights_only=False: it would run code
+    text = text.split(" If you fully trust the source")[0].split("(1) In PyTorch 2.6")[0]
+    if len(text) <= budget:
+        return text
+    # keep the start (what and where) and the end (often the verdict), cut the middle
+    # (typically a long list of options or keys)
+    head = (budget - 5) * 3 // 5
+    tail = budget - 5 - head
+    return f"{text[:head]} ... {text[-tail:]}"
+
+
+def one_line(error: BaseException) -> str | None:
+    """The one-line message of an expected failure, or None for a bug (keep its traceback)."""
+    if isinstance(error, OSError):
+        where = error.filename or ""
+        if error.errno == errno.ENOSPC:
+            return f"disk full at {where}" if where else "disk full"
+        if error.strerror and where:
+            return f"{error.strerror}: {where}"
+        return str(error)
+    if isinstance(error, (ValueError, pickle.UnpicklingError, SafetensorError)):
+        return str(error) or type(error).__name__
+    if isinstance(error, RuntimeError) and (
+        "inline_container.cc" in str(error) or "PytorchStreamWriter" in str(error)
+    ):
+        return f"a file write failed; is the disk full? ({short_reason(error)})"
+    return None
+
+
+def exit_on_bad_input(program: str, function: Callable[..., Result], *args, **kwargs) -> Result:
+    """``function(*args, **kwargs)``; an expected failure ends the process with one line.
+
+    Prints ``<program>: error: <message>`` on stderr and exits with code 1 (130 on Ctrl-C);
+    a bug propagates with its traceback.
+    """
+    try:
+        return function(*args, **kwargs)
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        message = one_line(error)
+        if message is None:
+            raise
+        prefix = f"{program}: error: "
+        print(prefix + _clip(message, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
+        sys.exit(1)
+
+
+def check_source_folders(sources: Mapping[str, str | os.PathLike | None]) -> None:
+    """Raise ``ValueError`` naming the first option whose folder does not exist.
+
+    Args:
+        sources: option name (as the user types it, e.g. ``"speaker.src"``) -> path;
+            ``None`` entries are skipped (a source the run does not use).
+
+    Example:
+        >>> check_source_folders({"emotion.src": "."})  # a folder: nothing happens
+        >>> check_source_folders({"emotion.src": "/no/such/folder"})
+        Traceback (most recent call last):
+            ...
+        ValueError: emotion.src: folder not found: /no/such/folder
+    """
+    for option, path in sources.items():
+        if path is not None and not os.path.isdir(path):
+            raise ValueError(f"{option}: folder not found: {path}")
+
+
+def _is_main_process() -> bool:
+    # torchrun's other ranks share rank 0's run_dir: only rank 0 holds its lock
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+class RecipeDoor(Callback):
+    """Hydra callback of every recipe: the door's checks before Hydra writes into ``run_dir``.
+
+    Hydra saves ``.hydra/config.yaml`` and opens the job log in the run folder before the
+    recipe's function starts; a run with a bad value or on a folder another run holds
+    would overwrite the first run's records there. Registered in each recipe's config as
+    ``hydra.callbacks.door._target_: speechssl.errors.RecipeDoor``; :func:`run_recipe`
+    repeats the checks for callers that compose without Hydra's runner (tests, notebooks).
+    """
+
+    def __init__(self) -> None:
+        self.lock: RunLock | None = None
+
+    def on_run_start(self, config, config_name: str | None = None, **kwargs) -> None:
+        program = config_name or "recipe"
+        user = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        _exit_on_bad_values(program, _problems(program, user))
+        if "run_dir" in user and _is_main_process():
+            self.lock = RunLock(user.run_dir)
+            exit_on_bad_input(program, self.lock.acquire)
+
+    def on_run_end(self, config, **kwargs) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _problems(program: str, cfg) -> list[str]:
+    """Out-of-range values, then values whose type differs from the recipe's defaults."""
+    problems = check_values(cfg)
+    try:
+        defaults = compose(program)
+    except ValueError:
+        return problems  # not a recipe's top config (a custom one): ranges only
+    return problems + check_types(cfg, defaults)
+
+
+def _exit_on_bad_values(program: str, problems: list[str]) -> None:
+    """Print each problem as ``<program>: error: <problem>`` and exit 1 (nothing if none)."""
+    if problems:
+        prefix = f"{program}: error: "
+        for problem in problems:
+            print(prefix + _clip(problem, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
+        sys.exit(1)
+
+
+def run_hydra_main(program: str, main: Callable[[], object]) -> None:
+    """A recipe's ``__main__``: ``main()`` (its ``@hydra.main``), after composing the
+    command line's overrides once, so that Hydra's own refusals (an unknown key, a value of
+    the wrong type, a missing config option) are one line too instead of Hydra's report.
+
+    Command lines with flags (``--help``, ``--cfg job``, ``-m``) go to Hydra unchecked.
+    """
+    overrides = sys.argv[1:]
+    if not any(argument.startswith("-") for argument in overrides):
+        # Hydra's own settings (hydra.run.dir=...) are not part of the recipe's config
+        plain = [arg for arg in overrides if not arg.lstrip("+~").startswith("hydra")]
+        try:
+            compose(program, plain)
+        except ValueError as error:
+            reason = str(error).split("]: ", 1)[-1]  # without the echoed override list
+            prefix = f"{program}: error: "
+            print(prefix + _clip(reason, MAX_LINE - 1 - len(prefix)), file=sys.stderr)
+            sys.exit(1)
+    main()
+
+
+def run_recipe(program: str, function: Callable, cfg) -> None:
+    """A recipe's door: check every config value, lock ``cfg.run_dir``, run ``function(cfg)``.
+
+    Bad values are printed one a line (``<program>: error: head.projector_dim=-1: must be
+    >= 1``) before any work, with exit code 1; a second run on the same ``run_dir`` stops
+    with one line naming the first run's pid. Then :func:`exit_on_bad_input` runs it.
+    """
+    _exit_on_bad_values(program, _problems(program, cfg))
+    lock = RunLock(cfg.run_dir)
+    if _is_main_process():
+        exit_on_bad_input(program, lock.acquire)
+    try:
+        exit_on_bad_input(program, function, cfg)
+    finally:
+        lock.release()
