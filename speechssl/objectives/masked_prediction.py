@@ -330,7 +330,18 @@ class HubertPretrainModel(nn.Module):
         self.encoder = encoder
         self.config = config
         encoder_config = encoder.config
-        self.frame_rate = config.sample_rate / math.prod(encoder_config.conv_strides)
+        if encoder_config.front_end == "fbank" and encoder_config.sample_rate != config.sample_rate:
+            raise ValueError(
+                f"the encoder's filterbanks expect {encoder_config.sample_rate} Hz audio, the "
+                f"objective's sample_rate is {config.sample_rate}"
+            )
+        # output frames per second: the CNN's stride at the objective's rate, or the
+        # filterbank hop times the stack
+        self.frame_rate = dataclasses.replace(
+            encoder_config, sample_rate=config.sample_rate
+        ).frame_rate
+        # the feature penalty keeps the CNN's outputs small; filterbanks have no weights
+        self.penalize_features = encoder_config.front_end == "conv"
         # plain ints: the config may be an OmegaConf node, whose ListConfig split() rejects
         self.num_classes = [int(count) for count in config.num_classes]
         num_sets = len(self.num_classes)
@@ -398,7 +409,11 @@ class HubertPretrainModel(nn.Module):
         )
         num_frames = labels.shape[1]
         features = features[:, :num_frames]  # drop frames past the labels (fairseq trims too)
-        penalty = feature_penalty(features, frame_lengths)
+        penalty = (
+            feature_penalty(features, frame_lengths)
+            if self.penalize_features
+            else features.new_zeros((), dtype=torch.float32)
+        )
         x = self.encoder.project(features)  # (B, F, D)
         if mask is None:
             mask = compute_span_mask(
