@@ -115,10 +115,14 @@ def measure(size: str, args, device: torch.device) -> list[dict]:
     for row in rows:
         name = row["front end"]
         row["train step median (s)"] = f"{timings[f'{name} train step'].median:.3f}"
+        # process CPU seconds: steadier than wall time on a shared machine
+        row["train step CPU median (s)"] = f"{timings[f'{name} train step'].median_cpu:.3f}"
         row["front end median (ms)"] = f"{timings[f'{name} front end'].median * 1e3:.1f}"
     for label in ("train step", "front end"):
         ratio = timings[f"fbank {label}"].median / timings[f"conv {label}"].median
         rows[1][f"fbank/conv {label} time"] = f"{ratio:.2f}"
+    cpu_ratio = timings["fbank train step"].median_cpu / timings["conv train step"].median_cpu
+    rows[1]["fbank/conv train step CPU"] = f"{cpu_ratio:.2f}"
     return rows
 
 

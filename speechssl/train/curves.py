@@ -89,7 +89,12 @@ def plot_curves(metrics_path: str | os.PathLike, png_path: str | os.PathLike) ->
             steps, values = _series(rows, split, key + BASELINE_SUFFIX)
             if steps:
                 axis.plot(
-                    steps, values, label=f"{split} baseline", linestyle="--", color=colors[split]
+                    steps,
+                    values,
+                    label=f"{split} baseline",
+                    linestyle="--",
+                    marker="x" if split == "valid" else None,  # one evaluation: a point
+                    color=colors[split],
                 )
         axis.set_xlabel("step")
         axis.set_title(key)
