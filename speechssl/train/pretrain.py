@@ -18,6 +18,7 @@ from torch import nn
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.objectives.signals import BASELINE_SUFFIX, learning_warnings
+from speechssl.train import distributed
 from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.progress import read_metrics
 from speechssl.train.trainer import Trainer
@@ -100,6 +101,8 @@ def learning_check(metrics_path: Path) -> dict:
     "learning_warnings": [line, ...]}`` (empty on ranks other than 0, which write no rows).
     ``<name>_ratio`` there is ``<name> / <name>_baseline`` of the row.
     """
+    if not distributed.is_main():
+        return {}  # rank 0 may still be writing the file the other ranks would read
     rows = read_metrics(metrics_path)
     final = next(
         (row for split in ("valid", "train") for row in reversed(rows) if row["split"] == split),
