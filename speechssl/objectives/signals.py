@@ -9,20 +9,23 @@ baseline of ``<name>``: the curves plot draws it dashed in ``<name>``'s panel, a
 
 Metric names (per batch, averaged over the logging window; ``valid`` rows in eval mode):
 
-=============================== =================================================================
-``l1_shift<n>``                  predictive coding: L1 of the model's prediction of frame t + n
-``l1_shift<n>_baseline``         L1 of copying frame t as the prediction of frame t + n (same
-                                 frames, same normalised features)
-``l1_shift<n>_ratio``            model / baseline: < 1 once the model beats "copy the last frame"
-``accuracy_masked``              HuBERT: top-1 accuracy (argmax over the codebook) on masked frames
-``accuracy_masked_baseline``     always predicting the batch's most frequent label of those frames
-``accuracy_unmasked``            top-1 accuracy on unmasked valid frames (fairseq ``correct_u_0``)
-``label_entropy``                entropy (nats) of the batch's labels over its valid frames
-``label_perplexity``             ``exp(label_entropy)``: the number of equally used clusters
-``contrastive_accuracy``         UniSpeech-SAT: share of (anchor, same-utterance draw) pairs whose
-                                 positive scores above every other-utterance draw of that anchor
-``contrastive_accuracy_baseline`` its chance level, ``mean 1 / (1 + negatives of the anchor)``
-=============================== =================================================================
+- ``l1_shift<n>``: predictive coding, L1 of the model's prediction of frame t + n;
+- ``l1_shift<n>_baseline``: L1 of copying frame t as the prediction of frame t + n (same
+  frames, same normalised features);
+- ``l1_shift<n>_ratio``: model / baseline, below 1 once the model beats the copy (in
+  results.json: the ratio of the final row's means);
+- ``accuracy_masked``: HuBERT, top-1 accuracy (argmax over the codebook) on masked frames
+  (fairseq ``correct_m_0 / count_m_0``);
+- ``accuracy_masked_baseline``: always predicting the batch's most frequent label of those
+  frames;
+- ``accuracy_unmasked``: top-1 accuracy on the unmasked valid frames (``correct_u_0``);
+- ``label_entropy``: entropy (nats) of the batch's labels over its valid frames;
+- ``label_perplexity``: ``exp(label_entropy)``, the number of equally used clusters it
+  amounts to;
+- ``contrastive_accuracy``: UniSpeech-SAT, the share of (anchor, same-utterance draw) pairs
+  whose positive scores above every other-utterance draw of that anchor;
+- ``contrastive_accuracy_baseline``: its chance level, the mean of ``1 / (1 + negatives of
+  the anchor)`` over the same pairs.
 
 Lower is better for metrics whose name starts with ``l1`` or ``loss``; higher for the rest.
 
