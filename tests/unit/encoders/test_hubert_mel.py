@@ -7,13 +7,21 @@ import numpy as np
 import pytest
 import torch
 
+from speechssl import audio
 from speechssl.data.manifest import write_jsonl
+from speechssl.demo import demo_path
 from speechssl.encoders import build_encoder
 from speechssl.encoders.wav2vec2.convert.torchaudio_format import to_torchaudio
 from speechssl.objectives import HubertPretrainModel, MaskedPredictionConfig, align_labels
-from speechssl.targets import MFCC_LABEL_RATE, TargetConfig, hidden_targets, mfcc_features
-from speechssl.testing import write_tone
+from speechssl.targets import (
+    MFCC_LABEL_RATE,
+    TargetConfig,
+    hidden_targets,
+    mfcc_features,
+    mfcc_targets,
+)
 
+AUDIO_SUFFIXES = {".opus", ".ogg", ".flac", ".wav"}
 LENGTHS = [560, 1999, 8000, 16000, 16123, 33333]  # samples: 2 to 207 MFCC frames
 
 
@@ -47,50 +55,55 @@ def test_frames_match_100_hz_mfcc_labels_for_several_lengths(stack_frames):
         )
 
 
-def test_hidden_targets_of_the_mel_encoder_come_at_its_frame_rate_without_drift(tmp_path):
+def test_mel_encoder_labels_on_real_demo_speech_come_at_its_frame_rate_without_drift(tmp_path):
+    """Iteration 2 on four real LibriSpeech clips of the demo corpus: the mel encoder's
+    layer-1 labels are declared at its frame rate, none is dropped for drift, each
+    utterance has exactly as many labels as the encoder has frames, and masked
+    prediction on them covers every frame (as the 100 Hz MFCC labels do too)."""
     torch.manual_seed(0)
     encoder = build_encoder("hubert_mel_tiny").eval()
+    root = demo_path("librispeech") / "train-clean-100"
+    files = [path for path in sorted(root.rglob("*")) if path.suffix in AUDIO_SUFFIXES][:4]
+    assert len(files) == 4
+    wavs = [audio.load(path, sample_rate=16000) for path in files]
     rows = [
-        {
-            "id": f"u{index}",
-            "audio": str(
-                write_tone(tmp_path / f"u{index}.wav", seconds, frequency=150 + 170 * index)
-            ),
-            "duration": seconds,
-            "sample_rate": 16000,
-        }
-        for index, seconds in enumerate([0.5, 0.77, 1.3, 2.01])
+        {"id": path.stem, "audio": str(path), "duration": wav.numel() / 16000, "sample_rate": 16000}
+        for path, wav in zip(files, wavs)
     ]
-    write_jsonl(tmp_path / "train.jsonl", rows)
-    write_jsonl(tmp_path / "valid.jsonl", rows[:2])
+    manifests = (tmp_path / "train.jsonl", tmp_path / "valid.jsonl")
+    write_jsonl(manifests[0], rows)
+    write_jsonl(manifests[1], rows[:2])
+    config = TargetConfig(mfcc_clusters=4, hidden_layer=1, hidden_clusters=3)
+    iteration1 = mfcc_targets(manifests, tmp_path, config, report=None)
     targets = hidden_targets(
-        (tmp_path / "train.jsonl", tmp_path / "valid.jsonl"),
+        manifests,
         tmp_path,
         encoder,
-        TargetConfig(hidden_layer=1, hidden_clusters=3),
+        config,
         label_rate=encoder.frame_rate,
         teacher_name="mel",
         report=None,
     )
     summary = targets.summary()
-    assert summary["label_rate"] == 50.0
-    assert summary["dropped_mismatched"] == 0 and summary["train_utterances"] == 4
-    for row, labels in zip(rows, targets.train.labels):
-        samples = round(row["duration"] * 16000)
-        assert labels.size == int(encoder.output_lengths(torch.tensor([samples]))[0])
-    # masked prediction on those labels covers every frame of every utterance
-    model = HubertPretrainModel(
-        encoder, MaskedPredictionConfig(num_classes=[3], label_rate=encoder.frame_rate)
-    )
-    wavs = [torch.randn(round(row["duration"] * 16000)) for row in rows]
+    assert summary["label_rate"] == 50.0 and summary["train_utterances"] == 4
+    assert summary["dropped_mismatched"] == iteration1.summary()["dropped_mismatched"] == 0
     lengths = torch.tensor([wav.numel() for wav in wavs])
+    frames = encoder.output_lengths(lengths)
+    assert [values.size for values in targets.train.labels] == frames.tolist()
     wav = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
-    labels = torch.nn.utils.rnn.pad_sequence(
-        [torch.from_numpy(values) for values in targets.train.labels], batch_first=True
-    )
-    label_lengths = torch.tensor([values.size for values in targets.train.labels])
-    output = model.forward_logits(wav, lengths, labels, label_lengths)
-    assert output.frame_lengths.tolist() == label_lengths.tolist()
+    for labels, rate in (
+        (targets.train.labels, encoder.frame_rate),
+        (iteration1.train.labels, 100.0),
+    ):
+        model = HubertPretrainModel(
+            encoder, MaskedPredictionConfig(num_classes=[4], label_rate=rate)
+        )
+        padded = torch.nn.utils.rnn.pad_sequence(
+            [torch.from_numpy(values) for values in labels], batch_first=True
+        )
+        label_lengths = torch.tensor([values.size for values in labels])
+        output = model.forward_logits(wav, lengths, padded, label_lengths)
+        assert output.frame_lengths.tolist() == frames.tolist()
 
 
 def test_masked_pretraining_trains_the_mel_encoder_without_a_feature_penalty():
