@@ -13,7 +13,6 @@ stderr and exit code 1.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -23,6 +22,7 @@ from omegaconf import DictConfig
 
 from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.compact import Manifest
+from speechssl.data.layouts.folder import write_labelled_csv
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
 from speechssl.errors import run_hydra_main, run_recipe
@@ -57,13 +57,8 @@ def demo_csvs(cfg: DictConfig, run_dir: Path) -> dict[str, str]:
     }
     paths = {}
     for name, wanted in sessions.items():
-        paths[name] = str(out / f"{name}.csv")
-        with open(paths[name], "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["path", "label"])
-            writer.writerows(
-                [row["audio"], row["label"]] for row in rows if row["session"] in wanted
-            )
+        selected = [(row["audio"], row["label"]) for row in rows if row["session"] in wanted]
+        paths[name] = str(write_labelled_csv(out / f"{name}.csv", selected))
     return paths
 
 
