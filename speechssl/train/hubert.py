@@ -61,6 +61,7 @@ __all__ = [
     "write_if_changed",
 ]
 
+
 def evenly_spaced(rows: Sequence, count: int) -> list:
     """At most ``count`` rows, evenly spaced (``count <= 0`` keeps all).
 
