@@ -36,6 +36,7 @@ from speechbrain.lobes.features import Fbank as SpeechBrainFbank
 from torchaudio.compliance import kaldi
 
 from speechssl import audio
+from speechssl.data.prepare.common import audio_files
 from speechssl.features import Fbank, LogMel
 
 DEMO_ROOT = Path(__file__).parents[1] / "speechssl" / "demo_data" / "LibriSpeech"
@@ -43,10 +44,10 @@ N_MELS = 80
 
 
 def load_corpus(root: Path, concat: int, limit: int | None) -> list[torch.Tensor]:
-    """Every FLAC under ``root`` at 16 kHz, ``concat`` consecutive files joined into one."""
-    paths = sorted(root.rglob("*.flac"))[:limit]
+    """Every audio file (FLAC, Opus, ...) under ``root`` at 16 kHz, ``concat`` consecutive files joined into one."""
+    paths = audio_files(root, "**/*")[:limit]
     if not paths:
-        raise SystemExit(f"no .flac files under {root}")
+        raise SystemExit(f"no audio files under {root}")
     wavs = [audio.load(path, sample_rate=16000) for path in paths]
     return [torch.cat(wavs[i : i + concat]) for i in range(0, len(wavs), concat)]
 
@@ -70,7 +71,7 @@ def make_batches(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=DEMO_ROOT, help="folder of .flac files")
+    parser.add_argument("--root", type=Path, default=DEMO_ROOT, help="folder of audio files")
     parser.add_argument("--device", default="cpu", help="device for ours (peers run on the CPU)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=7)

@@ -76,6 +76,7 @@ from torchaudio.compliance import kaldi
 from speechssl import audio
 from speechssl.cluster import KMeans
 from speechssl.data.collate import Batch
+from speechssl.data.prepare.common import audio_files
 from speechssl.encoders import PRESETS, build_encoder
 from speechssl.features import MFCC, Fbank, LogMel, lengths_to_mask
 from speechssl.objectives.masked_prediction import HubertPretrainModel, MaskedPredictionConfig
@@ -83,7 +84,6 @@ from speechssl.train import Trainer
 
 SAMPLE_RATE = 16000
 DEMO_DATA = Path(__file__).resolve().parents[1] / "speechssl" / "demo_data"
-AUDIO_SUFFIXES = {".flac", ".wav", ".ogg", ".opus"}
 N_MELS = 80
 MEMORY_BUDGET = 80 * 2**30  # the Base batch search: what an 80 GiB H100/A100 holds
 # fairseq wav2vec 2.0 Base: 400k updates x 1.6 h of audio per batch in 1.6 days on 64 V100s
@@ -321,7 +321,7 @@ def demo_mfcc_frames(num_frames: int, device: torch.device) -> tuple[np.ndarray,
     here batched on the device so that 1 M frames take seconds on a GPU).
     """
     wavs, samples = [], 0
-    paths = sorted(path for path in DEMO_DATA.rglob("*") if path.suffix in AUDIO_SUFFIXES)
+    paths = audio_files(DEMO_DATA, "**/*")
     for path in paths:
         wavs.append(audio.load(path, sample_rate=SAMPLE_RATE))
         samples += wavs[-1].numel()

@@ -28,7 +28,6 @@ threads) loses much more than scikit-learn does, so compare with ``--threads 1``
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import statistics
@@ -36,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from speechssl import audio
 from speechssl.cluster import KMeans
+from speechssl.data.prepare.common import audio_files
 
 SAMPLE_RATE = 16000
 DEMO_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "speechssl", "demo_data")
@@ -120,10 +121,7 @@ def synthesise(directory: str, seconds: float) -> list[str]:
 
 def build_frames(num_frames: int) -> tuple[np.ndarray, str]:
     """``(N >= num_frames, 39)`` float32 MFCC frames and a sentence saying where they came from."""
-    paths = sorted(
-        glob.glob(os.path.join(DEMO_DATA, "**", "*.flac"), recursive=True)
-        + glob.glob(os.path.join(DEMO_DATA, "**", "*.wav"), recursive=True)
-    )
+    paths = [str(path) for path in audio_files(Path(DEMO_DATA), "**/*")]
     temporary = None
     if paths:
         source = f"{len(paths)} demo-corpus files under speechssl/demo_data"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from speechssl import audio
+from speechssl.data.prepare.common import audio_files
 from speechssl.data.sampler import DurationBucketSampler, padding_waste
 
 DEMO_ROOT = Path(__file__).parents[1] / "speechssl" / "demo_data" / "LibriSpeech"
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="use the demo corpus durations")
     args = parser.parse_args()
     if args.demo:
-        paths = sorted(DEMO_ROOT.rglob("*.flac"))
+        paths = audio_files(DEMO_ROOT, "**/*")
         durations = np.array([audio.info(p).duration for p in paths], dtype=np.float32)
         source = f"demo corpus ({len(durations)} utterances)"
     else:

@@ -65,6 +65,7 @@ from speechssl.data.manifest import ManifestError, parse_jsonl, read_jsonl
 from speechssl.data.prepare.common import write_text_atomic
 from speechssl.encoders import Encoder
 from speechssl.features import MFCC
+from speechssl.objectives.signals import count_statistics
 
 __all__ = [
     "MFCC_LABEL_RATE",
@@ -77,6 +78,7 @@ __all__ = [
     "fit_kmeans",
     "hidden_targets",
     "kmeans_once",
+    "label_usage",
     "manifest_features",
     "mfcc_features",
     "mfcc_targets",
@@ -123,7 +125,8 @@ class Targets:
     valid: FrameLabels
 
     def summary(self) -> dict:
-        """What results.json records about these targets."""
+        """What results.json records about these targets (with each split's cluster usage,
+        see :func:`label_usage`)."""
         return {
             "kmeans_fingerprint": self.kmeans.fingerprint,
             "num_clusters": self.kmeans.n_clusters,
@@ -132,7 +135,34 @@ class Targets:
             "valid_utterances": len(self.valid.labels),
             "dropped_mismatched": len(self.train.mismatched) + len(self.valid.mismatched),
             "dropped_unlabelled": len(self.train.unlabelled) + len(self.valid.unlabelled),
+            "label_usage": {
+                "train": label_usage(self.train.labels, self.kmeans.n_clusters),
+                "valid": label_usage(self.valid.labels, self.kmeans.n_clusters),
+            },
         }
+
+
+def label_usage(labels: Sequence[np.ndarray], num_clusters: int) -> dict[str, float]:
+    """How evenly a split's frames use the clusters: ``{"entropy"`` (nats), ``"perplexity"``
+    (``exp(entropy)``, at most ``num_clusters``), ``"used_fraction"`` (clusters with at
+    least one frame), ``"frames"}``.
+
+    A perplexity far below the cluster count means a few clusters label most frames, and
+    masked prediction can score well by predicting them (compare ``accuracy_masked`` with
+    ``accuracy_masked_baseline`` in the run's metrics).
+
+    Example:
+        >>> usage = label_usage([np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3])], 4)
+        >>> round(usage["entropy"], 4) == round(float(np.log(4)), 4), usage["used_fraction"]
+        (True, 1.0)
+    """
+    counts = np.zeros(num_clusters, dtype=np.int64)
+    for values in labels:
+        counts += np.bincount(values, minlength=num_clusters)[:num_clusters]
+    statistics = count_statistics(torch.from_numpy(counts))
+    return {name: float(value) for name, value in statistics.items()} | {
+        "frames": int(counts.sum())
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -413,11 +443,12 @@ def fit_and_label(
         )
         loaded.append(frame_labels)
         if report is not None:
-            frames = sum(labels.size for labels in frame_labels.labels)
+            usage = label_usage(frame_labels.labels, kmeans.n_clusters)
             report(
-                f"labels {label_path.name}: {len(frame_labels.labels)} utterances, {frames} "
-                f"frames (k-means {kmeans.fingerprint}, {kmeans.n_clusters} clusters, "
-                f"{label_rate:g} Hz)"
+                f"labels {label_path.name}: {len(frame_labels.labels)} utterances, "
+                f"{usage['frames']} frames (k-means {kmeans.fingerprint}, {kmeans.n_clusters} "
+                f"clusters, {label_rate:g} Hz; perplexity {usage['perplexity']:.1f}, "
+                f"{usage['used_fraction']:.0%} of the clusters used)"
             )
     return Targets(kmeans, float(label_rate), loaded[0], loaded[1])
 

@@ -9,7 +9,8 @@ One package per family, each with a config dataclass (paper-cited defaults) and 
     >>> len(out.hidden_states), tuple(out.last_hidden_state.shape)
     (4, (1, 49, 64))
 
-Families: ``wav2vec2`` (wav2vec 2.0 / HuBERT), ``wavlm`` (WavLM), ``fbank_transformer``, ``conformer``,
+Families: ``wav2vec2`` (wav2vec 2.0 / HuBERT; ``hubert_mel_*`` presets take log-mel
+filterbanks instead of the waveform CNN: ``front_end="fbank"``), ``wavlm`` (WavLM), ``fbank_transformer``, ``conformer``,
 ``predictive_transformer`` (causal Transformer predictive coding) and ``apc``.
 
 Every encoder runs under ``torch.compile`` (tested: graph capture with the ``eager``
@@ -44,6 +45,7 @@ from .predictive import (
     CausalTransformerConfig,
     CausalTransformerEncoder,
 )
+from .wav2vec2 import MEL_PRESETS as _HUBERT_MEL_PRESETS
 from .wav2vec2 import PRESETS as _WAV2VEC2_PRESETS
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2Encoder, wav2vec2_base
 from .wavlm import PRESETS as _WAVLM_PRESETS
@@ -63,6 +65,7 @@ FAMILIES: dict[str, tuple[type, type[Encoder]]] = {
 # preset name -> config factory; a family's ``tiny``/``base``/``large`` under its prefix
 PRESETS: dict[str, Callable[[], Any]] = {
     **{f"hubert_{size}": factory for size, factory in _WAV2VEC2_PRESETS.items()},
+    **{f"hubert_mel_{size}": factory for size, factory in _HUBERT_MEL_PRESETS.items()},
     "wav2vec2_base": wav2vec2_base,
     **{f"wavlm_{size}": factory for size, factory in _WAVLM_PRESETS.items()},
     **{

@@ -181,6 +181,11 @@ class SpeakerModel(TransferModel):
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         labels = _labels(batch)
+        if self.training and len(labels) < 2:
+            raise ValueError(
+                "ECAPA's batch norm needs >= 2 utterances per training batch: raise "
+                "data.max_batch_seconds or lower data.max_duration (the training crop)"
+            )
         cosine = self.scores(batch.wav, batch.lengths)
         loss = self.head.loss(cosine, labels)
         accuracy = (cosine.argmax(dim=-1) == labels).float().mean()

@@ -28,6 +28,14 @@ frames with a weighted loss)::
            + feature_penalty_weight * feature_penalty
            [+ contrastive.weight * utterance_contrastive_loss]
 
+Besides the losses it logs what fairseq's criterion logs as ``correct_m_0 / count_m_0`` and
+``correct_u_0 / count_u_0`` (``accuracy_masked``, ``accuracy_unmasked``: argmax over the
+codebook against the target, averaged over label sets; the unmasked logits are computed
+without gradient when ``pred_nomask_weight`` is 0), the accuracy of always predicting the
+batch's most frequent label (``accuracy_masked_baseline``), and the entropy and perplexity
+of the batch's labels (``label_entropy``, ``label_perplexity``): see
+:mod:`speechssl.objectives.signals`.
+
 Example:
     >>> import torch
     >>> from types import SimpleNamespace
@@ -54,6 +62,12 @@ from torch import Tensor, nn
 
 from speechssl.features.framing import lengths_to_mask
 from speechssl.features.mixing import MixingConfig, UtteranceMixing
+from speechssl.objectives.signals import (
+    BASELINE_SUFFIX,
+    label_statistics,
+    majority_accuracy,
+    top1_accuracy,
+)
 from speechssl.objectives.utterance_contrastive import ContrastiveConfig, UtteranceContrastiveLoss
 
 __all__ = [
@@ -316,7 +330,18 @@ class HubertPretrainModel(nn.Module):
         self.encoder = encoder
         self.config = config
         encoder_config = encoder.config
-        self.frame_rate = config.sample_rate / math.prod(encoder_config.conv_strides)
+        if encoder_config.front_end == "fbank" and encoder_config.sample_rate != config.sample_rate:
+            raise ValueError(
+                f"the encoder's filterbanks expect {encoder_config.sample_rate} Hz audio, the "
+                f"objective's sample_rate is {config.sample_rate}"
+            )
+        # output frames per second: the CNN's stride at the objective's rate, or the
+        # filterbank hop times the stack
+        self.frame_rate = dataclasses.replace(
+            encoder_config, sample_rate=config.sample_rate
+        ).frame_rate
+        # the feature penalty keeps the CNN's outputs small; filterbanks have no weights
+        self.penalize_features = encoder_config.front_end == "conv"
         # plain ints: the config may be an OmegaConf node, whose ListConfig split() rejects
         self.num_classes = [int(count) for count in config.num_classes]
         num_sets = len(self.num_classes)
@@ -369,8 +394,8 @@ class HubertPretrainModel(nn.Module):
         """Waveforms (already mixed, if mixing) + labels -> :class:`PretrainOutput`.
 
         Masks in eval mode too (fairseq's validation loss is the masked one). The unmasked
-        logits are skipped unless ``compute_unmasked`` (default: ``pred_nomask_weight > 0``):
-        with weight 0 they only feed a metric.
+        logits are skipped unless ``compute_unmasked`` (default: ``pred_nomask_weight > 0``);
+        with weight 0 they only feed a metric, so they carry no gradient.
         """
         config = self.config
         features, frame_lengths = self.encoder.extract_features(wav, lengths)  # (B, F, C)
@@ -384,7 +409,11 @@ class HubertPretrainModel(nn.Module):
         )
         num_frames = labels.shape[1]
         features = features[:, :num_frames]  # drop frames past the labels (fairseq trims too)
-        penalty = feature_penalty(features, frame_lengths)
+        penalty = (
+            feature_penalty(features, frame_lengths)
+            if self.penalize_features
+            else features.new_zeros((), dtype=torch.float32)
+        )
         x = self.encoder.project(features)  # (B, F, D)
         if mask is None:
             mask = compute_span_mask(
@@ -412,7 +441,8 @@ class HubertPretrainModel(nn.Module):
         logits_masked, targets_masked = self._logits(last, labels, mask)
         logits_unmasked, targets_unmasked = [], []
         if compute_unmasked if compute_unmasked is not None else config.pred_nomask_weight > 0:
-            logits_unmasked, targets_unmasked = self._logits(last, labels, valid & ~mask)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and config.pred_nomask_weight > 0):
+                logits_unmasked, targets_unmasked = self._logits(last, labels, valid & ~mask)
         return PretrainOutput(
             logits_masked,
             targets_masked,
@@ -438,6 +468,33 @@ class HubertPretrainModel(nn.Module):
         ]
         return logits, [targets[:, k] for k in range(len(embeddings))]
 
+    def _learning_signals(self, output: PretrainOutput) -> dict[str, Tensor]:
+        """Accuracies, their baseline and the label entropy, each averaged over label sets."""
+        signals: dict[str, list[Tensor]] = {
+            "accuracy_masked": [],
+            "accuracy_masked" + BASELINE_SUFFIX: [],
+            "accuracy_unmasked": [],
+            "label_entropy": [],
+            "label_perplexity": [],
+        }
+        for index, num_classes in enumerate(self.num_classes):
+            masked, unmasked = output.targets_masked[index], output.targets_unmasked[index]
+            signals["accuracy_masked"].append(top1_accuracy(output.logits_masked[index], masked))
+            signals["accuracy_masked" + BASELINE_SUFFIX].append(
+                majority_accuracy(masked, num_classes)
+            )
+            signals["accuracy_unmasked"].append(
+                top1_accuracy(output.logits_unmasked[index], unmasked)
+            )
+            # every valid frame's label: the masked ones and the others
+            statistics = label_statistics(torch.cat([masked, unmasked]), num_classes)
+            signals["label_entropy"].append(statistics["entropy"])
+            signals["label_perplexity"].append(statistics["perplexity"])
+        return {
+            name: torch.stack([value.float() for value in values]).mean()
+            for name, values in signals.items()
+        }
+
     def forward(self, batch, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Batch -> (loss: 0-dim, metrics: detached 0-dim tensors), the Trainer contract."""
         config = self.config
@@ -453,7 +510,10 @@ class HubertPretrainModel(nn.Module):
             # targets stay the primary utterance's: only the waveform changes
             wav, mixing_info = self.mixing(wav, lengths)
             metrics["mixed_fraction"] = mixing_info.mixed.float().mean()
-        output = self.forward_logits(wav, lengths, labels, label_lengths, mask)
+        # the unmasked logits always: their accuracy is a learning signal even at weight 0
+        output = self.forward_logits(
+            wav, lengths, labels, label_lengths, mask, compute_unmasked=True
+        )
         num_masked = output.targets_masked[0].numel()
         num_unmasked = output.targets_unmasked[0].numel() if output.targets_unmasked else 0
         sample_size = 0
@@ -478,11 +538,7 @@ class HubertPretrainModel(nn.Module):
             weighted / max(sample_size, 1) + config.feature_penalty_weight * output.feature_penalty
         )
         with torch.no_grad():
-            metrics["accuracy_masked"] = _accuracy(output.logits_masked, output.targets_masked)
-            if output.logits_unmasked:
-                metrics["accuracy_unmasked"] = _accuracy(
-                    output.logits_unmasked, output.targets_unmasked
-                )
+            metrics.update(self._learning_signals(output))
             metrics["feature_penalty"] = output.feature_penalty.detach()
             metrics["mask_fraction"] = output.mask.sum() / output.frame_lengths.sum().clamp(min=1)
         if self.contrastive is not None:
@@ -492,12 +548,3 @@ class HubertPretrainModel(nn.Module):
             metrics["contrastive_loss"] = contrastive_loss.detach()
             metrics.update(contrastive_metrics)
         return loss, metrics
-
-
-def _accuracy(logits: list[Tensor], targets: list[Tensor]) -> Tensor:
-    """Top-1 accuracy averaged over label sets (0 when there is no frame)."""
-    accuracies = [
-        (scores.argmax(dim=-1) == labels).float().mean() if labels.numel() else scores.new_zeros(())
-        for scores, labels in zip(logits, targets)
-    ]
-    return torch.stack(accuracies).mean()

@@ -8,6 +8,12 @@ with a GRU stack (n = 5 there, n = 3 by default here as in the TPC recipe).
 The loss is L1 over the valid frames only: for a shift ``n`` an utterance of ``F``
 frames contributes ``F - n`` predictions, and padding never enters the mean.
 
+A falling L1 alone says little: copying frame ``t`` as the prediction of frame ``t + n``
+already scores well on slowly changing filterbanks. Each shift therefore logs
+``l1_shift<n>`` (the model), ``l1_shift<n>_baseline`` (:func:`copy_last_frame_l1`, the
+copy on exactly the frames the model predicts, from the same normalised features) and
+``l1_shift<n>_ratio`` (model / baseline, below 1 once the model beats the copy).
+
 Example:
     >>> import torch
     >>> from speechssl.objectives.predictive_coding import future_frame_l1
@@ -26,6 +32,7 @@ import torch
 from torch import nn
 
 from speechssl.features.framing import lengths_to_mask
+from speechssl.objectives.signals import BASELINE_SUFFIX
 
 
 @dataclass
@@ -71,6 +78,26 @@ def future_frame_l1(
     return loss, count
 
 
+def copy_last_frame_l1(
+    targets: torch.Tensor, lengths: torch.Tensor, shift: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L1 of the copy-last-frame baseline: frame ``t`` predicts frame ``t + shift``.
+
+    :func:`future_frame_l1` with the features themselves as the predictions, so the mean
+    runs over exactly the (frame, dim) entries the model's loss runs over. The copy reads
+    the clean features even when the masked-span variant zeroes the model's input: the
+    baseline is the strongest copy, not one of masked zeros.
+
+    Example:
+        >>> feats = torch.tensor([[[0.0], [1.0], [3.0], [9.0]]])  # one utterance, 4 frames
+        >>> loss, count = copy_last_frame_l1(feats, torch.tensor([3]), 1)
+        >>> float(loss), int(count)  # |1 - 0| and |3 - 1| over the 2 predicted frames
+        (1.5, 2)
+    """
+    with torch.no_grad():
+        return future_frame_l1(targets, targets, lengths, shift)
+
+
 def span_mask(
     lengths: torch.Tensor,
     max_frames: int,
@@ -98,7 +125,9 @@ class PredictiveCodingModel(nn.Module):
 
     The encoder must be causal (e.g. ``speechssl.encoders`` predictive family) and
     expose ``features(wav, lengths)`` and ``forward_features(feats, lengths)``.
-    ``forward(batch)`` follows the Trainer contract: ``(loss, metrics)``.
+    ``forward(batch)`` follows the Trainer contract: ``(loss, metrics)``; the metrics are
+    ``l1_shift<n>``, ``l1_shift<n>_baseline`` and ``l1_shift<n>_ratio`` per shift (see
+    :mod:`speechssl.objectives.signals`).
     """
 
     def __init__(self, encoder: nn.Module, feature_dim: int, config: PredictiveCodingConfig):
@@ -124,7 +153,11 @@ class PredictiveCodingModel(nn.Module):
         for shift in self.config.shifts:
             prediction = self.predictors[str(shift)](hidden)  # (B, F, H) -> (B, F, D)
             loss, _ = future_frame_l1(prediction, feats, feat_lengths, shift)
+            baseline, _ = copy_last_frame_l1(feats, feat_lengths, shift)
             losses.append(loss)
-            metrics[f"l1_shift{shift}"] = loss.detach()
+            name = f"l1_shift{shift}"
+            metrics[name] = loss.detach()
+            metrics[name + BASELINE_SUFFIX] = baseline
+            metrics[name + "_ratio"] = loss.detach() / baseline.clamp(min=1e-12)
         total = torch.stack(losses).mean()
         return total, metrics

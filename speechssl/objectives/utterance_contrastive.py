@@ -22,13 +22,18 @@ code reshapes the masked frames to ``(B, M, D)`` and so needs an equal mask coun
 here frames stay a flat ``(N, D)`` list with their utterance index, so any mask works.
 Padding never enters: only frames where ``frame_mask`` is True are anchors or candidates.
 
+Its readable signal is ``contrastive_accuracy``: of the drawn same-utterance candidates,
+the share scored above every other-utterance candidate of their anchor (the anchor's own
+frame is left out: without the quantizer it is the anchor itself), with its chance level
+``contrastive_accuracy_baseline`` (:func:`ranking_accuracy`).
+
 Example:
     >>> import torch
     >>> loss_fn = UtteranceContrastiveLoss(input_dim=16, proj_dim=8, num_negatives=5)
     >>> hidden, frame_mask = torch.randn(3, 20, 16), torch.rand(3, 20) < 0.5
     >>> loss, metrics = loss_fn(hidden, frame_mask)
     >>> loss.ndim, sorted(metrics)[:2]
-    (0, ['contrastive_accuracy', 'contrastive_bce'])
+    (0, ['contrastive_accuracy', 'contrastive_accuracy_baseline'])
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechssl.objectives.quantizer import GumbelVectorQuantizer
+from speechssl.objectives.signals import BASELINE_SUFFIX
 
-__all__ = ["ContrastiveConfig", "UtteranceContrastiveLoss", "sample_candidates"]
+__all__ = ["ContrastiveConfig", "UtteranceContrastiveLoss", "ranking_accuracy", "sample_candidates"]
 
 # anchors per chunk of the similarity matmul: bounds the (chunk, N) similarity block
 _MAX_SIMILARITY_ENTRIES = 1 << 24
@@ -80,6 +86,37 @@ def sample_candidates(
     anchors = torch.arange(num_frames, device=device)[:, None]
     # draws in [0, N-2]; shifting those >= n by one skips n and keeps the draw uniform
     return draws + (draws >= anchors).long()
+
+
+def ranking_accuracy(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
+    """Share of positives scored above every negative of their anchor, and its chance level.
+
+    Args:
+        scores: (N, K) scores of each anchor's K drawn candidates.
+        positive: (N, K) bool, True where the candidate is a positive (same utterance).
+
+    Returns:
+        (accuracy, chance), 0-dim: ``accuracy`` is the mean over (anchor, positive) pairs of
+        "the positive scores strictly above the anchor's best negative"; ``chance`` is what
+        random scores get, the mean over the same pairs of ``1 / (1 + negatives of the
+        anchor)``. Both 0 when no anchor drew a positive.
+
+    Example:
+        >>> scores = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.3]])
+        >>> positive = torch.tensor([[True, False, False], [True, False, False]])
+        >>> [round(float(value), 3) for value in ranking_accuracy(scores, positive)]
+        [0.5, 0.333]
+    """
+    negative_scores = scores.masked_fill(positive, float("-inf"))
+    best_negative = negative_scores.max(dim=1, keepdim=True).values  # (N, 1)
+    num_positives = positive.sum()
+    if num_positives == 0:
+        zero = scores.new_zeros(())
+        return zero, zero
+    correct = (scores > best_negative) & positive  # (N, K)
+    num_negatives = (~positive).sum(dim=1, keepdim=True)  # (N, 1)
+    chance = (positive / (1.0 + num_negatives)).sum()  # each pair: 1 / (1 + negatives)
+    return correct.sum() / num_positives, chance / num_positives
 
 
 def _gathered_cosine(anchors: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
@@ -224,6 +261,12 @@ class UtteranceContrastiveLoss(nn.Module):
             loss = loss + self.diversity_weight * diversity_loss
         with torch.no_grad():
             metrics["contrastive_bce"] = bce.detach()
-            metrics["contrastive_accuracy"] = ((logits >= 0).float() == labels).float().mean()
+            # the binary decisions the loss trains (mostly negatives: ~1 - 1/B of the draws)
+            metrics["contrastive_binary_accuracy"] = (
+                ((logits >= 0).float() == labels).float().mean()
+            )
             metrics["contrastive_positive_fraction"] = labels.mean()
+            accuracy, chance = ranking_accuracy(drawn, labels[:, 1:].bool())
+            metrics["contrastive_accuracy"] = accuracy
+            metrics["contrastive_accuracy" + BASELINE_SUFFIX] = chance
         return loss, metrics

@@ -8,6 +8,7 @@ Example: see ``recipes/tpc/run.py``::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,11 +17,16 @@ from torch import nn
 
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
+from speechssl.objectives.signals import BASELINE_SUFFIX, learning_warnings
+from speechssl.train import distributed
 from speechssl.train.checkpoint import latest_checkpoint
+from speechssl.train.progress import read_metrics
 from speechssl.train.trainer import Trainer
 from speechssl.typed import to_dataclass
 
-__all__ = ["pretrain_on_manifests"]
+__all__ = ["learning_check", "pretrain_on_manifests"]
+
+logger = logging.getLogger("speechssl.train")
 
 
 def pretrain_on_manifests(
@@ -46,7 +52,8 @@ def pretrain_on_manifests(
 
     Resumes from ``run_dir`` when a checkpoint is there (``trainer.resume=auto``), so a
     killed recipe picks up where it stopped. Returns the final checkpoint and the
-    Trainer's result (including ``valid/loss`` when a validation manifest is given).
+    Trainer's result (including ``valid/loss`` when a validation manifest is given), with
+    the final learning signals of :func:`learning_check`.
     """
     data_config = to_dataclass(data_config, DataConfig)
     train_loader = make_loader(
@@ -80,4 +87,42 @@ def pretrain_on_manifests(
     checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")
     if checkpoint is None:  # only rank 0 writes; other ranks read the same folder
         raise RuntimeError(f"no checkpoint was written under {run_dir}")
+    result.update(learning_check(Path(run_dir) / "metrics.jsonl"))
     return checkpoint, result
+
+
+def learning_check(metrics_path: Path) -> dict:
+    """The final learning signals against their baselines, with a warning line per failure.
+
+    Reads the last validation row of ``metrics.jsonl`` (the last training row when the
+    run had no validation), logs one warning line for each ``<name>`` that does not beat
+    its ``<name>_baseline`` (see :mod:`speechssl.objectives.signals`), and returns what
+    results.json records: ``{"learning_signals": {"split", "step", name: value...},
+    "learning_warnings": [line, ...]}`` (empty on ranks other than 0, which write no rows).
+    ``<name>_ratio`` there is ``<name> / <name>_baseline`` of the row.
+    """
+    if not distributed.is_main():
+        return {}  # rank 0 may still be writing the file the other ranks would read
+    rows = read_metrics(metrics_path)
+    final = next(
+        (row for split in ("valid", "train") for row in reversed(rows) if row["split"] == split),
+        None,
+    )
+    if final is None:
+        return {}
+    signals = {
+        name: value
+        for name, value in final.items()
+        if name.endswith(BASELINE_SUFFIX) or name + BASELINE_SUFFIX in final
+    }
+    for name in list(signals):
+        if name + "_ratio" in final:
+            # the ratio of the row's means (the logged one is a mean of per-batch ratios)
+            signals[name + "_ratio"] = final[name] / max(final[name + BASELINE_SUFFIX], 1e-12)
+    lines = learning_warnings(final)
+    for line in lines:
+        logger.warning("pre-training (%s, step %d): %s", final["split"], final["step"], line)
+    return {
+        "learning_signals": {"split": final["split"], "step": final["step"], **signals},
+        "learning_warnings": lines,
+    }

@@ -21,9 +21,36 @@ from speechssl.demo import demo_path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _demo_speaker_set() -> tuple[int, int, set[str]]:
-    """(test clips in iden_split.txt, trials in veri_test.txt, verification speakers) of the demo."""
-    root = demo_path("voxceleb1")
+# readers of the smoke runs' speaker set: every verification reader plus this many others
+# (all 100 demo readers' 683 clips made each run spend minutes encoding speech)
+EXTRA_READERS = 6
+
+
+@pytest.fixture(scope="module")
+def speaker_root(tmp_path_factory) -> Path:
+    """A VoxCeleb1-layout subset of the demo's speaker set: the verification readers (all
+    trials kept) plus ``EXTRA_READERS`` others, their folders linked, the lists filtered."""
+    demo = demo_path("voxceleb1")
+    root = tmp_path_factory.mktemp("voxceleb1_subset")
+    trials = (demo / "veri_test.txt").read_text().splitlines()
+    verification = {path.split("/")[0] for line in trials for path in line.split()[1:]}
+    others = sorted({p.name for p in (demo / "wav").iterdir()} - verification)[:EXTRA_READERS]
+    readers = verification | set(others)
+    (root / "wav").mkdir()
+    for reader in sorted(readers):
+        (root / "wav" / reader).symlink_to(demo / "wav" / reader, target_is_directory=True)
+    iden = [
+        line
+        for line in (demo / "iden_split.txt").read_text().splitlines()
+        if line.split()[1].split("/")[0] in readers
+    ]
+    (root / "iden_split.txt").write_text("\n".join(iden) + "\n")
+    (root / "veri_test.txt").write_text("\n".join(trials) + "\n")
+    return root
+
+
+def _speaker_set(root: Path) -> tuple[int, int, set[str]]:
+    """(test clips in iden_split.txt, trials in veri_test.txt, verification speakers)."""
     iden = [line.split() for line in (root / "iden_split.txt").read_text().splitlines()]
     trials = [line.split() for line in (root / "veri_test.txt").read_text().splitlines()]
     verification = {path.split("/")[0] for line in trials for path in line[1:]}
@@ -44,10 +71,11 @@ def _run_recipe(run_dir, *overrides):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, speaker_root):
     run_dir = tmp_path_factory.mktemp("hubert_sat")
     stdout = _run_recipe(
         run_dir,
+        f"speaker.src={speaker_root}",
         "ablation=sat",
         "~arms.sat_no_contrastive",
         "~arms.sat_no_mixing",
@@ -65,13 +93,14 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ecapa_run(tmp_path_factory):
+def ecapa_run(tmp_path_factory, speaker_root):
     """One pre-trained upstream, 2 steps everywhere, a narrow ECAPA (the default is
     512 x 4 + 1536 channels: minutes per run on a CPU). The encoder is WavLM: its
     pre-training is UniSpeech-SAT's masked prediction with utterance mixing."""
     run_dir = tmp_path_factory.mktemp("hubert_sat_ecapa")
     _run_recipe(
         run_dir,
+        f"speaker.src={speaker_root}",
         "encoder=wavlm_tiny",
         "objective=unispeech_sat",
         "head=ecapa_tiny",
@@ -87,9 +116,9 @@ def ecapa_run(tmp_path_factory):
     return run_dir
 
 
-def test_results_table_covers_every_upstream_and_task(tiny_run):
+def test_results_table_covers_every_upstream_and_task(tiny_run, speaker_root):
     run_dir, stdout = tiny_run
-    num_test, num_trials, _ = _demo_speaker_set()
+    num_test, num_trials, _ = _speaker_set(speaker_root)
     results = json.loads((run_dir / "results.json").read_text())
     upstreams = ["fbank", "hubert_frozen", "unispeech_sat_frozen"]
     cells = {(row["upstream"], row["task"], row["metric"]): row for row in results["table"]}
@@ -123,7 +152,7 @@ def test_results_table_covers_every_upstream_and_task(tiny_run):
     assert "| unispeech_sat_frozen |" in (run_dir / "results.md").read_text()
 
 
-def test_labels_beside_manifests_use_the_train_kmeans_for_both_splits(tiny_run):
+def test_labels_beside_manifests_use_the_train_kmeans_for_both_splits(tiny_run, speaker_root):
     run_dir, _ = tiny_run
     pretrain = json.loads((run_dir / "results.json").read_text())["pretrain"]
     data = run_dir / "data" / "pretrain"
@@ -150,7 +179,7 @@ def test_labels_beside_manifests_use_the_train_kmeans_for_both_splits(tiny_run):
     assert pretrain["iteration1"]["train_utterances"] == 24
     # the verification speakers never enter pre-training
     speakers = {row.get("speaker") for row in read_jsonl(data / "train.jsonl")}
-    assert speakers and not speakers & _demo_speaker_set()[2]
+    assert speakers and not speakers & _speaker_set(speaker_root)[2]
 
 
 def test_arms_switch_the_speaker_aware_parts_and_checkpoints_reload(tiny_run):
@@ -185,7 +214,7 @@ def test_configs_compose():
     assert compose("hubert_sat", ["head=ecapa"]).head.embedding_dim == 192  # paper's speaker head
 
 
-def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_run):
+def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_run, speaker_root):
     results = json.loads((ecapa_run / "results.json").read_text())
     assert results["heads"]["pretrained_frozen"] == {"speaker_id": "ecapa", "emotion": "classifier"}
     sid = results["details"]["pretrained_frozen/speaker_id"]["runs"]
@@ -198,7 +227,9 @@ def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_r
         transfer / "speaker_id" / "pretrained_frozen" / "seed0" / "checkpoints" / "best.pt",
         weights_only=True,
     )["model"]
-    assert speaker_model["head.classifier.weight"].shape == (12, 32)  # AAM cosine classifier
+    readers = len(list((speaker_root / "wav").iterdir()))
+    # AAM cosine classifier: one row per reader
+    assert speaker_model["head.classifier.weight"].shape == (readers, 32)
     assert any(name.startswith("head.ecapa.") for name in speaker_model)
     emotion_model = torch.load(
         transfer / "emotion" / "pretrained_frozen" / "seed0" / "fold_1" / "checkpoints" / "best.pt",

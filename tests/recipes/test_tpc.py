@@ -61,6 +61,13 @@ def test_results_files_and_metrics_in_range(tiny_run):
     markdown = (run_dir / "results.md").read_text()
     assert "| pretrained_frozen |" in markdown and "| upstream | emotion WA (%) |" in stdout
     assert math.isfinite(results["pretrain"]["valid/loss"])
+    # the learning signal against the copy-last-frame baseline, on the validation frames
+    signals = results["pretrain"]["learning_signals"]
+    assert signals["split"] == "valid" and signals["l1_shift3_baseline"] > 0
+    assert signals["l1_shift3_ratio"] == pytest.approx(
+        signals["l1_shift3"] / signals["l1_shift3_baseline"]
+    )
+    assert isinstance(results["pretrain"]["learning_warnings"], list)
 
 
 def test_pretrained_checkpoint_loads_as_a_causal_encoder(tiny_run):

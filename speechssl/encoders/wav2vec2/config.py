@@ -9,6 +9,7 @@ hyperparameter is given in the comment beside it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -24,11 +25,31 @@ def _default_conv_strides() -> list[int]:
     return [5, 2, 2, 2, 2, 2, 2]
 
 
+FRONT_ENDS = ("conv", "fbank")
+FBANK_NORMALIZATIONS = ("utterance", "global", "none")
+FBANK_HOP_MS = 10  # Kaldi filterbank frame shift
+
+
 @dataclass
 class Wav2Vec2Config:
-    """wav2vec 2.0 / HuBERT encoder hyperparameters (HuBERT Base by default)."""
+    """wav2vec 2.0 / HuBERT encoder hyperparameters (HuBERT Base by default).
+
+    ``front_end`` picks what feeds the projection: ``"conv"``, the waveform CNN of
+    wav2vec 2.0 / HuBERT (the ``conv_*``, ``extractor_mode``, ``masked_group_norm`` and
+    ``feature_grad_mult`` fields), or ``"fbank"``, the MelHuBERT (Lin et al., 2022) /
+    Fast-HuBERT (Yang et al., 2023) front end: Kaldi log-mel filterbanks (25 ms window,
+    10 ms hop, ``n_mels`` wide), normalised, every ``stack_frames`` consecutive frames
+    concatenated (2: 20 ms frames at 50 Hz like the CNN's; 4: 40 ms at 25 Hz, Fast-HuBERT),
+    then the same layer norm + linear projection. The filterbank front end has no weights.
+    """
 
     family: str = "wav2vec2"
+    front_end: str = "conv"  # not in fairseq: "conv" (the CNN) or "fbank"
+    # --- filterbank front end (front_end="fbank" only)
+    sample_rate: int = 16000  # the waveform's rate (the CNN needs none: its frames are samples)
+    n_mels: int = 80  # MelHuBERT / Fast-HuBERT: 80-dim log-mel
+    stack_frames: int = 2  # 10 ms frames concatenated per output frame (2: 50 Hz, 4: 25 Hz)
+    normalization: str = "utterance"  # per-utterance CMVN, running corpus CMVN or none
     # --- convolutional feature extractor (wav2vec 2.0 Sec. 2: 7 blocks, 512 channels,
     # strides (5,2,2,2,2,2,2), kernels (10,3,3,3,3,2,2): 20 ms hop, 25 ms receptive field)
     conv_channels: list[int] = field(default_factory=_default_conv_channels)  # conv_feature_layers
@@ -57,7 +78,25 @@ class Wav2Vec2Config:
     layer_drop: float = 0.05  # encoder_layerdrop (HuBERT Base: 0.05)
     layer_norm_eps: float = 1e-5
 
+    @property
+    def frame_rate(self) -> float:
+        """Output frames per second (Hz): 50 for the Base CNN (320-sample stride at 16 kHz)
+        and for filterbanks stacked by 2, 25 for stacks of 4."""
+        if self.front_end == "fbank":
+            return 1000.0 / (FBANK_HOP_MS * self.stack_frames)
+        return self.sample_rate / math.prod(self.conv_strides)
+
     def __post_init__(self) -> None:
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {self.front_end!r}")
+        if self.normalization not in FBANK_NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {FBANK_NORMALIZATIONS}, got {self.normalization!r}"
+            )
+        if self.stack_frames < 1 or self.n_mels < 1:
+            raise ValueError(
+                f"stack_frames and n_mels must be >= 1, got {self.stack_frames} and {self.n_mels}"
+            )
         if not len(self.conv_channels) == len(self.conv_kernels) == len(self.conv_strides):
             raise ValueError("conv_channels, conv_kernels and conv_strides must have equal length")
         if self.extractor_mode not in ("group_norm", "layer_norm"):
@@ -109,9 +148,46 @@ def hubert_tiny() -> Wav2Vec2Config:
     )
 
 
+def hubert_mel_tiny() -> Wav2Vec2Config:
+    """:func:`hubert_tiny`'s Transformer on the filterbank front end (80 log-mel, 50 Hz)."""
+    return Wav2Vec2Config(
+        front_end="fbank",
+        embed_dim=64,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=128,
+        pos_conv_kernel=16,
+        pos_conv_groups=4,
+    )
+
+
+def hubert_mel_small() -> Wav2Vec2Config:
+    """A CPU-trainable mel-input HuBERT: 6 post-LN layers, 256 wide, 4 heads, FFN 1024
+    (~5 M parameters), 80 log-mel stacked to 50 Hz. Between MelHuBERT's Base and the tiny
+    test model: a 2-core CPU trains it on half an hour of speech in minutes."""
+    return Wav2Vec2Config(
+        front_end="fbank",
+        embed_dim=256,
+        num_layers=6,
+        num_heads=4,
+        ffn_dim=1024,
+        pos_conv_kernel=64,
+        pos_conv_groups=16,
+        layer_drop=0.0,
+    )
+
+
+def hubert_mel_base() -> Wav2Vec2Config:
+    """MelHuBERT Base: HuBERT Base's Transformer on 80 log-mel frames stacked to 50 Hz
+    (Lin et al., 2022) instead of the waveform CNN."""
+    return Wav2Vec2Config(front_end="fbank")
+
+
 def wav2vec2_base() -> Wav2Vec2Config:
     """wav2vec 2.0 Base (fairseq ``wav2vec2_base_librispeech.yaml``): HuBERT Base's encoder."""
     return Wav2Vec2Config(activation_dropout=0.0, layer_drop=0.05)
 
 
 PRESETS = {"tiny": hubert_tiny, "base": hubert_base, "large": hubert_large}
+# the filterbank-input variants (``hubert_mel_<size>`` in :data:`speechssl.encoders.PRESETS`)
+MEL_PRESETS = {"tiny": hubert_mel_tiny, "small": hubert_mel_small, "base": hubert_mel_base}

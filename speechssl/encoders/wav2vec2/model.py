@@ -3,6 +3,10 @@
 waveform (B, T) -> 7 strided convolutions (B, F, 512) -> layer norm + projection (B, F, D)
 -> [objective's masking] -> convolutional position embedding -> Transformer -> (B, F, D)
 
+With ``front_end="fbank"`` (MelHuBERT / Fast-HuBERT) the convolutions are replaced by
+Kaldi log-mel filterbanks with every ``stack_frames`` frames concatenated
+(:class:`StackedFbankExtractor`, (B, F, stack_frames * n_mels)); everything after is the same.
+
 Length-aware throughout:
 
 - the group norm of the Base extractor takes its statistics over valid samples only, so a
@@ -40,6 +44,7 @@ from ..base import (
     check_waveform_batch,
     lengths_to_padding_mask,
 )
+from ..frontend import FbankFrontEnd
 from ..strided_conv import strided_conv1d
 from ..transformer import TransformerStack
 from .config import Wav2Vec2Config
@@ -216,6 +221,52 @@ class ConvFeatureExtractor(nn.Module):
         return x.transpose(1, 2), frame_lengths  # (B, C, F) -> (B, F, C)
 
 
+class StackedFbankExtractor(nn.Module):
+    """MelHuBERT / Fast-HuBERT front end: ``wav (B, T) -> (B, F, stack_frames * n_mels)``.
+
+    Kaldi log-mel filterbanks (25 ms window, 10 ms hop: :class:`FbankFrontEnd`, normalised
+    over each utterance's valid frames by default), then every ``stack_frames`` consecutive
+    frames concatenated into one: output frame ``t`` holds filterbank frames
+    ``s*t .. s*t + s - 1``, so it starts where MFCC label ``s*t`` of a 100 Hz label file
+    starts (the frame ``align_labels`` gives it). A trailing incomplete stack is dropped.
+    No weights: the projection after it is the first learned layer.
+
+    Example:
+        >>> extractor = StackedFbankExtractor(n_mels=80, stack_frames=2)
+        >>> features, lengths = extractor(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+        >>> features.shape, lengths.tolist()  # 98 and 48 filterbank frames, halved
+        (torch.Size([2, 49, 160]), [49, 24])
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 80,
+        stack_frames: int = 2,
+        sample_rate: int = 16000,
+        normalization: str = "utterance",
+    ) -> None:
+        super().__init__()
+        self.stack_frames = stack_frames
+        self.output_dim = n_mels * stack_frames
+        self.front_end = FbankFrontEnd(n_mels, sample_rate, normalization, kaldi_compatible=True)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Output frames (B,) of waveforms of ``lengths`` (B,) samples."""
+        fbank_frames = self.front_end.output_lengths(lengths).clamp(min=0)
+        return torch.div(fbank_frames, self.stack_frames, rounding_mode="floor")
+
+    def forward(self, wav: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """wav (B, T), lengths (B,) -> (stacked filterbanks (B, F, s * n_mels), lengths (B,))."""
+        feats, fbank_lengths = self.front_end(wav, lengths)  # (B, F_fbank, n_mels)
+        batch_size, num_fbank_frames, num_mels = feats.shape
+        num_frames = num_fbank_frames // self.stack_frames
+        # (B, F_fbank, M) -> (B, F, s * M): s consecutive frames side by side, oldest first
+        stacked = feats[:, : num_frames * self.stack_frames].reshape(
+            batch_size, num_frames, self.stack_frames * num_mels
+        )
+        return stacked, torch.div(fbank_lengths, self.stack_frames, rounding_mode="floor")
+
+
 class FeatureProjection(nn.Module):
     """Layer norm over conv features, projection to the model width, dropout."""
 
@@ -292,9 +343,16 @@ class Wav2Vec2Encoder(Encoder):
     ):
         config = config if config is not None else Wav2Vec2Config()
         super().__init__(config)
-        self.feature_extractor = ConvFeatureExtractor(config)
+        if config.front_end == "fbank":
+            self.feature_extractor = StackedFbankExtractor(
+                config.n_mels, config.stack_frames, config.sample_rate, config.normalization
+            )
+            feature_dim = self.feature_extractor.output_dim
+        else:
+            self.feature_extractor = ConvFeatureExtractor(config)
+            feature_dim = config.conv_channels[-1]
         self.feature_projection = FeatureProjection(
-            config.conv_channels[-1], config.embed_dim, config.dropout_input, config.layer_norm_eps
+            feature_dim, config.embed_dim, config.dropout_input, config.layer_norm_eps
         )
         # learned embedding that replaces masked frames (HuBERT / wav2vec 2.0 ``mask_emb``)
         self.mask_embedding = nn.Parameter(torch.empty(config.embed_dim).uniform_())
@@ -322,14 +380,39 @@ class Wav2Vec2Encoder(Encoder):
                 nn.init.zeros_(module.bias)
 
     def freeze_feature_extractor(self, frozen: bool = True) -> None:
-        """Stop (or restart) training the convolutional feature extractor (fine-tuning)."""
+        """Stop (or restart) training the feature extractor (fine-tuning); a frozen
+        filterbank front end also keeps its running CMVN statistics (``normalization=global``)."""
         self.feature_extractor_frozen = frozen
         for parameter in self.feature_extractor.parameters():
             parameter.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Wav2Vec2Encoder:
+        super().train(mode)
+        if self.feature_extractor_frozen:
+            self.feature_extractor.eval()  # fixed: no statistics drift towards new data
+        return self
+
+    @property
+    def frame_rate(self) -> float:
+        """Output frames per second (50 Hz for Base and ``stack_frames=2``): the label rate
+        that HuBERT targets made from this encoder's layers have."""
+        return self.config.frame_rate
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Frame lengths (B,) for sample lengths (B,)."""
+        if isinstance(self.feature_extractor, StackedFbankExtractor):
+            return self.feature_extractor.output_lengths(lengths)
         return conv_output_lengths(lengths, self.config.conv_kernels, self.config.conv_strides)
+
+    def require_conv_front_end(self, target: str) -> None:
+        """Refuse, in one line, to convert a filterbank-input encoder to ``target``
+        (torchaudio, fairseq and Hugging Face models only know the waveform CNN)."""
+        if self.config.front_end != "conv":
+            raise ValueError(
+                f"a {self.config.front_end} front-end encoder has no {target} counterpart (only "
+                "the waveform CNN does); export it with save_encoder or ONNX instead"
+            )
 
     def extract_features(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """wav (B, T), lengths (B,) -> (conv features (B, F, C), frame lengths (B,)).

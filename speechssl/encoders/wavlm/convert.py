@@ -230,6 +230,7 @@ def to_torchaudio(encoder: WavLMEncoder):
     """Our WavLM encoder -> torchaudio ``wavlm_model`` with the same weights."""
     if not isinstance(encoder, WavLMEncoder):
         raise TypeError(f"to_torchaudio needs a WavLM encoder, got {type(encoder).__name__}")
+    encoder.require_conv_front_end("torchaudio")
     if not encoder.config.gated_position_bias:
         raise ValueError("torchaudio's WavLM always gates the position bias")
     model = torchaudio.models.wavlm_model(**torchaudio_arguments(encoder.config), aux_num_out=None)
@@ -378,6 +379,7 @@ def to_huggingface(encoder: WavLMEncoder, out_dir: str | os.PathLike) -> Path:
 
     if not isinstance(encoder, WavLMEncoder):
         raise TypeError(f"to_huggingface needs a WavLM encoder, got {type(encoder).__name__}")
+    encoder.require_conv_front_end("Hugging Face")
     config = encoder.config
     hf_config = transformers.WavLMConfig(
         **huggingface_config_arguments(config),
@@ -466,6 +468,7 @@ def to_unilm_checkpoint(encoder: WavLMEncoder) -> dict:
     (what ``torch.save`` writes as ``WavLM-Base+.pt``; unilm's ``WavLM`` loads it)."""
     if not isinstance(encoder, WavLMEncoder):
         raise TypeError(f"to_unilm_checkpoint needs a WavLM encoder, got {type(encoder).__name__}")
+    encoder.require_conv_front_end("unilm")
     config = encoder.config
     layer_norm_extractor = config.extractor_mode == "layer_norm"
     state = {}

@@ -16,7 +16,14 @@ from speechssl.encoders import CONFIG_SCHEMAS, PRESETS, build_config, build_enco
 from speechssl.encoders.wav2vec2 import conv_output_lengths
 
 TOLERANCE = 1e-4
-TINY = ["hubert_tiny", "fbank_transformer_tiny", "conformer_tiny", "tpc_tiny", "apc_tiny"]
+TINY = [
+    "hubert_tiny",
+    "hubert_mel_tiny",
+    "fbank_transformer_tiny",
+    "conformer_tiny",
+    "tpc_tiny",
+    "apc_tiny",
+]
 
 
 def build_small(name: str, **overrides):
@@ -37,9 +44,11 @@ def padded(lengths: list[int], seed: int = 0):
 def expected_frames(encoder, lengths: torch.Tensor) -> torch.Tensor:
     """Output lengths from the conv / framing arithmetic ``L -> floor((L - k) / s) + 1``."""
     config = encoder.config
-    if config.family in ("wav2vec2", "wavlm"):  # WavLM shares the conv feature extractor
-        return conv_output_lengths(lengths, config.conv_kernels, config.conv_strides)
     frames = torch.where(lengths >= 400, (lengths - 400) // 160 + 1, 0)  # 25 ms / 10 ms fbank
+    if config.family in ("wav2vec2", "wavlm"):  # WavLM shares the front ends
+        if config.front_end == "fbank":
+            return frames // config.stack_frames  # whole stacks of filterbank frames
+        return conv_output_lengths(lengths, config.conv_kernels, config.conv_strides)
     if config.family in ("fbank_transformer", "conformer"):
         for _ in range(2):  # two 3x3 stride-2 convolutions
             frames = ((frames - 3) // 2 + 1).clamp(min=0)
@@ -83,6 +92,8 @@ def test_zero_length_and_one_frame_inputs(name):
         assert len(empty.hidden_states) == encoder.num_layers + 1
 
         one = ONE_FRAME.get(encoder.config.family, 400)
+        if encoder.config.family == "wav2vec2" and encoder.config.front_end == "fbank":
+            one = 400 + 160 * (encoder.config.stack_frames - 1)  # one whole stack
         single = encoder(torch.randn(1, one), torch.tensor([one]))
         assert single.lengths.tolist() == [1]
         assert single.last_hidden_state.shape == (1, 1, encoder.output_dim)
@@ -212,6 +223,9 @@ def test_build_encoder_specs_and_errors():
         "hubert_tiny",
         "hubert_base",
         "hubert_large",
+        "hubert_mel_tiny",
+        "hubert_mel_small",
+        "hubert_mel_base",
         "wav2vec2_base",
         "fbank_transformer_tiny",
         "conformer_tiny",

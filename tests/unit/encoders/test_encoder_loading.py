@@ -46,7 +46,7 @@ def outputs(encoder):
         return encoder(wav, torch.tensor([6000, 3100])).last_hidden_state
 
 
-@pytest.mark.parametrize("name", ["hubert_tiny", "tpc_tiny", "apc_tiny"])
+@pytest.mark.parametrize("name", ["hubert_tiny", "hubert_mel_tiny", "tpc_tiny", "apc_tiny"])
 def test_checkpoint_to_export_to_load_round_trip(tmp_path, name):
     original = training_checkpoint(tmp_path / "last.pt", name)
     from_checkpoint = load_encoder(tmp_path / "last.pt")

@@ -103,6 +103,20 @@ def test_onnx_matches_pytorch_eval(tmp_path, family):
     assert_same_as_pytorch(encoder, session_for(tmp_path))
 
 
+def test_mel_input_hubert_exports_with_its_filterbank_front_end(tmp_path):
+    torch.manual_seed(0)
+    encoder = build_encoder("hubert_mel_tiny", num_layers=1).eval()
+    export_onnx(
+        EncoderGraph(encoder),
+        tmp_path,
+        family=encoder.family,
+        config=encoder.spec()["config"],
+        example_seconds=EXAMPLE_SECONDS,
+    )
+    assert_graph_is_clean(tmp_path, "wav2vec2")
+    assert_same_as_pytorch(encoder, session_for(tmp_path))
+
+
 def assert_graph_is_clean(folder, family):
     model = onnx.load(str(folder / ONNX_NAME))
     assert [node.name for node in model.graph.input] == ["waveform", "lengths"]

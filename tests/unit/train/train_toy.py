@@ -18,6 +18,7 @@ from speechssl import audio
 from speechssl.data.collate import collate
 from speechssl.data.compact import Manifest
 from speechssl.data.dataset import AudioDataset
+from speechssl.data.prepare.common import audio_files
 from speechssl.data.sampler import DurationBucketSampler
 
 DEMO = (
@@ -32,7 +33,7 @@ FRAME = 160  # 10 ms at 16 kHz
 
 def corpus_rows(folder: str | Path, count: int = 16) -> list[dict]:
     """Manifest rows of ``count`` utterances (demo corpus, else tones written to ``folder``)."""
-    files = sorted(DEMO.rglob("*.flac"))[:count] if DEMO.is_dir() else []
+    files = audio_files(DEMO, "**/*")[:count] if DEMO.is_dir() else []
     rows = []
     if len(files) == count:
         for path in files:

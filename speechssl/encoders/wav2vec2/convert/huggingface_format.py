@@ -152,6 +152,7 @@ def to_huggingface(
         raise TypeError(
             f"to_huggingface needs a wav2vec2-family encoder, got {type(encoder).__name__}"
         )
+    encoder.require_conv_front_end("Hugging Face")
     classes = {
         "hubert": (transformers.HubertConfig, transformers.HubertModel),
         "unispeech-sat": (transformers.UniSpeechSatConfig, transformers.UniSpeechSatModel),

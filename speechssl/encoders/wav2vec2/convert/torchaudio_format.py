@@ -178,6 +178,7 @@ def to_torchaudio(encoder: Wav2Vec2Encoder):
         raise TypeError(
             f"to_torchaudio needs a wav2vec2-family encoder, got {type(encoder).__name__}"
         )
+    encoder.require_conv_front_end("torchaudio")
     config = encoder.config
     model = torchaudio.models.wav2vec2_model(
         extractor_mode=config.extractor_mode,
