@@ -39,7 +39,7 @@ from .encoders.checkpoint_files import read_checkpoint
 from .encoders.fbank_upstream import FbankUpstream
 from .encoders.wav2vec2 import convert as wav2vec2_convert
 from .encoders.wavlm import convert as wavlm_convert
-from .safe_io import load_state_strict, short_reason
+from .safe_io import atomic_path, load_state_strict, short_reason, write_text_atomic
 
 __all__ = [
     "CONFIG_NAME",
@@ -244,6 +244,8 @@ def save_encoder(encoder: Encoder, out_dir: str | os.PathLike) -> Path:
     """Write ``out_dir/model.safetensors`` + ``out_dir/config.json`` and return ``out_dir``.
 
     The export needs nothing of the training code: ``load_encoder(out_dir)`` rebuilds it.
+    Each file is written atomically (a temporary file renamed over it): a kill or a full
+    disk leaves the earlier export whole, never half a weights file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +260,7 @@ def save_encoder(encoder: Encoder, out_dir: str | os.PathLike) -> Path:
         "config": spec["config"],
         "speechssl_version": speechssl_version(),
     }
-    save_file(state, str(out_dir / WEIGHTS_NAME), metadata={"family": spec["family"]})
-    (out_dir / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_path(out_dir / WEIGHTS_NAME, durable=True) as temporary:
+        save_file(state, str(temporary), metadata={"family": spec["family"]})
+    write_text_atomic(out_dir / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return out_dir

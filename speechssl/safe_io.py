@@ -1,8 +1,9 @@
 """The ground floor every other module writes and reads files through.
 
-- :func:`atomic_write` / :func:`write_text_atomic` / :func:`save_torch_atomic`: write to a
-  hidden temporary file of this process beside the target, then rename over it, so a reader
-  (or a resumed run after a kill) sees the old file or the whole new one, never half a file.
+- :func:`atomic_write` / :func:`atomic_path` / :func:`write_text_atomic` /
+  :func:`save_torch_atomic`: write to a hidden temporary file of this process beside the
+  target, then rename over it, so a reader (or a resumed run after a kill) sees the old
+  file or the whole new one, never half a file.
   A full disk surfaces as ``OSError(ENOSPC)`` naming the final path, also where torch only
   says ``enforce fail at inline_container.cc``.
 - :func:`remove_orphaned_temporaries`: the temporary files a killed writer left behind.
@@ -51,6 +52,7 @@ __all__ = [
     "StateMismatchError",
     "UnreadableFileError",
     "UnsafeFileError",
+    "atomic_path",
     "atomic_write",
     "check_state_fits",
     "load_state_strict",
@@ -145,6 +147,50 @@ def _write_error(error: BaseException, path: Path, temporary: Path) -> BaseExcep
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    For writers that take a file name rather than a file object (safetensors'
+    ``save_file``); :func:`atomic_write` is this with the file opened.
+
+    Args:
+        path: the final file; its folder is created.
+        durable: fsync the file and the folder (checkpoints: survive a power cut too).
+
+    On any failure the temporary file is removed and ``path`` keeps its old content; a
+    full disk raises ``OSError(ENOSPC, "disk full", path)``.
+
+    Example:
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/a.bin"
+        >>> with atomic_path(path) as temporary:
+        ...     _ = temporary.write_bytes(b"whole")
+        >>> open(path, "rb").read()
+        b'whole'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        yield temporary
+        if durable:
+            descriptor = os.open(temporary, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)  # the data, whichever handle wrote it
+            finally:
+                os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException as error:
+        replacement = _write_error(error, path, temporary)
+        temporary.unlink(missing_ok=True)
+        if replacement is not None:
+            raise replacement from None
+        raise
+    if durable:
+        _fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike, mode: str = "w", durable: bool = False, encoding: str = "utf-8"
 ) -> Iterator:
@@ -166,24 +212,11 @@ def atomic_write(
         >>> open(path).read()
         'whole'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_path(path)
-    try:
-        with open(temporary, mode, encoding=None if "b" in mode else encoding) as file:
-            yield file
-            file.flush()
-            if durable:
-                os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        replacement = _write_error(error, path, temporary)
-        temporary.unlink(missing_ok=True)
-        if replacement is not None:
-            raise replacement from None
-        raise
-    if durable:
-        _fsync_folder(path.parent)
+    with (
+        atomic_path(path, durable=durable) as temporary,
+        open(temporary, mode, encoding=None if "b" in mode else encoding) as file,
+    ):
+        yield file
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -323,25 +323,36 @@ def _write_labels(
     """Label every row of ``split`` from its features; unreadable audio gets an empty line
     (line ``i`` still belongs to row ``i``) and is listed in the label file's JSON."""
     label_path, meta_path = label_paths(split.path, tag)
-    labels, unreadable = [], []
-    for row, item in zip(
-        split.rows,
-        tqdm(features, total=len(split.rows), desc="k-means labels", disable=not progress),
-    ):
-        if isinstance(item, audio.AudioError):
-            unreadable.append({"id": row["id"], "audio": row["audio"], "reason": item.reason})
-            labels.append(np.empty(0, dtype=np.int64))
-            continue
-        predicted = kmeans.predict(item) if item.shape[0] else torch.empty(0, dtype=torch.long)
-        labels.append(predicted.numpy())
+    unreadable: list[dict] = []
+    counts = {"utterances": 0, "frames": 0}
+
+    def labels() -> Iterator[np.ndarray]:
+        # streamed into the label file: one utterance's labels in memory at a time
+        for row, item in zip(
+            split.rows,
+            tqdm(features, total=len(split.rows), desc="k-means labels", disable=not progress),
+        ):
+            if isinstance(item, audio.AudioError):
+                unreadable.append({"id": row["id"], "audio": row["audio"], "reason": item.reason})
+                values = np.empty(0, dtype=np.int64)
+            elif item.shape[0]:
+                values = kmeans.predict(item).numpy()
+            else:
+                values = np.empty(0, dtype=np.int64)
+            counts["utterances"] += 1
+            counts["frames"] += int(values.size)
+            yield values
+
+    write_label_file(label_path, labels())
     if unreadable:
-        logger.warning("labels: skipped %d unreadable file(s) of %d", len(unreadable), len(labels))
-    write_label_file(label_path, labels)
+        logger.warning(
+            "labels: skipped %d unreadable file(s) of %d", len(unreadable), counts["utterances"]
+        )
     meta = {
         **_label_stamp(split, kmeans, label_rate),
         "manifest": str(split.path.resolve()),
-        "num_utterances": len(labels),
-        "num_frames": int(sum(values.size for values in labels)),
+        "num_utterances": counts["utterances"],
+        "num_frames": counts["frames"],
         "unreadable": unreadable,
     }
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import string
@@ -23,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+
+from speechssl.data.layouts import folder, iemocap, librispeech, libritts, ljspeech, vctk, voxceleb1
+from speechssl.data.layouts.folder import write_labelled_csv
 
 __all__ = [
     "BAD_AUDIO_KINDS",
@@ -56,23 +58,6 @@ _WORDS = [
     "sing",
     "softly",
 ]
-
-
-def write_labelled_csv(path: str | os.PathLike, rows) -> Path:
-    """Write a user-style ``path,label`` CSV (what ``recipes/finetune`` reads); returns it.
-
-    Example:
-        >>> import tempfile
-        >>> out = write_labelled_csv(tempfile.mkdtemp() + "/train.csv", [("a.wav", "yes")])
-        >>> out.read_text().splitlines()
-        ['path,label', 'a.wav,yes']
-    """
-    path = Path(path)
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-    return path
 
 
 def write_tone(
@@ -158,30 +143,28 @@ def make_librispeech_tree(
     ``SPEAKERS.TXT`` has the real ';' comment header and a name containing '|'.
     """
     rng = random.Random(0)
-    corpus = Path(root) / "LibriSpeech"
+    corpus = Path(root) / librispeech.FOLDER
     speaker_lines = []
     speaker_id, chapter_id = 19, 198
     for subset in subsets:
         for _ in range(speakers_per_subset):
-            chapter_dir = corpus / subset / str(speaker_id) / str(chapter_id)
             transcript = []
             for number in range(1, utterances_per_chapter + 1):
-                utterance = f"{speaker_id}-{chapter_id}-{number:04d}"
-                write_tone(chapter_dir / f"{utterance}.flac", seconds, 16000, 200 + 20 * number)
-                transcript.append(f"{utterance} {_sentence(rng).upper()}")
-            (chapter_dir / f"{speaker_id}-{chapter_id}.trans.txt").write_text(
-                "\n".join(transcript) + "\n", encoding="utf-8"
-            )
+                write_tone(
+                    librispeech.audio_path(corpus, subset, speaker_id, chapter_id, number),
+                    seconds,
+                    16000,
+                    200 + 20 * number,
+                )
+                utterance = librispeech.utterance_id(speaker_id, chapter_id, number)
+                transcript.append((utterance, _sentence(rng).upper()))
+            librispeech.write_transcript(corpus, subset, speaker_id, chapter_id, transcript)
             gender = "F" if speaker_id % 2 else "M"
             # the real file has a reader called "|CBW|Simon": names may contain '|'
             name = "|CBW|Simon" if speaker_id == 26 else f"Reader {speaker_id}"
-            speaker_lines.append(f"{speaker_id:<5}| {gender} | {subset:<16} | 25.19 | {name}")
+            speaker_lines.append(librispeech.speaker_line(speaker_id, gender, subset, 25.19, name))
             speaker_id, chapter_id = speaker_id + 7, chapter_id + 1
-    (corpus / "SPEAKERS.TXT").write_text(
-        "; Some of the speakers are listed under more than one SUBSET\n"
-        ";ID  |SEX| SUBSET           |MINUTES| NAME\n" + "\n".join(speaker_lines) + "\n",
-        encoding="utf-8",
-    )
+    librispeech.write_speakers_file(corpus, speaker_lines)
     (corpus / "CHAPTERS.TXT").write_text(";ID    |READER|MINUTES| SUBSET\n", encoding="utf-8")
     (corpus / "README.TXT").write_text("LibriSpeech ASR corpus (synthetic fixture)\n")
     return corpus
@@ -212,38 +195,42 @@ def make_voxceleb1_tree(
     videos) and with the next speaker (label 0).
     """
     rng = random.Random(1)
-    corpus = Path(root) / "VoxCeleb1"
+    corpus = Path(root) / voxceleb1.FOLDER
     speakers = [f"id{10001 + index}" for index in range(num_speakers)]
     if verification_only_speaker:
         speakers.append("id10270")
     files: dict[str, list[str]] = {}
-    split_lines = []
+    split = []
     codes = ("1", "1", "2", "3")
     for speaker in speakers:
         files[speaker] = []
         for _ in range(videos_per_speaker):
             video = _video_id(rng)
             for number in range(1, utterances_per_video + 1):
-                relative = f"{speaker}/{video}/{number:05d}.wav"
+                relative = voxceleb1.utterance(speaker, video, number)
                 write_tone(
-                    corpus / "wav" / relative, seconds, 16000, 150 + 10 * len(files[speaker])
+                    voxceleb1.audio_path(corpus, relative),
+                    seconds,
+                    16000,
+                    150 + 10 * len(files[speaker]),
                 )
                 if speaker != "id10270" or not verification_only_speaker:
-                    split_lines.append(f"{codes[len(files[speaker]) % len(codes)]} {relative}")
+                    split.append((codes[len(files[speaker]) % len(codes)], relative))
                 files[speaker].append(relative)
-    (corpus / "iden_split.txt").write_text("\n".join(split_lines) + "\n")
-    meta = ["VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"]
-    meta += [
-        f"{spk}\tCeleb_{i}\t{'fm'[i % 2]}\tUSA\t{'test' if spk == 'id10270' else 'dev'}"
-        for i, spk in enumerate(speakers)
-    ]
-    (corpus / "vox1_meta.csv").write_text("\n".join(meta) + "\n")
+    voxceleb1.write_identification_split(corpus, split)
+    voxceleb1.write_meta(
+        corpus,
+        [
+            (spk, f"Celeb_{i}", "fm"[i % 2], "USA", "test" if spk == "id10270" else "dev")
+            for i, spk in enumerate(speakers)
+        ],
+    )
     trials = []
     for index, speaker in enumerate(speakers):
         other = speakers[(index + 1) % len(speakers)]
-        trials.append(f"1 {files[speaker][0]} {files[speaker][-1]}")
-        trials.append(f"0 {files[speaker][0]} {files[other][-1]}")
-    (corpus / "veri_test.txt").write_text("\n".join(trials) + "\n")
+        trials.append((1, files[speaker][0], files[speaker][-1]))
+        trials.append((0, files[speaker][0], files[other][-1]))
+    voxceleb1.write_trials(corpus, trials)
     return corpus
 
 
@@ -253,16 +240,8 @@ def make_voxceleb1_tree(
 # labels given in turn to the fixture's utterances: the four kept classes, exc (merged into
 # hap) and labels the 4-class protocol drops
 IEMOCAP_LABEL_CYCLE = ("neu", "hap", "ang", "sad", "exc", "fru", "xxx", "sur")
-_CATEGORY_NAMES = {
-    "neu": "Neutral",
-    "hap": "Happiness",
-    "ang": "Anger",
-    "sad": "Sadness",
-    "exc": "Excited",
-    "fru": "Frustration",
-    "xxx": "Other",
-    "sur": "Surprise",
-}
+# the categorical names of the fixture's labels ("xxx": no majority)
+_CATEGORY_NAMES = {**iemocap.CATEGORY_NAMES, "xxx": "Other"}
 
 
 def make_iemocap_tree(
@@ -284,10 +263,10 @@ def make_iemocap_tree(
     corpus = Path(root) / folder_name
     label_index = 0
     for session in sessions:
-        session_dir = corpus / f"Session{session}"
-        evaluation_dir = session_dir / "dialog" / "EmoEvaluation"
-        (evaluation_dir / "Categorical").mkdir(parents=True, exist_ok=True)
-        (session_dir / "dialog" / "transcriptions").mkdir(parents=True, exist_ok=True)
+        # the folder of per-evaluator files exists even where a dialog has none
+        (corpus / f"Session{session}" / "dialog" / "EmoEvaluation" / "Categorical").mkdir(
+            parents=True, exist_ok=True
+        )
         for dialog in (f"Ses0{session}F_impro01", f"Ses0{session}M_script01_1"):
             turns, start = [], 2.0
             for number in range(utterances_per_dialog):
@@ -296,31 +275,33 @@ def make_iemocap_tree(
                 label = IEMOCAP_LABEL_CYCLE[label_index % len(IEMOCAP_LABEL_CYCLE)]
                 label_index += 1
                 write_tone(
-                    session_dir / "sentences" / "wav" / dialog / f"{utterance}.wav",
+                    iemocap.audio_path(corpus, session, dialog, utterance),
                     seconds,
                     16000,
                     180 + 15 * number,
                 )
                 turns.append((start, start + 1.9456, utterance, label))
                 start += 2.5
-            evaluation = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            evaluation = []
             for begin, end, utterance, label in turns:
                 category = _CATEGORY_NAMES[label]
-                evaluation += [
-                    f"[{begin:.4f} - {end:.4f}]\t{utterance}\t{label}\t[2.5000, 2.5000, 2.5000]",
-                    f"C-E2:\t{category};\t()",
-                    f"C-E3:\t{category}; Other;\t(tense)",
-                    f"C-F1:\t{category};\t()",
-                    "A-E3:\tval 3; act 2; dom  2;\t()",
-                    "A-F1:\tval 2; act 3; dom  3;\t()",
-                    "",
+                categorical = [
+                    ("C-E2", [category], ""),
+                    ("C-E3", [category, "Other"], "tense"),
+                    ("C-F1", [category], ""),
                 ]
-            (evaluation_dir / f"{dialog}.txt").write_text("\n".join(evaluation) + "\n")
-            (evaluation_dir / "Categorical" / f"{dialog}_e2_cat.txt").write_text(
-                "".join(f"{t[2]} :{_CATEGORY_NAMES[t[3]]}; ()\n" for t in turns)
+                dimensional = [("A-E3", (3, 2, 2)), ("A-F1", (2, 3, 3))]
+                evaluation.append(
+                    iemocap.turn_lines(
+                        utterance, label, begin, end, (2.5, 2.5, 2.5), categorical, dimensional
+                    )
+                )
+            iemocap.write_evaluation(corpus, session, dialog, evaluation)
+            iemocap.write_categorical_file(
+                corpus, session, dialog, "e2", [(t[2], _CATEGORY_NAMES[t[3]]) for t in turns]
             )
-            (session_dir / "dialog" / "transcriptions" / f"{dialog}.txt").write_text(
-                "".join(f"{t[2]} [{t[0]:08.4f}-{t[1]:08.4f}]: Excuse me.\n" for t in turns)
+            iemocap.write_transcription(
+                corpus, session, dialog, [(t[2], t[0], t[1], "Excuse me.") for t in turns]
             )
     return corpus
 
@@ -341,14 +322,14 @@ def make_ljspeech_tree(
 ) -> Path:
     """``LJSpeech-1.1/metadata.csv`` (``id|raw|normalized``, no header, quotes inside text)
     + ``LJSpeech-1.1/wavs/LJ001-NNNN.wav`` at 22,050 Hz."""
-    corpus = Path(root) / "LJSpeech-1.1"
-    lines = []
+    corpus = Path(root) / ljspeech.FOLDER
+    rows = []
     for number in range(1, num_utterances + 1):
         utterance = f"LJ001-{number:04d}"
         raw, normalized = _LJ_LINES[(number - 1) % len(_LJ_LINES)]
-        write_tone(corpus / "wavs" / f"{utterance}.wav", seconds, sample_rate, 200 + 10 * number)
-        lines.append(f"{utterance}|{raw}|{normalized}")
-    (corpus / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_tone(ljspeech.audio_path(corpus, utterance), seconds, sample_rate, 200 + 10 * number)
+        rows.append((utterance, raw, normalized))
+    ljspeech.write_metadata(corpus, rows)
     (corpus / "README").write_text("LJ Speech Dataset (synthetic fixture)\n")
     return corpus
 
@@ -365,32 +346,30 @@ def make_libritts_tree(
     ``.normalized.txt`` / ``.original.txt`` beside each, chapter ``.book.tsv`` / ``.trans.tsv``
     and a top-level ``SPEAKERS.txt``."""
     rng = random.Random(2)
-    corpus = Path(root) / "LibriTTS"
+    corpus = Path(root) / libritts.FOLDER
     speaker_lines = []
     speaker_id, chapter_id = 19, 198
     for subset in subsets:
         for _ in range(speakers_per_subset):
-            chapter_dir = corpus / subset / str(speaker_id) / str(chapter_id)
             rows = []
             for number in range(utterances_per_chapter):
-                utterance = f"{speaker_id}_{chapter_id}_000000_{number:06d}"
+                stem = libritts.utterance_id(speaker_id, chapter_id, 0, number)
                 write_tone(
-                    chapter_dir / f"{utterance}.wav", seconds, sample_rate, 210 + 10 * number
+                    libritts.audio_path(corpus, subset, speaker_id, chapter_id, stem),
+                    seconds,
+                    sample_rate,
+                    210 + 10 * number,
                 )
                 normalized = _sentence(rng).capitalize() + "."
-                (chapter_dir / f"{utterance}.normalized.txt").write_text(normalized)
-                (chapter_dir / f"{utterance}.original.txt").write_text(normalized.upper())
-                rows.append(f"{utterance}\t{normalized.upper()}\t{normalized}")
-            (chapter_dir / f"{speaker_id}_{chapter_id}.trans.tsv").write_text(
-                "\n".join(rows) + "\n"
-            )
-            (chapter_dir / f"{speaker_id}_{chapter_id}.book.tsv").write_text("\n".join(rows) + "\n")
+                libritts.write_texts(
+                    corpus, subset, speaker_id, chapter_id, stem, normalized.upper(), normalized
+                )
+                rows.append((stem, normalized.upper(), normalized))
+            libritts.write_chapter_tables(corpus, subset, speaker_id, chapter_id, rows)
             gender = "F" if speaker_id % 2 else "M"
             speaker_lines.append(f"{speaker_id:<5}| {gender} | {subset:<16} | Reader {speaker_id}")
             speaker_id, chapter_id = speaker_id + 7, chapter_id + 1
-    (corpus / "SPEAKERS.txt").write_text(
-        ";ID  |SEX| SUBSET           | NAME\n" + "\n".join(speaker_lines) + "\n"
-    )
+    libritts.write_speakers_file(corpus, speaker_lines)
     return corpus
 
 
@@ -407,25 +386,22 @@ def make_vctk_tree(
     ``speaker_without_text`` (like p315 in the release) has audio but no ``txt/`` folder.
     """
     rng = random.Random(3)
-    corpus = Path(root) / "VCTK-Corpus-0.92"
+    corpus = Path(root) / vctk.FOLDER
     all_speakers = list(speakers) + ([speaker_without_text] if speaker_without_text else [])
-    info = ["ID  AGE  GENDER  ACCENTS  REGION COMMENTS "]
+    info = []
     for index, speaker in enumerate(all_speakers):
         for number in range(1, utterances_per_speaker + 1):
-            utterance = f"{speaker}_{number:03d}"
             for microphone in ("mic1", "mic2"):
                 write_tone(
-                    corpus / "wav48_silence_trimmed" / speaker / f"{utterance}_{microphone}.flac",
+                    vctk.audio_path(corpus, speaker, number, microphone),
                     seconds,
                     sample_rate,
                     230 + 10 * number,
                 )
             if speaker != speaker_without_text:
-                text_path = corpus / "txt" / speaker / f"{utterance}.txt"
-                text_path.parent.mkdir(parents=True, exist_ok=True)
-                text_path.write_text(_sentence(rng).capitalize() + ".\n")
+                vctk.write_text(corpus, speaker, number, _sentence(rng).capitalize() + ".")
         info.append(f"{speaker}  {23 + index}  {'FM'[index % 2]}    English    Southern  England")
-    (corpus / "speaker-info.txt").write_text("\n".join(info) + "\n")
+    vctk.write_speaker_info(corpus, info)
     (corpus / "README.txt").write_text("CSTR VCTK Corpus 0.92 (synthetic fixture)\n")
     return corpus
 
@@ -440,7 +416,12 @@ def make_folder_tree(
     root = Path(root)
     for index, label in enumerate(labels):
         for number in range(files_per_label):
-            write_tone(root / label / f"{label}_{number}.wav", seconds, 16000, 200 + 50 * index)
+            write_tone(
+                folder.audio_path(root, label, f"{label}_{number}.wav"),
+                seconds,
+                16000,
+                200 + 50 * index,
+            )
     return root
 
 

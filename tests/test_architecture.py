@@ -81,3 +81,16 @@ def test_function_local_imports_of_project_modules_are_few_and_say_why():
     for file, number, line in local:
         above = (PACKAGE.parent / file).read_text().splitlines()[number - 2]
         assert "#" in line or above.strip().startswith("#"), f"{file}:{number}: say why"
+
+
+MAX_RECIPE_LINES = 250  # issue 13: a recipe is wiring; what it needs twice lives in speechssl
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted(REPO.glob("recipes/*/run.py")), ids=lambda path: path.parent.name
+)
+def test_every_recipe_is_wiring_of_at_most_250_lines(recipe):
+    lines = len(recipe.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_RECIPE_LINES, (
+        f"{recipe.relative_to(REPO)}: {lines} lines; move code into speechssl/"
+    )

@@ -48,6 +48,8 @@ import make_real_demo  # tools/make_real_demo.py, beside this script
 import numpy as np
 import soundfile
 
+from speechssl.data.layouts import iemocap, libritts
+
 ESPEAK_RATE = 22050
 
 # ---------------------------------------------------------------------------------------
@@ -458,15 +460,6 @@ EMOTION_STYLES = {
     "sur": {"pitch": 15, "speed": 1.04, "range": 60, "gain_db": 1.0},
     "xxx": {"pitch": 3, "speed": 1.04, "range": 20, "gain_db": 1.0},
 }
-EMOTION_NAMES = {
-    "neu": "Neutral",
-    "hap": "Happiness",
-    "exc": "Excited",
-    "ang": "Anger",
-    "sad": "Sadness",
-    "fru": "Frustration",
-    "sur": "Surprise",
-}
 EMOTION_VAD = {  # valence, activation, dominance on IEMOCAP's 1..5 scale
     "neu": (2.5, 2.5, 2.5),
     "hap": (4.0, 3.0, 3.0),
@@ -519,7 +512,6 @@ def write_iemocap(root: Path, voices: list[tuple[Voice, Voice]], rng, text: Text
     summary = Summary()
     per_gender = ["neu"] * 4 + ["hap"] * 2 + ["exc"] * 2 + ["ang"] * 4 + ["sad"] * 4
     for session_index, (female, male) in enumerate(voices, start=1):
-        session = root / f"Session{session_index}"
         prefix = f"Ses{session_index:02d}"
         extras = {"F": ["fru"], "M": ["xxx"]} if session_index % 2 else {"F": ["sur"], "M": ["fru"]}
         queues = {
@@ -537,8 +529,7 @@ def write_iemocap(root: Path, voices: list[tuple[Voice, Voice]], rng, text: Text
         for dialog_index, dialog in enumerate(dialogs):
             counters = {"F": 0, "M": 0}
             clock = float(rng.uniform(2, 8))
-            evaluation = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
-            transcription = []
+            evaluation, transcription = [], []
             for gender, emotion in turns[dialog_index * chunk : (dialog_index + 1) * chunk]:
                 voice = female if gender == "F" else male
                 utterance = f"{dialog}_{gender}{counters[gender]:03d}"
@@ -548,47 +539,35 @@ def write_iemocap(root: Path, voices: list[tuple[Voice, Voice]], rng, text: Text
                     sentence, voice, emotion_rendering(voice, emotion, rng), 16000, rng
                 )
                 duration = write_audio(
-                    session / "sentences" / "wav" / dialog / f"{utterance}.wav", wav, 16000
+                    iemocap.audio_path(root, session_index, dialog, utterance), wav, 16000
                 )
                 summary.add(duration)
                 start, end = clock, clock + duration
                 clock = end + float(rng.uniform(0.3, 2.0))
-                evaluation += iemocap_turn(utterance, emotion, start, end, rng)
-                transcription.append(f"{utterance} [{start:08.4f}-{end:08.4f}]: {sentence}")
-            folder = session / "dialog"
-            (folder / "EmoEvaluation").mkdir(parents=True, exist_ok=True)
-            (folder / "transcriptions").mkdir(parents=True, exist_ok=True)
-            (folder / "EmoEvaluation" / f"{dialog}.txt").write_text("\n".join(evaluation) + "\n")
-            (folder / "transcriptions" / f"{dialog}.txt").write_text(
-                "\n".join(transcription) + "\n"
-            )
+                evaluation.append(iemocap_turn(utterance, emotion, start, end, rng))
+                transcription.append((utterance, start, end, sentence))
+            iemocap.write_evaluation(root, session_index, dialog, evaluation)
+            iemocap.write_transcription(root, session_index, dialog, transcription)
     return summary
 
 
 def iemocap_turn(utterance: str, emotion: str, start: float, end: float, rng) -> list[str]:
     """Summary line, categorical and dimensional evaluator lines, then a blank line."""
-    valence, activation, dominance = EMOTION_VAD[emotion]
-    lines = [
-        (
-            f"[{start:.4f} - {end:.4f}]\t{utterance}\t{emotion}\t"
-            f"[{valence:.4f}, {activation:.4f}, {dominance:.4f}]"
-        )
-    ]
-    names = list(EMOTION_NAMES.values())
+    vad = EMOTION_VAD[emotion]
+    names = list(iemocap.CATEGORY_NAMES.values())
+    categorical = []
     for evaluator_index, evaluator in enumerate(["C-E1", "C-E2", "C-F1"]):
         if emotion == "xxx":
             # No majority: each evaluator picks something different.
             choice = names[(evaluator_index * 2 + int(rng.integers(2))) % len(names)]
-            lines.append(f"{evaluator}:\t{choice};\t()")
+            categorical.append((evaluator, [choice], ""))
         else:
-            lines.append(f"{evaluator}:\t{EMOTION_NAMES[emotion]};\t()")
-    for evaluator in ["A-E1", "A-F1"]:
-        scores = [
-            int(np.clip(round(value + rng.normal(0, 0.6)), 1, 5))
-            for value in (valence, activation, dominance)
-        ]
-        lines.append(f"{evaluator}:\tval {scores[0]}; act {scores[1]}; dom  {scores[2]};\t()")
-    return lines + [""]
+            categorical.append((evaluator, [iemocap.CATEGORY_NAMES[emotion]], ""))
+    dimensional = [
+        (evaluator, [int(np.clip(round(value + rng.normal(0, 0.6)), 1, 5)) for value in vad])
+        for evaluator in ["A-E1", "A-F1"]
+    ]
+    return iemocap.turn_lines(utterance, emotion, start, end, vad, categorical, dimensional)
 
 
 def write_libritts(
@@ -599,14 +578,13 @@ def write_libritts(
     for voice in voices:
         speaker_id = int(rng.integers(19, 9000))
         chapter_id = int(rng.integers(100, 150000))
-        folder = root / "train-clean-100" / str(speaker_id) / str(chapter_id)
+        chapter = ("train-clean-100", speaker_id, chapter_id)
         paragraph, sentence_index = 0, 0
         for original, normalized in unique_texts(text.diverse, per_speaker):
-            stem = f"{speaker_id}_{chapter_id}_{paragraph:06d}_{sentence_index:06d}"
+            stem = libritts.utterance_id(speaker_id, chapter_id, paragraph, sentence_index)
             wav = synthesize(normalized, voice, neutral_rendering(voice, rng), 24000, rng)
-            summary.add(write_audio(folder / f"{stem}.wav", wav, 24000))
-            (folder / f"{stem}.original.txt").write_text(original)
-            (folder / f"{stem}.normalized.txt").write_text(normalized)
+            summary.add(write_audio(libritts.audio_path(root, *chapter, stem), wav, 24000))
+            libritts.write_texts(root, *chapter, stem, original, normalized)
             # Paragraphs hold one to three sentences, as LibriTTS segments do.
             if rng.random() < 0.5:
                 paragraph, sentence_index = paragraph + 1 + int(rng.integers(3)), 0

@@ -42,6 +42,8 @@ import soundfile
 import torch
 import torchaudio.functional
 
+from speechssl.data.layouts import librispeech, ljspeech, voxceleb1
+
 SEGMENT_SECONDS = 3.0  # VoxCeleb1 utterances are 4-20 s; ~3 s pieces give several per reader
 OPUS_LEVEL = 0.9  # libsndfile compression level: about 30 kbit/s for 16 kHz speech
 VORBIS_LEVEL = 0.6  # about 40 kbit/s at 22,050 Hz
@@ -277,18 +279,18 @@ def write_librispeech(
     for subset, members in subsets.items():
         for speaker, chapter, path in members:
             wav, rate = repositories.audio("resemblyzer", path)
-            target = f"{subset}/{speaker}/{chapter}/{speaker}-{chapter}-0000.opus"
-            summary.add(write_ogg(out, target, wav, rate))
+            target = librispeech.audio_path(out, subset, speaker, chapter, 0, ".opus")
+            summary.add(write_ogg(out, target.relative_to(out).as_posix(), wav, rate))
     used = {speaker for members in subsets.values() for speaker, _, _ in members}
     summary.speakers = len(used)
-    write_speakers_file(out / "SPEAKERS.TXT", repositories, used)
+    write_speakers_file(out, repositories, used)
     (out / "LICENSE.TXT").write_bytes(
         repositories.read("librispeech_meta", "data/LibriSpeech/LICENSE.TXT")
     )
     return summary
 
 
-def write_speakers_file(path: Path, repositories: Repositories, speakers: set[str]) -> None:
+def write_speakers_file(corpus: Path, repositories: Repositories, speakers: set[str]) -> None:
     """The release's SPEAKERS.TXT: its ';' header, then its lines for ``speakers`` verbatim."""
     text = repositories.read("librispeech_meta", "data/LibriSpeech/SPEAKERS.TXT").decode()
     header = [line for line in text.splitlines() if line.startswith(";")]
@@ -300,8 +302,7 @@ def write_speakers_file(path: Path, repositories: Repositories, speakers: set[st
     found = {line.split("|")[0].strip() for line in lines}
     if found != speakers:
         raise SystemExit(f"error: SPEAKERS.TXT lacks readers {sorted(speakers - found)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(header + lines) + "\n")
+    librispeech.write_speakers_file(corpus, lines, header=header)
 
 
 def voxceleb_speaker(librispeech_speaker: str) -> str:
@@ -326,9 +327,11 @@ def write_voxceleb1(
         wav, rate = repositories.audio("resemblyzer", path)
         pieces = segments(wav, rate)
         for number, (piece, code) in enumerate(zip(pieces, split_codes(len(pieces))), start=1):
-            relative = f"{voxceleb_speaker(speaker)}/{video_id(chapter, '0')}/{number:05d}"
+            relative = voxceleb1.utterance(
+                voxceleb_speaker(speaker), video_id(chapter, "0"), number
+            )
             summary.add(write_ogg(out, f"wav/{relative}.opus", piece, rate))
-            iden.append(f"{code} {relative}.wav")
+            iden.append((code, relative))
     other = [
         p for p in repositories.list("resemblyzer", RESEMBLYZER_OTHER + "/") if p.endswith(".flac")
     ]
@@ -344,22 +347,23 @@ def write_voxceleb1(
             wav, rate = repositories.audio("resemblyzer", path)
             for piece in segments(wav, rate):
                 number += 1
-                relative = (
-                    f"{voxceleb_speaker(speaker)}/{video_id(chapter, utterance)}/{number:05d}"
+                relative = voxceleb1.utterance(
+                    voxceleb_speaker(speaker), video_id(chapter, utterance), number
                 )
                 summary.add(write_ogg(out, f"wav/{relative}.opus", piece, rate))
-                iden.append(f"{code} {relative}.wav")
+                iden.append((code, relative))
                 if code == 3:
                     test_segments.setdefault(speaker, []).append(relative)
     summary.speakers = len(readers) + len(test_segments)
-    (out / "iden_split.txt").write_text("\n".join(iden) + "\n")
-    (out / "veri_test.txt").write_text("\n".join(trials(test_segments, seed)) + "\n")
+    voxceleb1.write_identification_split(out, iden)
+    voxceleb1.write_trials(out, trials(test_segments, seed))
     return summary
 
 
-def trials(test_segments: dict[str, list[str]], seed: int) -> list[str]:
-    """VoxCeleb1-O style trials: each test segment enrolls once against a segment of the
-    same reader from another utterance ("video") and once against another reader."""
+def trials(test_segments: dict[str, list[str]], seed: int) -> list[tuple[int, str, str]]:
+    """VoxCeleb1-O style ``(label, enrol, test)`` trials: each test segment enrolls once
+    against a segment of the same reader from another utterance ("video") and once against
+    another reader."""
     rng = np.random.default_rng(seed)
     speakers = sorted(test_segments)
     lines = []
@@ -371,7 +375,7 @@ def trials(test_segments: dict[str, list[str]], seed: int) -> list[str]:
             impostor = speakers[int(rng.integers(len(speakers) - 1))]
             impostor = speakers[-1] if impostor == speaker else impostor
             nontarget = test_segments[impostor][int(rng.integers(len(test_segments[impostor])))]
-            lines += [f"1 {enroll}.wav {target}.wav", f"0 {enroll}.wav {nontarget}.wav"]
+            lines += [(1, enroll, target), (0, enroll, nontarget)]
     return lines
 
 
@@ -395,7 +399,7 @@ def write_ljspeech(out: Path, repositories: Repositories) -> Summary:
     summary = Summary(speakers=1)
     metadata_text = repositories.read("lj_kritika", "metadata.csv").decode("utf-8")
     rows = {
-        fields[0]: "|".join(fields)
+        fields[0]: fields
         for fields in csv.reader(io.StringIO(metadata_text), delimiter="|", quoting=csv.QUOTE_NONE)
         if fields
     }
@@ -405,9 +409,10 @@ def write_ljspeech(out: Path, repositories: Repositories) -> Summary:
         if rate != 22050:
             # the 16 kHz copies keep their 8 kHz band; resampled to the corpus rate
             wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, 22050).numpy()
-        summary.add(write_ogg(out, f"wavs/{utterance_id}.ogg", wav, 22050))
+        target = ljspeech.audio_path(out, utterance_id, ".ogg").relative_to(out).as_posix()
+        summary.add(write_ogg(out, target, wav, 22050))
         lines.append(rows[utterance_id])
-    (out / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ljspeech.write_metadata(out, lines)
     (out / "README").write_bytes(repositories.read("lj_kritika", "README"))
     return summary
 

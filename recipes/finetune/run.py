@@ -13,27 +13,23 @@ stderr and exit code 1.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
-from sklearn.metrics import classification_report
 
 from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.compact import Manifest
+from speechssl.data.layouts.folder import write_labelled_csv
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
 from speechssl.errors import run_hydra_main, run_recipe
 from speechssl.heads.config import ClassifierHeadConfig
-from speechssl.stats import bootstrap_metric
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
-from speechssl.tasks.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
-from speechssl.tasks.plots import plot_confusion_matrix
+from speechssl.tasks.finetune import budget_line, score_predictions, write_finetune_outputs
 from speechssl.tasks.predict import write_model_file
-from speechssl.tasks.report import write_results
 from speechssl.tasks.user_data import (
     FinetuneDataConfig,
     load_upstream,
@@ -61,13 +57,8 @@ def demo_csvs(cfg: DictConfig, run_dir: Path) -> dict[str, str]:
     }
     paths = {}
     for name, wanted in sessions.items():
-        paths[name] = str(out / f"{name}.csv")
-        with open(paths[name], "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["path", "label"])
-            writer.writerows(
-                [row["audio"], row["label"]] for row in rows if row["session"] in wanted
-            )
+        selected = [(row["audio"], row["label"]) for row in rows if row["session"] in wanted]
+        paths[name] = str(write_labelled_csv(out / f"{name}.csv", selected))
     return paths
 
 
@@ -80,123 +71,10 @@ def transfer_config(cfg: DictConfig, data: FinetuneDataConfig) -> TransferConfig
     return dataclasses.replace(transfer, data=DataConfig(**batching), trainer=trainer)
 
 
-def budget_line(report: dict) -> str:
-    """One sentence on how far training went (and a warning when it was still improving)."""
-    line = (
-        f"Trained {report['epochs']:g} of at most {report['max_epochs']} epochs "
-        f"({report['steps']} steps); best valid accuracy at epoch {report['best_epoch']}; "
-        f"stopped on the {'dev plateau' if report['stop'] == 'plateau' else 'epoch cap'}."
-    )
-    if report["still_improving"]:
-        line += " Valid accuracy was still rising: raise transfer.epochs."
-    return line
-
-
-def evaluate(model, rows: list[dict], labels: list[str], config: TransferConfig) -> dict:
-    """Accuracy, UA, per-class precision/recall/F1 and per-file predictions of ``rows``."""
+def score(model, rows: list[dict], labels: list[str], config: TransferConfig) -> dict:
+    """Accuracy, UA, per-class scores and per-file predictions of ``rows``."""
     predictions = predict(model, Manifest.from_rows(rows), config, labels=labels)
-    y_true, y_pred = predictions.y_true.numpy(), predictions.y_pred.numpy()
-    # one fine-tuning run: the interval is the test set's (bootstrap over its utterances)
-    intervals = {
-        name: bootstrap_metric(metric, y_true, [y_pred]).as_dict(scale=1.0)["ci95"]
-        for name, metric in (("accuracy", weighted_accuracy), ("ua", unweighted_accuracy))
-    }
-    indices = list(range(len(labels)))
-    report = classification_report(
-        y_true, y_pred, labels=indices, target_names=labels, output_dict=True, zero_division=0
-    )
-    text = classification_report(
-        y_true, y_pred, labels=indices, target_names=labels, digits=4, zero_division=0
-    )
-    per_file = [
-        {
-            "id": row["id"],
-            "path": row["audio"],
-            "label": row["label"],
-            "predicted": labels[int(predicted)],
-            "probabilities": dict(zip(labels, [round(float(p), 6) for p in probabilities])),
-        }
-        for row, predicted, probabilities in zip(rows, y_pred, predictions.probabilities)
-    ]
-    return {
-        "accuracy": weighted_accuracy(y_true, y_pred),
-        "accuracy_ci95": intervals["accuracy"],
-        "unweighted_accuracy": unweighted_accuracy(y_true, y_pred),
-        "unweighted_accuracy_ci95": intervals["ua"],
-        "per_class": {label: report[label] for label in labels},
-        "num_utterances": len(rows),
-        "confusion_matrix": confusion_matrix(y_true, y_pred, len(labels)).tolist(),
-        "report_text": text,
-        "predictions": per_file,
-    }
-
-
-def write_outputs(run_dir: Path, summary: dict, scores: dict[str, dict], labels: list[str]) -> str:
-    """results.json/.md, confusion_matrix.png, classification_report.txt, predictions.csv."""
-    eval_name = "test" if "test" in scores else "valid"
-    main = scores[eval_name]
-    plot_confusion_matrix(
-        main["confusion_matrix"],
-        labels,
-        run_dir / "confusion_matrix.png",
-        title=f"{eval_name} set ({main['num_utterances']} utterances)",
-    )
-    (run_dir / "classification_report.txt").write_text(
-        f"{eval_name} set, upstream {summary['upstream']}\n\n{main['report_text']}"
-    )
-    with open(run_dir / "predictions.csv", "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["set", "path", "label", "predicted", *(f"p_{label}" for label in labels)])
-        for name, score in scores.items():
-            for row in score["predictions"]:
-                writer.writerow(
-                    [
-                        name,
-                        row["path"],
-                        row["label"],
-                        row["predicted"],
-                        *row["probabilities"].values(),
-                    ]
-                )
-    results = {
-        **summary,
-        "eval_set": eval_name,
-        "accuracy": main["accuracy"],
-        "unweighted_accuracy": main["unweighted_accuracy"],
-        "per_class": main["per_class"],
-        **{
-            name: {
-                key: value
-                for key, value in score.items()
-                if key not in ("report_text", "predictions")
-            }
-            for name, score in scores.items()
-        },
-    }
-    rows = [
-        "| set | utterances | accuracy (%) [95 % CI] | UA (%) [95 % CI] |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-
-    def cell(score: dict, key: str) -> str:
-        low, high = score[f"{key}_ci95"]
-        return f"{100 * score[key]:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
-
-    for name, score in scores.items():
-        rows.append(
-            f"| {name} | {score['num_utterances']} | {cell(score, 'accuracy')} | "
-            f"{cell(score, 'unweighted_accuracy')} |"
-        )
-    table = "\n".join(rows)
-    markdown = (
-        f"# Fine-tuning: {summary['upstream']} ({summary['upstream_kind']}, head {summary['head_mode']})\n\n"
-        f"Classes: {', '.join(labels)}. Train {summary['num_train']} utterances, valid "
-        f"{summary['num_valid']} ({summary['valid_source']}). {summary['budget_line']}\n\n"
-        f"{table}\n\n## Per class ({eval_name})\n\n```\n{main['report_text']}```\n\n"
-        "![confusion matrix](confusion_matrix.png)\n"
-    )
-    write_results(run_dir, results, markdown)
-    return table
+    return score_predictions(rows, predictions, labels)
 
 
 def finetune(cfg: DictConfig) -> str:
@@ -240,9 +118,9 @@ def finetune(cfg: DictConfig) -> str:
     )
     scores = {}
     if user.valid:
-        scores["valid"] = evaluate(trained.model, user.valid, user.labels, config)
+        scores["valid"] = score(trained.model, user.valid, user.labels, config)
     if user.test:
-        scores["test"] = evaluate(trained.model, user.test, user.labels, config)
+        scores["test"] = score(trained.model, user.test, user.labels, config)
     summary = {
         "upstream": str(cfg.upstream),
         "upstream_kind": upstream_kind,
@@ -258,7 +136,7 @@ def finetune(cfg: DictConfig) -> str:
         "checkpoint": str(checkpoint),
     }
     (run_dir / "labels.json").write_text(json.dumps(user.labels) + "\n")
-    return write_outputs(run_dir, summary, scores, user.labels)
+    return write_finetune_outputs(run_dir, summary, scores, user.labels)
 
 
 def run(cfg: DictConfig) -> None:

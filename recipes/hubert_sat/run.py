@@ -22,25 +22,19 @@ pre-trains (DDP); rank 0 alone runs the downstream tasks and writes the report.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from speechssl.config import CONF_DIR, register_configs
-from speechssl.data.loaders import load_manifests, prepare_once
-from speechssl.data.manifest import read_jsonl, write_jsonl
-from speechssl.encoders import build_encoder
+from speechssl.data.loaders import load_manifests, prepared_folder
 from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
 from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
-from speechssl.loading import load_encoder
-from speechssl.objectives import MaskedPredictionConfig, build_objective, objective_config
-from speechssl.targets import TargetConfig, Targets, hidden_targets, mfcc_targets
+from speechssl.targets import TargetConfig
 from speechssl.tasks.classification import TransferConfig
 from speechssl.tasks.plots import plot_tsne
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
@@ -48,182 +42,39 @@ from speechssl.tasks.speaker import read_trials
 from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
 from speechssl.train import distributed
 from speechssl.train.config import TrainerConfig
-from speechssl.train.pretrain import pretrain_on_manifests
+from speechssl.train.hubert import PretrainingData, TrainingSetup, pretrain_iterations
 from speechssl.typed import to_dataclass, to_plain
 
 register_configs()
 
-FRAME_RATE_ENCODER = 50.0  # conv front end: 320-sample stride at 16 kHz
 
-
-# ---------------------------------------------------------------------------------------
-# data and targets
-
-
-def pretraining_manifests(cfg: DictConfig, run_dir: Path) -> tuple[Path, Path]:
-    """``run_dir/data/pretrain/{train,valid}.jsonl``: LibriSpeech splits (+ VoxCeleb1 audio
-    of non-verification speakers), rewritten only when their content changes."""
+def pretraining_data(cfg: DictConfig) -> PretrainingData:
+    """LibriSpeech splits (+ VoxCeleb1 audio of non-verification speakers)."""
     source = cfg.pretrain
-    libri_dir = run_dir / "data" / source.corpus
-    prepare_once(source.corpus, source.src, libri_dir, verify=source.verify_audio)
-    train_rows = [
-        row for split in source.train_splits for row in read_jsonl(libri_dir / f"{split}.jsonl")
-    ]
-    valid_rows = [
-        row for split in source.valid_splits for row in read_jsonl(libri_dir / f"{split}.jsonl")
-    ]
-    if source.voxceleb_splits:
-        vox_dir = speaker_data(cfg, run_dir)
-        held_out = {row["speaker"] for row in read_jsonl(vox_dir / "verification.jsonl")}
-        train_rows += [
-            row
-            for split in source.voxceleb_splits
-            for row in read_jsonl(vox_dir / f"{split}.jsonl")
-            if row["speaker"] not in held_out
-        ]
-    if source.max_utterances and len(train_rows) > source.max_utterances:
-        # evenly spaced rows keep every speaker and corpus in a quick run's subset
-        step = len(train_rows) / source.max_utterances
-        train_rows = [train_rows[int(i * step)] for i in range(source.max_utterances)]
-    out = run_dir / "data" / "pretrain"
-    paths = []
-    for name, rows in (("train", train_rows), ("valid", valid_rows)):
-        path = out / f"{name}.jsonl"
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        if not path.is_file() or path.read_text() != text:
-            write_jsonl(path, rows)  # a changed manifest invalidates its labels (digest)
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-def speaker_data(cfg: DictConfig, run_dir: Path) -> Path:
-    data_dir = run_dir / "data" / cfg.speaker.corpus
-    prepare_once(cfg.speaker.corpus, cfg.speaker.src, data_dir)
-    return data_dir
-
-
-# ---------------------------------------------------------------------------------------
-# pre-training
-
-
-def pretrain(
-    cfg: DictConfig, objective: MaskedPredictionConfig, targets: Targets, run_dir: Path
-) -> tuple[Path, dict]:
-    """Masked prediction on the frame-labelled splits; returns the final checkpoint."""
-    torch.manual_seed(cfg.seed)
-    model = build_objective(objective, build_encoder(cfg.encoder))
-    train = targets.train
-    print(
-        f"pre-training {run_dir.name}: mixing={objective.mixing.enabled} "
-        f"contrastive={objective.contrastive.enabled}, {objective.num_classes[0]} classes at "
-        f"{targets.label_rate:g} Hz, {sum(p.numel() for p in model.parameters()):,} "
-        f"parameters, {len(train.labels)} utterances "
-        f"({train.manifest.total_duration / 60:.1f} min)"
+    return PretrainingData(
+        corpus=source.corpus,
+        src=source.src,
+        train_splits=list(source.train_splits),
+        valid_splits=list(source.valid_splits),
+        verify_audio=source.verify_audio,
+        speaker_corpus=cfg.speaker.corpus,
+        speaker_src=cfg.speaker.src,
+        speaker_splits=list(source.voxceleb_splits or []),
+        max_utterances=source.max_utterances,
     )
-    return pretrain_on_manifests(
-        model,
-        train.manifest,
-        targets.valid.manifest,
-        cfg.data,
-        cfg.trainer,
-        cfg.optim,
-        run_dir,
-        full_config=cfg,
-        seed=cfg.seed,
-        train_labels=train.labels,
-        valid_labels=targets.valid.labels,
-        label_rate=targets.label_rate,
-    )
-
-
-def objective_for(cfg: DictConfig, switches, num_classes: int, label_rate: float):
-    """The configured objective with the arm's mixing/contrastive switches and the targets."""
-    objective = objective_config(cfg.objective)
-    if not isinstance(objective, MaskedPredictionConfig):
-        # a config option, not a programming error: one line through exit_on_bad_input
-        raise ValueError(  # noqa: TRY004
-            f"hubert_sat pre-trains by masked prediction, not {objective.name}"
-        )
-    mixing, contrastive = objective.mixing, objective.contrastive
-    if switches is not None:
-        mixing = dataclasses.replace(mixing, enabled=bool(switches["mixing"]))
-        contrastive = dataclasses.replace(contrastive, enabled=bool(switches["contrastive"]))
-    return dataclasses.replace(
-        objective,
-        num_classes=[num_classes],
-        label_rate=label_rate,
-        mixing=mixing,
-        contrastive=contrastive,
-    )
-
-
-def iteration1_targets(cfg: DictConfig, run_dir: Path) -> tuple[tuple[Path, Path], Targets]:
-    """Pre-training manifests, MFCC k-means fitted on train, labels of train and valid.
-
-    Under torchrun rank 0 writes the manifests, the k-means model and the labels; the
-    other ranks wait, then find and load them, so no file is written twice.
-    """
-    with distributed.main_process_first("iteration-1 targets"):
-        manifests = pretraining_manifests(cfg, run_dir)
-        targets = mfcc_targets(
-            manifests, run_dir / "labels", to_dataclass(cfg.labels, TargetConfig), seed=cfg.seed
-        )
-    return manifests, targets
 
 
 def pretrain_all(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, Path], dict]:
     """Targets (one or two iterations), then every arm; returns ``{arm: checkpoint}``."""
-    label_config = to_dataclass(cfg.labels, TargetConfig)
-    timings, summary = {}, {}
-    start = time.perf_counter()
-    manifests, targets = iteration1_targets(cfg, run_dir)
-    summary["iteration1"] = targets.summary()
-    timings["labels_iteration1_s"] = time.perf_counter() - start
-    if label_config.iterations >= 2:
-        # iteration 1 model: plain HuBERT on the MFCC targets (Hsu et al., 2021)
-        start = time.perf_counter()
-        teacher_objective = objective_for(
-            cfg,
-            {"mixing": False, "contrastive": False},
-            targets.kmeans.n_clusters,
-            targets.label_rate,
-        )
-        teacher, teacher_result = pretrain(
-            cfg, teacher_objective, targets, run_dir / "pretrain" / "iteration1"
-        )
-        teacher_encoder = load_encoder(teacher)
-        with distributed.main_process_first("iteration-2 targets"):
-            targets = hidden_targets(
-                manifests,
-                run_dir / "labels",
-                teacher_encoder,
-                label_config,
-                label_rate=FRAME_RATE_ENCODER,
-                teacher_name=teacher.stem,
-                seed=cfg.seed,
-            )
-        summary["iteration2"] = {
-            **targets.summary(),
-            "teacher": str(teacher),
-            "teacher_valid_loss": teacher_result.get("valid/loss"),
-        }
-        timings["iteration1_model_and_labels_iteration2_s"] = time.perf_counter() - start
-    arms = dict(cfg.arms) if cfg.arms else {"pretrained": None}
-    checkpoints = {}
-    for arm, switches in arms.items():
-        start = time.perf_counter()
-        objective = objective_for(cfg, switches, targets.kmeans.n_clusters, targets.label_rate)
-        checkpoint, result = pretrain(cfg, objective, targets, run_dir / "pretrain" / arm)
-        checkpoints[arm] = checkpoint
-        summary[arm] = {
-            "checkpoint": str(checkpoint),
-            "mixing": objective.mixing.enabled,
-            "contrastive": objective.contrastive.enabled,
-            **{key: value for key, value in result.items() if key.startswith("valid/")},
-        }
-        timings[f"pretrain_{arm}_s"] = time.perf_counter() - start
-    summary["timings"] = timings
-    return checkpoints, summary
+    setup = TrainingSetup(cfg.encoder, cfg.data, cfg.trainer, cfg.optim, cfg, cfg.seed)
+    return pretrain_iterations(
+        pretraining_data(cfg),
+        to_dataclass(cfg.labels, TargetConfig),
+        cfg.objective,
+        setup,
+        run_dir,
+        arms=cfg.arms,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,14 +92,13 @@ def transfer_config(cfg: DictConfig) -> TransferConfig:
 
 def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> dict:
     """Speaker ID, verification and emotion LOSO for every upstream and seed, one suite."""
-    vox_dir = speaker_data(cfg, run_dir)
+    vox_dir = prepared_folder(cfg.speaker.corpus, cfg.speaker.src, run_dir / "data")
     identification = [
         load_manifests([vox_dir / f"{split}.jsonl"]) for split in ("train", "dev", "test")
     ]
     verification = load_manifests([vox_dir / "verification.jsonl"])
     trials = read_trials(vox_dir / "trials.txt")
-    emotion_dir = run_dir / "data" / cfg.emotion.corpus
-    prepare_once(cfg.emotion.corpus, cfg.emotion.src, emotion_dir)
+    emotion_dir = prepared_folder(cfg.emotion.corpus, cfg.emotion.src, run_dir / "data")
     emotion = load_manifests([emotion_dir / "all.jsonl"])
     head = head_config(cfg.head)
     layers = cfg.speaker.verification_layers

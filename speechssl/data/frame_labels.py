@@ -37,7 +37,7 @@ import numpy as np
 
 from speechssl.data.compact import Manifest
 from speechssl.data.manifest import read_jsonl
-from speechssl.data.prepare.common import write_text_atomic
+from speechssl.safe_io import atomic_write
 
 __all__ = [
     "FrameLabels",
@@ -60,9 +60,15 @@ def manifest_digest(manifest_path: str | os.PathLike, data: bytes | None = None)
 
 def write_label_file(path: str | os.PathLike, labels: Iterable[np.ndarray]) -> Path:
     """Write one line of space-separated labels per utterance (an empty array: an empty
-    line), atomically (temporary file + rename)."""
-    text = "".join(" ".join(map(str, np.asarray(values).tolist())) + "\n" for values in labels)
-    return write_text_atomic(path, text)
+    line), atomically (temporary file + rename).
+
+    The lines are streamed: ``labels`` may be a generator, and only one utterance's line
+    is held at a time (a corpus's labels as one string would be gigabytes).
+    """
+    with atomic_write(path) as file:
+        for values in labels:
+            file.write(" ".join(map(str, np.asarray(values).tolist())) + "\n")
+    return Path(path)
 
 
 def label_paths(manifest_path: str | os.PathLike, tag: str) -> tuple[Path, Path]:

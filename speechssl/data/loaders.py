@@ -30,7 +30,7 @@ from speechssl.data.prepare import prepare
 from speechssl.data.prepare.common import write_text_atomic
 from speechssl.data.sampler import DurationBucketSampler
 
-__all__ = ["DataConfig", "load_manifests", "make_loader", "prepare_once"]
+__all__ = ["DataConfig", "load_manifests", "make_loader", "prepare_once", "prepared_folder"]
 
 
 @dataclass
@@ -116,6 +116,19 @@ def prepare_once(corpus: str, src: str | os.PathLike, out: str | os.PathLike, **
     summary = prepare(corpus, src, out, **options)
     write_text_atomic(stamp, json.dumps(source))
     return summary
+
+
+def prepared_folder(
+    corpus: str, src: str | os.PathLike, data_root: str | os.PathLike, **options
+) -> Path:
+    """``data_root/<corpus>``, prepared from ``src`` once (:func:`prepare_once`).
+
+    The folder where a recipe or ``speechssl evaluate`` keeps a corpus's manifests, e.g.
+    ``prepared_folder("voxceleb1", src, run_dir / "data") / "trials.txt"``.
+    """
+    folder = Path(data_root) / corpus
+    prepare_once(corpus, src, folder, **options)
+    return folder
 
 
 def load_manifests(paths: Sequence[str | os.PathLike]) -> Manifest:

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from speechssl.data.compact import Manifest
-from speechssl.data.loaders import DataConfig, load_manifests, prepare_once
+from speechssl.data.loaders import DataConfig, load_manifests, prepared_folder
 from speechssl.encoders import PRESETS
 from speechssl.heads import ClassifierHeadConfig
 from speechssl.heads.linear_probe import LinearProbeConfig
@@ -76,12 +76,6 @@ def _upstream(args: argparse.Namespace) -> Upstream:
     return Upstream(name=Path(spec).name or spec, build=build, seeds=seeds)
 
 
-def _prepared(corpus: str, source: str, out: Path) -> Path:
-    folder = out / "data" / corpus
-    prepare_once(corpus, source, folder)
-    return folder
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl evaluate``."""
     if args.epochs < 1 or any(seed < 0 for seed in args.seeds):
@@ -98,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     )
     suite = Suite(head, transfer, out, progress=print)
     if args.task == "emotion":
-        folder = _prepared("iemocap", args.data, out)
+        folder = prepared_folder("iemocap", args.data, out / "data")
         outcome = suite.emotion(upstream, load_manifests([folder / "all.jsonl"]), EMOTION_LABELS)
     elif args.task in ("speaker-id", "speaker-verification"):
-        folder = _prepared("voxceleb1", args.data, out)
+        folder = prepared_folder("voxceleb1", args.data, out / "data")
         if args.task == "speaker-id":
             splits = [
                 load_manifests([folder / f"{name}.jsonl"]) for name in ("train", "dev", "test")

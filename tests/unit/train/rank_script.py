@@ -4,9 +4,9 @@
 
 Every rank runs, in one launch (one process start-up for both parts):
 
-1. the hubert_sat recipe's iteration-1 target stage (``KEY=VALUE`` are its config
-   overrides), with every k-means fit and labelling call logged to ``OUT_DIR/calls.log``
-   as ``<rank> <what>``;
+1. the hubert_sat recipe's iteration-1 target stage (``speechssl.train.hubert``;
+   ``KEY=VALUE`` are the recipe's config overrides), with every k-means fit and
+   labelling call logged to ``OUT_DIR/calls.log`` as ``<rank> <what>``;
 2. the same calls of ``main_process_first``, ``run_on_main`` and
    ``continue_on_main_only`` (including failures on either rank), each write of a
    guarded file logged to ``OUT_DIR/writes.log``.
@@ -88,6 +88,8 @@ def labels(out: Path, rank: int, overrides: list[str]) -> dict:
     from speechssl import targets
     from speechssl.cluster import KMeans
     from speechssl.config import compose
+    from speechssl.train.hubert import iteration1_targets
+    from speechssl.typed import to_dataclass
 
     log = out / "calls.log"
     fit, write_labels = KMeans.fit, targets._write_labels
@@ -107,7 +109,12 @@ def labels(out: Path, rank: int, overrides: list[str]) -> dict:
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     cfg = compose("hubert_sat", overrides)
-    _, labelled = recipe.iteration1_targets(cfg, Path(cfg.run_dir))
+    _, labelled = iteration1_targets(
+        recipe.pretraining_data(cfg),
+        Path(cfg.run_dir),
+        to_dataclass(cfg.labels, targets.TargetConfig),
+        seed=cfg.seed,
+    )
     return {
         "fingerprint": labelled.kmeans.fingerprint,
         "train_frames": [int(sequence.size) for sequence in labelled.train.labels],
