@@ -1,19 +1,10 @@
 """TTS pre-training study (Zhang et al., ICASSP 2022): data size x text similarity.
 
-    python recipes/tts_pretrain/run.py               # the whole study on the demo corpus
+    python recipes/tts_pretrain/run.py scale=small   # the study on the demo corpus
     python recipes/tts_pretrain/run.py debug=tiny    # a few steps of every stage
 
-Stages: prepare (LibriTTS-style pre-training pool, LJSpeech-style target speaker) -> hold out
-target test sentences, bin them by TF-IDF similarity to the remaining target training text,
-add out-of-domain sentences -> for each pre-training fraction (0, 1/8, 1/4, 1/2, 1; nested
-subsets): pre-train a multi-speaker Tacotron 2 on the subset, fine-tune it on the target with
-the same budget, synthesize every test sentence (Griffin-Lim WAVs), score it -> results.md,
-results.json, one plot per metric and alignment images in ``run_dir``. The study logic is
-``speechssl.tts.study``. See recipes/tts_pretrain/README.md.
-
-Under ``torchrun --nproc_per_node=N`` rank 0 prepares the data while the other ranks wait,
-every rank pre-trains and fine-tunes (DDP), rank 0 alone synthesizes and scores the test
-sentences (the others wait for it) and writes the report.
+Wiring only (the steps are ``speechssl.tts.study``; recipes/tts_pretrain/README.md has the
+protocol). Under torchrun rank 0 prepares, synthesizes, scores and reports; every rank trains.
 """
 
 from __future__ import annotations
@@ -59,22 +50,13 @@ def pretrain(cfg, model_config, rows, fraction, run_dir) -> tuple[Path, dict]:
     steps = study.training_steps(
         len(rows), cfg.pretrain.batch_size, cfg.pretrain.epochs, cap=cfg.trainer.max_steps
     )
-    print(
-        f"\n== pre-train fraction {fraction:g}: {len(rows)} utterances, {len(speakers)} "
-        f"speakers, {steps} steps ({cfg.pretrain.epochs:g} epochs)"
-    )
+    print(f"\n== pre-train fraction {fraction:g}: {len(rows)} utterances, {steps} steps")
+    full = {**to_plain(cfg), "tts_model": asdict(model.config)}
     checkpoint, result = study.train_tts(
-        model,
-        rows,
-        run_dir / f"pretrain_{fraction:g}",
-        cfg.trainer,
-        cfg.optim,
-        max_steps=steps,
-        batch_size=cfg.pretrain.batch_size,
-        speaker_ids=speaker_ids,
-        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
-        seed=cfg.seed,
-    )
+        model, rows, run_dir / f"pretrain_{fraction:g}", cfg.trainer, cfg.optim,
+        max_steps=steps, batch_size=cfg.pretrain.batch_size, speaker_ids=speaker_ids,
+        full_config=full, seed=cfg.seed,
+    )  # fmt: skip
     return checkpoint, {**result, "epochs": cfg.pretrain.epochs}
 
 
@@ -85,27 +67,15 @@ def finetune(
         model_config, checkpoint, cfg.finetune.speaker_init, seed=cfg.seed
     )
     steps = min(cfg.finetune.max_steps, cfg.trainer.max_steps)
-    print(
-        f"== fine-tune fraction {fraction:g}: {len(rows)} target utterances, at most {steps} "
-        f"steps, early stopping on the loss of {len(dev_rows)} dev utterances"
-        + (f" (start = pre-trained weights, max |diff| {difference:g})" if checkpoint else "")
-    )
+    print(f"== fine-tune fraction {fraction:g}: {len(rows)} utterances, <= {steps} steps")
+    # every target row is the new speaker; early stopping on the dev rows' loss
     _, result = study.train_tts(
-        model,
-        rows,
-        run_dir / f"finetune_{fraction:g}",
-        cfg.trainer,
-        cfg.optim,
-        max_steps=steps,
-        batch_size=cfg.finetune.batch_size,
-        default_speaker=speaker,  # every target row is the new speaker
-        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
-        seed=cfg.seed,
-        dev_rows=dev_rows,
-        eval_every=cfg.finetune.eval_every,
-        patience=cfg.finetune.patience,
-        min_delta=cfg.finetune.min_delta,
-    )
+        model, rows, run_dir / f"finetune_{fraction:g}", cfg.trainer, cfg.optim,
+        max_steps=steps, batch_size=cfg.finetune.batch_size, default_speaker=speaker,
+        full_config={**to_plain(cfg), "tts_model": asdict(model.config)}, seed=cfg.seed,
+        dev_rows=dev_rows, eval_every=cfg.finetune.eval_every,
+        patience=cfg.finetune.patience, min_delta=cfg.finetune.min_delta,
+    )  # fmt: skip
     return model, speaker, {**result, "init_max_abs_difference": difference}
 
 
@@ -125,22 +95,10 @@ def run(cfg: DictConfig) -> None:
         target = load_rows(cfg.target, [cfg.target.split], run_dir)
     timings = {"prepare_s": time.perf_counter() - started}
 
-    # hold the test sentences out BEFORE the similarity vectorizer sees any text: per_bin
-    # sentences for each similarity bin, with num_dev + min_train left for fine-tuning
-    num_test = cfg.test.per_bin * cfg.test.num_bins
-    target_train, target_test = study.split_target(
-        target, num_test, seed=cfg.seed, min_train=cfg.target.num_dev + cfg.target.min_train
-    )
-    target_train, target_dev = study.hold_out_dev(target_train, cfg.target.num_dev, cfg.seed)
     ood_file = cfg.test.ood_sentences or demo_root() / "ood_sentences.txt"
-    sentences, bins = study.build_test_set(
-        target_train,
-        target_test,
-        study.read_sentences(ood_file),
-        num_bins=cfg.test.num_bins,
-        thresholds=cfg.test.thresholds,
+    target_train, target_dev, sentences, bins = study.build_study_sets(
+        target, study.read_sentences(ood_file), cfg.test, cfg.target, seed=cfg.seed
     )
-    study.check_test_set(sentences, bins.names, cfg.test.per_bin, cfg.test.min_ood)
     bin_order = [*bins.names, OOD_BIN]
     similarity = study.similarity_by_bin(sentences, bin_order)
     # no test sentence (held-out or OOD) is pre-trained on either
@@ -166,9 +124,8 @@ def run(cfg: DictConfig) -> None:
     # per-sentence scoring (DTW, pyin) in worker processes when asked for (README: measured)
     executor = None
     if cfg.evaluation.workers > 1 and distributed.is_main():
-        executor = ProcessPoolExecutor(
-            cfg.evaluation.workers, mp_context=multiprocessing.get_context("spawn")
-        )
+        spawn = multiprocessing.get_context("spawn")
+        executor = ProcessPoolExecutor(cfg.evaluation.workers, mp_context=spawn)
     mapper = executor.map if executor is not None else map
     try:
         reference_started = time.perf_counter()
@@ -251,12 +208,12 @@ def run(cfg: DictConfig) -> None:
         "budget": {
             "pretrain_epochs": cfg.pretrain.epochs,
             "pretrain_steps": {
-                f"{fraction:g}": stage["pretrain"].get("steps_run", 0)
-                for fraction, stage in stages.items()
+                f"{f:g}": st["pretrain"].get("steps_run", 0) for f, st in stages.items()
             },
-            "finetune_max_steps": min(cfg.finetune.max_steps, cfg.trainer.max_steps),
-            "finetune_eval_every": cfg.finetune.eval_every,
-            "finetune_patience": cfg.finetune.patience,
+            **{
+                f"finetune_{key}": cfg.finetune[key]
+                for key in ("max_steps", "eval_every", "patience")
+            },
         },
         "pretrain_sizes": {f"{fraction:g}": size for fraction, size in sizes.items()},
         "pretrain_dropped_test_texts": dropped,

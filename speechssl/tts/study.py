@@ -72,6 +72,7 @@ __all__ = [
     "TABLE_METRICS",
     "Reference",
     "TestSentence",
+    "build_study_sets",
     "build_test_set",
     "check_test_set",
     "describe_sentences",
@@ -271,6 +272,28 @@ def build_test_set(
     ):
         sentences.append(TestSentence(f"ood_{number:03d}", text, OOD_BIN, score))
     return sentences, bins
+
+
+def build_study_sets(
+    target_rows: Sequence[Mapping], ood_sentences: Sequence[str], test, target, seed: int = 0
+) -> tuple[list[dict], list[dict], list[TestSentence], SimilarityBins]:
+    """The study's target split in leakage-safe order: hold out ``test.per_bin x
+    test.num_bins`` sentences first (with ``target.num_dev + target.min_train`` left, else
+    one ``target set too small`` line), then ``target.num_dev`` dev sentences, then fit the
+    similarity on the training text and bin; every bin must hold ``test.per_bin`` and the
+    OOD bin ``test.min_ood``. Returns ``(train, dev, sentences, bins)``."""
+    train, held_out = split_target(
+        target_rows,
+        test.per_bin * test.num_bins,
+        seed=seed,
+        min_train=target.num_dev + target.min_train,
+    )
+    train, dev = hold_out_dev(train, target.num_dev, seed)
+    sentences, bins = build_test_set(
+        train, held_out, ood_sentences, num_bins=test.num_bins, thresholds=test.thresholds
+    )
+    check_test_set(sentences, bins.names, test.per_bin, test.min_ood)
+    return train, dev, sentences, bins
 
 
 def pretraining_subsets(
