@@ -51,7 +51,6 @@ from speechssl.train import distributed
 from speechssl.train.pretrain import pretrain_on_manifests
 
 __all__ = [
-    "ENCODER_FRAME_RATE",
     "PretrainingData",
     "TrainingSetup",
     "evenly_spaced",
@@ -61,9 +60,6 @@ __all__ = [
     "pretrain_on_targets",
     "write_if_changed",
 ]
-
-ENCODER_FRAME_RATE = 50.0  # conv front end: 320-sample stride at 16 kHz (iteration-2 labels)
-
 
 def evenly_spaced(rows: Sequence, count: int) -> list:
     """At most ``count`` rows, evenly spaced (``count <= 0`` keeps all).
@@ -308,7 +304,9 @@ def pretrain_iterations(
                 run_dir / "labels",
                 teacher_encoder,
                 target_config,
-                label_rate=ENCODER_FRAME_RATE,
+                # one label per output frame of the teacher: 50 Hz for the Base CNN and
+                # mel stacks of 2, 25 Hz for stacks of 4
+                label_rate=teacher_encoder.frame_rate,
                 teacher_name=teacher.stem,
                 seed=setup.seed,
             )
