@@ -224,6 +224,18 @@ class TextMaker:
         "The app syncs your playlists across every device.",
         "A coral reef shelters thousands of colourful fish.",
         "Swipe left to dismiss the notification banner.",
+        "Charge the phone overnight and back up your photos to the cloud.",
+        "The midfielder passed the ball back to the defender.",
+        "Knead the dough for ten minutes, then let it rise.",
+        "The rover drilled into the red dust of the crater.",
+        "Mute your microphone when you join the video call.",
+        "The sprinter crossed the finish line in record time.",
+        "Slice the mango and sprinkle it with lime and chilli.",
+        "Astronauts float in the cabin while the station circles the planet.",
+        "Scan the barcode to pay with your smartphone.",
+        "Dolphins leapt beside the surfboard near the beach.",
+        "Drag the file into the folder and press save.",
+        "The referee showed a yellow card after the tackle.",
     )
 
     def __init__(self, rng: np.random.Generator) -> None:

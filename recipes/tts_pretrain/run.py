@@ -1,25 +1,18 @@
 """TTS pre-training study (Zhang et al., ICASSP 2022): data size x text similarity.
 
-    python recipes/tts_pretrain/run.py               # the whole study on the demo corpus
+    python recipes/tts_pretrain/run.py scale=small   # the study on the demo corpus
     python recipes/tts_pretrain/run.py debug=tiny    # a few steps of every stage
 
-Stages: prepare (LibriTTS-style pre-training pool, LJSpeech-style target speaker) -> hold out
-target test sentences, bin them by TF-IDF similarity to the remaining target training text,
-add out-of-domain sentences -> for each pre-training fraction (0, 1/8, 1/4, 1/2, 1; nested
-subsets): pre-train a multi-speaker Tacotron 2 on the subset, fine-tune it on the target with
-the same budget, synthesize every test sentence (Griffin-Lim WAVs), score it -> results.md,
-results.json, one plot per metric and alignment images in ``run_dir``. The study logic is
-``speechssl.tts.study``. See recipes/tts_pretrain/README.md.
-
-Under ``torchrun --nproc_per_node=N`` rank 0 prepares the data while the other ranks wait,
-every rank pre-trains and fine-tunes (DDP), rank 0 alone synthesizes and scores the test
-sentences (the others wait for it) and writes the report.
+Wiring only (the steps are ``speechssl.tts.study``; recipes/tts_pretrain/README.md has the
+protocol). Under torchrun rank 0 prepares, synthesizes, scores and reports; every rank trains.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,44 +46,36 @@ def pretrain(cfg, model_config, rows, fraction, run_dir) -> tuple[Path, dict]:
     speaker_ids = {name: index for index, name in enumerate(speakers)}
     torch.manual_seed(cfg.seed)
     model = TacotronTTS(TacotronConfig(**{**asdict(model_config), "num_speakers": len(speakers)}))
-    print(f"\n== pre-train fraction {fraction:g}: {len(rows)} utterances, {len(speakers)} speakers")
-    return study.train_tts(
-        model,
-        rows,
-        run_dir / f"pretrain_{fraction:g}",
-        cfg.trainer,
-        cfg.optim,
-        max_steps=cfg.trainer.max_steps,
-        batch_size=cfg.pretrain.batch_size,
-        speaker_ids=speaker_ids,
-        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
-        seed=cfg.seed,
+    # the budget scales with the subset: pretrain.epochs passes over its clips
+    steps = study.training_steps(
+        len(rows), cfg.pretrain.batch_size, cfg.pretrain.epochs, cap=cfg.trainer.max_steps
     )
+    print(f"\n== pre-train fraction {fraction:g}: {len(rows)} utterances, {steps} steps")
+    full = {**to_plain(cfg), "tts_model": asdict(model.config)}
+    checkpoint, result = study.train_tts(
+        model, rows, run_dir / f"pretrain_{fraction:g}", cfg.trainer, cfg.optim,
+        max_steps=steps, batch_size=cfg.pretrain.batch_size, speaker_ids=speaker_ids,
+        full_config=full, seed=cfg.seed,
+    )  # fmt: skip
+    return checkpoint, {**result, "epochs": cfg.pretrain.epochs}
 
 
 def finetune(
-    cfg, model_config, rows, checkpoint, fraction, run_dir
+    cfg, model_config, rows, dev_rows, checkpoint, fraction, run_dir
 ) -> tuple[TacotronTTS, int, dict]:
     model, speaker, difference = study.finetune_model(
         model_config, checkpoint, cfg.finetune.speaker_init, seed=cfg.seed
     )
     steps = min(cfg.finetune.max_steps, cfg.trainer.max_steps)
-    print(
-        f"== fine-tune fraction {fraction:g}: {len(rows)} target utterances, {steps} steps"
-        + (f" (start = pre-trained weights, max |diff| {difference:g})" if checkpoint else "")
-    )
+    print(f"== fine-tune fraction {fraction:g}: {len(rows)} utterances, <= {steps} steps")
+    # every target row is the new speaker; early stopping on the dev rows' loss
     _, result = study.train_tts(
-        model,
-        rows,
-        run_dir / f"finetune_{fraction:g}",
-        cfg.trainer,
-        cfg.optim,
-        max_steps=steps,
-        batch_size=cfg.finetune.batch_size,
-        default_speaker=speaker,  # every target row is the new speaker
-        full_config={**to_plain(cfg), "tts_model": asdict(model.config)},
-        seed=cfg.seed,
-    )
+        model, rows, run_dir / f"finetune_{fraction:g}", cfg.trainer, cfg.optim,
+        max_steps=steps, batch_size=cfg.finetune.batch_size, default_speaker=speaker,
+        full_config={**to_plain(cfg), "tts_model": asdict(model.config)}, seed=cfg.seed,
+        dev_rows=dev_rows, eval_every=cfg.finetune.eval_every,
+        patience=cfg.finetune.patience, min_delta=cfg.finetune.min_delta,
+    )  # fmt: skip
     return model, speaker, {**result, "init_max_abs_difference": difference}
 
 
@@ -108,18 +93,16 @@ def run(cfg: DictConfig) -> None:
     with distributed.main_process_first("data preparation"):
         pool = load_rows(cfg.pretrain, list(cfg.pretrain.train_splits), run_dir)
         target = load_rows(cfg.target, [cfg.target.split], run_dir)
+    timings = {"prepare_s": time.perf_counter() - started}
 
-    # hold the test sentences out BEFORE the similarity vectorizer sees any text
-    target_train, target_test = study.split_target(target, cfg.target.num_test, seed=cfg.seed)
     ood_file = cfg.test.ood_sentences or demo_root() / "ood_sentences.txt"
-    sentences, bins = study.build_test_set(
-        target_train,
-        target_test,
-        study.read_sentences(ood_file),
-        num_bins=cfg.test.num_bins,
-        thresholds=cfg.test.thresholds,
+    target_train, target_dev, sentences, bins = study.build_study_sets(
+        target, study.read_sentences(ood_file), cfg.test, cfg.target, seed=cfg.seed
     )
     bin_order = [*bins.names, OOD_BIN]
+    similarity = study.similarity_by_bin(sentences, bin_order)
+    # no test sentence (held-out or OOD) is pre-trained on either
+    pool, dropped = study.drop_texts(pool, [sentence.text for sentence in sentences])
     frames_per_char = study.frames_per_character(target_train, model_config)
     subsets = study.pretraining_subsets(
         pool, cfg.pretrain.fractions, seed=cfg.seed, mode=cfg.pretrain.subset_mode
@@ -138,71 +121,116 @@ def run(cfg: DictConfig) -> None:
     plotted = [sentence.id for sentence in sentences if sentence.in_domain][
         : cfg.evaluation.num_alignment_plots
     ]
-
-    sentence_rows, alignments, stages, sizes = [], {}, {}, {}
-    for fraction, rows in subsets.items():
-        fraction = float(fraction)
-        stage_started = time.perf_counter()
-        sizes[fraction] = {
-            "utterances": len(rows),
-            "speakers": len({row["speaker"] for row in rows}),
-            "hours": sum(float(row["duration"]) for row in rows) / 3600,
-        }
-        checkpoint, pretrain_result = None, {}
-        if rows:
-            checkpoint, pretrain_result = pretrain(cfg, model_config, rows, fraction, run_dir)
-        model, speaker, finetune_result = finetune(
-            cfg, model_config, target_train, checkpoint, fraction, run_dir
-        )
-        # synthesis and scoring on rank 0 alone; the others wait and get its rows
-        rows_of_fraction, kept = distributed.run_on_main(
-            study.evaluate_model,
-            model,
-            speaker,
-            sentences,
-            vocoder,
-            run_dir / "wavs" / f"fraction_{fraction:g}",
-            frames_per_char=frames_per_char,
-            seed=cfg.seed,
-            max_length_ratio=cfg.evaluation.max_length_ratio,
-            with_f0=cfg.evaluation.with_f0,
-            keep_alignments=plotted,
-        )
-        for sentence_id, alignment in kept.items():
-            alignments.setdefault(sentence_id, {})[fraction] = alignment
-        sentence_rows += [{"fraction": fraction, **row} for row in rows_of_fraction]
-        stages[fraction] = {
-            "pretrain": {"checkpoint": str(checkpoint) if checkpoint else None, **pretrain_result},
-            "finetune": finetune_result,
-            "seconds": time.perf_counter() - stage_started,
-        }
+    # per-sentence scoring (DTW, pyin) in worker processes when asked for (README: measured)
+    executor = None
+    if cfg.evaluation.workers > 1 and distributed.is_main():
+        spawn = multiprocessing.get_context("spawn")
+        executor = ProcessPoolExecutor(cfg.evaluation.workers, mp_context=spawn)
+    mapper = executor.map if executor is not None else map
+    try:
+        reference_started = time.perf_counter()
+        references = {}
+        if distributed.is_main():
+            references = study.load_references(
+                sentences, model_config, with_f0=cfg.evaluation.with_f0, mapper=mapper
+            )
+        timings["references_s"] = time.perf_counter() - reference_started
+        sentence_rows, alignments, stages, sizes = [], {}, {}, {}
+        for fraction, rows in subsets.items():
+            fraction = float(fraction)
+            sizes[fraction] = {
+                "utterances": len(rows),
+                "speakers": len({row["speaker"] for row in rows}),
+                "hours": sum(float(row["duration"]) for row in rows) / 3600,
+            }
+            stage_timings = {}
+            clock = time.perf_counter()
+            checkpoint, pretrain_result = None, {}
+            if rows:
+                checkpoint, pretrain_result = pretrain(cfg, model_config, rows, fraction, run_dir)
+            stage_timings["pretrain_s"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            model, speaker, finetune_result = finetune(
+                cfg, model_config, target_train, target_dev, checkpoint, fraction, run_dir
+            )
+            stage_timings["finetune_s"] = time.perf_counter() - clock
+            # synthesis and scoring on rank 0 alone; the others wait and get its rows
+            rows_of_fraction, kept = distributed.run_on_main(
+                study.evaluate_model,
+                model,
+                speaker,
+                sentences,
+                vocoder,
+                run_dir / "wavs" / f"fraction_{fraction:g}",
+                frames_per_char=frames_per_char,
+                seed=cfg.seed,
+                max_length_ratio=cfg.evaluation.max_length_ratio,
+                with_f0=cfg.evaluation.with_f0,
+                keep_alignments=plotted,
+                batch_size=cfg.evaluation.batch_size,
+                references=references,
+                mapper=mapper,
+                timings=stage_timings,
+            )
+            for sentence_id, alignment in kept.items():
+                alignments.setdefault(sentence_id, {})[fraction] = alignment
+            sentence_rows += [{"fraction": fraction, **row} for row in rows_of_fraction]
+            stages[fraction] = {
+                "pretrain": {
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                    **pretrain_result,
+                },
+                "finetune": finetune_result,
+                "seconds": stage_timings,
+            }
+    finally:
+        if executor is not None:
+            executor.shutdown()
 
     if not distributed.continue_on_main_only():
         return  # the summary, plots and report are rank 0's
-    cells = study.summarize(sentence_rows, bin_order)
-    table = study.results_markdown(cells, bins, sizes)
-    plots = study.write_study_plots(sentence_rows, bin_order, alignments, run_dir)
+    clock = time.perf_counter()
+    summary = study.summarize(sentence_rows, bin_order)
+    table = study.results_markdown(summary, bins, sizes, similarity)
+    plots = study.write_study_plots(summary["table"], bin_order, alignments, run_dir)
+    timings["summary_s"] = time.perf_counter() - clock
     seconds = time.perf_counter() - started
     title = "TTS pre-training: data fraction x text similarity (Zhang et al., 2022)"
     results = {
         "title": title,
-        "table": cells,
+        "table": summary["table"],
+        "deltas": summary["deltas"],
         "bins": {
             **bins.to_dict(),
             "method": "TF-IDF char_wb 2-4-grams, max cosine to training text",
+            "similarity": similarity,
+        },
+        "budget": {
+            "pretrain_epochs": cfg.pretrain.epochs,
+            "pretrain_steps": {
+                f"{f:g}": st["pretrain"].get("steps_run", 0) for f, st in stages.items()
+            },
+            **{
+                f"finetune_{key}": cfg.finetune[key]
+                for key in ("max_steps", "eval_every", "patience")
+            },
         },
         "pretrain_sizes": {f"{fraction:g}": size for fraction, size in sizes.items()},
+        "pretrain_dropped_test_texts": dropped,
         "target": {
             "train_ids": [row["id"] for row in target_train],
             "train_texts": [row["text"] for row in target_train],
+            "dev_ids": [row["id"] for row in target_dev],
             "frames_per_character": frames_per_char,
         },
         "test_sentences": study.describe_sentences(sentences),
         "sentences": sentence_rows,
         "stages": {f"{fraction:g}": stage for fraction, stage in stages.items()},
         "plots": plots,
+        "timings": timings,
         "seconds": seconds,
         "threads": torch.get_num_threads(),
+        "evaluation_workers": cfg.evaluation.workers,
     }
     markdown = f"# {title}\n\n{table}\nWall time: {seconds:.0f} s.\n"
     write_results(run_dir, results, markdown)

@@ -58,6 +58,7 @@ __all__ = [
     "f0_metrics",
     "mel_cepstra",
     "mel_cepstral_distortion_dtw",
+    "pitch_track",
     "stop_length_error",
     "utterance_metrics",
 ]
@@ -134,6 +135,23 @@ def mel_cepstral_distortion_dtw(
     return (mcd, path) if return_path else mcd
 
 
+def pitch_track(
+    wav,
+    sample_rate: int,
+    fmin: float = 65.0,
+    fmax: float = 400.0,
+    frame_length: int = 1024,
+    hop_length: int = 256,
+    resolution: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """pyin F0 ``(F,)`` (Hz, NaN where unvoiced) and voiced flags ``(F,)`` of a ``(T,)`` wave,
+    on the mel frame grid (centred frames). :func:`f0_metrics` takes a reference's track
+    through ``reference_pitch``, so a reference scored against many syntheses is tracked once.
+    """
+    options = (sample_rate, fmin, fmax, frame_length, hop_length, resolution)
+    return _pyin(_numpy(wav), *options)
+
+
 def _pyin(wav: np.ndarray, sample_rate, fmin, fmax, frame_length, hop_length, resolution):
     f0, voiced, _ = librosa.pyin(
         wav.astype(np.float32),
@@ -160,6 +178,7 @@ def f0_metrics(
     alignment: str = "dtw",
     n_mels: int = 80,
     path: np.ndarray | None = None,
+    reference_pitch: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """log-F0 RMSE (cents) and voicing decision error between two waveforms.
 
@@ -172,6 +191,8 @@ def f0_metrics(
         alignment: ``"dtw"`` (pairs from the MCD's DTW path) or ``"linear"`` (stretch the
             synthesis's frame axis onto the reference's).
         path: a precomputed ``(P, 2)`` DTW path on the same frame grid.
+        reference_pitch: the reference's :func:`pitch_track` with the same options
+            (computed here when None).
 
     Returns:
         ``{"log_f0_rmse_cents", "voicing_decision_error", "voiced_pairs"}``; the RMSE is NaN
@@ -184,7 +205,9 @@ def f0_metrics(
     if alignment not in ("dtw", "linear"):
         raise ValueError(f"alignment must be 'dtw' or 'linear', got {alignment!r}")
     options = (sample_rate, fmin, fmax, frame_length, hop_length, resolution)
-    reference_f0, reference_voiced = _pyin(reference, *options)
+    if reference_pitch is None:
+        reference_pitch = _pyin(reference, *options)
+    reference_f0, reference_voiced = reference_pitch
     synthesized_f0, synthesized_voiced = _pyin(synthesized, *options)
     if alignment == "linear":
         reference_index = np.arange(len(reference_f0))

@@ -55,20 +55,36 @@ def plot_metric_vs_fraction(
     bin_order: Sequence[str] | None = None,
     title: str | None = None,
 ) -> str:
-    """One line per text-similarity bin: mean ``metric`` against the pre-training fraction.
+    """One line per text-similarity bin: ``metric`` against the pre-training fraction.
 
     Args:
-        rows: dicts with ``fraction``, ``bin`` and the metric (per sentence or already
-            averaged per fraction x bin; several rows per cell are averaged, NaN skipped).
+        rows: either per-sentence dicts with ``fraction``, ``bin`` and the metric (several
+            rows per cell are averaged, NaN skipped), or the study's table rows
+            ``{"fraction", "bin", "metric", "mean", "ci95": [lo, hi]}`` (those of ``metric``
+            are drawn, their 95 % CI as a shaded band).
         bin_order: legend order (default: the order bins first appear).
 
     The x axis is categorical (0, 1/8, 1/4, 1/2, 1 are evenly spaced).
     """
-    cells: dict[tuple[str, float], list[float]] = {}
-    for row in rows:
-        if metric not in row:
-            raise ValueError(f"row {dict(row)} has no {metric!r}")
-        cells.setdefault((str(row["bin"]), float(row["fraction"])), []).append(float(row[metric]))
+    # (bin, fraction) -> (mean, low, high)
+    cells: dict[tuple[str, float], tuple[float, float, float]] = {}
+    if rows and all("ci95" in row and "metric" in row for row in rows):
+        for row in rows:
+            if row["metric"] == metric:
+                low, high = row["ci95"]
+                cells[str(row["bin"]), float(row["fraction"])] = (row["mean"], low, high)
+    else:
+        values: dict[tuple[str, float], list[float]] = {}
+        for row in rows:
+            if metric not in row:
+                raise ValueError(f"row {dict(row)} has no {metric!r}")
+            key = (str(row["bin"]), float(row["fraction"]))
+            values.setdefault(key, []).append(float(row[metric]))
+        for key, numbers in values.items():
+            finite = np.asarray(numbers, dtype=float)
+            finite = finite[np.isfinite(finite)]
+            mean = finite.mean() if finite.size else np.nan
+            cells[key] = (mean, mean, mean)
     if not cells:
         raise ValueError("no rows to plot")
     fractions = sorted({fraction for _, fraction in cells})
@@ -76,18 +92,19 @@ def plot_metric_vs_fraction(
     figure, axes = plt.subplots(figsize=(5.5, 3.8))
     positions = np.arange(len(fractions))
     for name in bins:
-        means = []
-        for fraction in fractions:
-            values = np.asarray(cells.get((name, fraction), []), dtype=float)
-            values = values[np.isfinite(values)]
-            means.append(values.mean() if values.size else np.nan)
-        axes.plot(positions, means, marker="o", label=name)
+        # (3, fractions): mean, low, high; NaN where the bin lacks the fraction
+        mean, low, high = np.array(
+            [cells.get((name, fraction), (np.nan,) * 3) for fraction in fractions], dtype=float
+        ).T
+        (line,) = axes.plot(positions, mean, marker="o", label=name)
+        if np.nanmax(high - low, initial=0.0) > 0:
+            axes.fill_between(positions, low, high, color=line.get_color(), alpha=0.18)
     axes.set_xticks(positions, [_fraction_label(fraction) for fraction in fractions])
     axes.set_xlabel("pre-training data fraction")
     axes.set_ylabel(METRIC_LABELS.get(metric, metric))
     axes.set_title(title or METRIC_LABELS.get(metric, metric).split(" (")[0])
     axes.grid(alpha=0.3)
-    axes.legend(title="text bin")
+    axes.legend(title="text bin (band: 95 % CI)")
     return save_figure(figure, path)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -44,9 +45,10 @@ import torch
 
 from speechssl import audio
 from speechssl.safe_io import load_torch_file
+from speechssl.stats import Estimate, bootstrap_metric, excludes_zero, paired_bootstrap_delta
 from speechssl.train import distributed
 from speechssl.train.checkpoint import latest_checkpoint
-from speechssl.train.config import TrainerConfig
+from speechssl.train.config import EarlyStoppingConfig, TrainerConfig
 from speechssl.train.trainer import Trainer
 from speechssl.tts.data import TTSDataset, collate_tts
 from speechssl.tts.metrics import (
@@ -54,6 +56,7 @@ from speechssl.tts.metrics import (
     attention_focus_rate,
     f0_metrics,
     mel_cepstral_distortion_dtw,
+    pitch_track,
     stop_length_error,
 )
 from speechssl.tts.model import TacotronConfig, TacotronTTS
@@ -66,19 +69,29 @@ from speechssl.typed import to_dataclass
 
 __all__ = [
     "METRICS",
+    "TABLE_METRICS",
+    "Reference",
     "TestSentence",
+    "build_study_sets",
     "build_test_set",
+    "check_test_set",
     "describe_sentences",
+    "drop_texts",
     "evaluate_model",
     "finetune_model",
     "frames_per_character",
+    "hold_out_dev",
+    "load_references",
     "max_parameter_difference",
     "pretraining_subsets",
     "read_sentences",
     "results_markdown",
+    "sentence_estimate",
+    "similarity_by_bin",
     "split_target",
     "summarize",
     "train_tts",
+    "training_steps",
     "write_study_plots",
 ]
 
@@ -101,7 +114,7 @@ def _key(text: str) -> str:
 
 
 def split_target(
-    rows: Sequence[Mapping], num_test: int, seed: int = 0
+    rows: Sequence[Mapping], num_test: int, seed: int | str = 0, min_train: int = 1
 ) -> tuple[list[dict], list[dict]]:
     """Hold out ``num_test`` target sentences (seeded); the rest trains.
 
@@ -109,14 +122,15 @@ def split_target(
     may read one sentence twice), so no test text is ever trained on.
 
     Raises:
-        ValueError: fewer than ``num_test + 1`` distinct sentences.
+        ValueError: fewer than ``num_test + min_train`` distinct sentences (one line: the
+            target set is too small).
     """
     rows = [dict(row) for row in rows]
     texts = sorted({_key(row["text"]) for row in rows})
-    if num_test < 1 or len(texts) <= num_test:
+    if num_test < 1 or len(texts) < num_test + max(min_train, 1):
         raise ValueError(
-            f"cannot hold out {num_test} of {len(texts)} distinct target sentences "
-            "(need at least one left to train on)"
+            f"target set too small: {len(texts)} distinct sentences, need {num_test} held out "
+            f"for testing + {max(min_train, 1)} to train on"
         )
     random.Random(f"{seed}:target-test").shuffle(texts)
     held_out = set(texts[:num_test])
@@ -130,6 +144,76 @@ def split_target(
         else:
             train.append(row)
     return train, test
+
+
+def hold_out_dev(
+    rows: Sequence[Mapping], num_dev: int, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """Split ``num_dev`` sentences (every reading of them) off the training rows: the dev set
+    whose loss early-stops fine-tuning. ``num_dev`` 0 returns ``(rows, [])``.
+
+    Example:
+        >>> rows = [{"id": str(i), "text": f"Line {i}."} for i in range(5)]
+        >>> train, dev = hold_out_dev(rows, 2)
+        >>> len(train), len(dev)
+        (3, 2)
+    """
+    if num_dev <= 0:
+        return [dict(row) for row in rows], []
+    # the same routine as the test split, under its own seed stream
+    train, dev_one_each = split_target(rows, num_dev, seed=f"{seed}:dev", min_train=1)
+    dev_keys = {_key(row["text"]) for row in dev_one_each}
+    dev = [dict(row) for row in rows if _key(row["text"]) in dev_keys]
+    return train, sorted(dev, key=lambda row: row["id"])
+
+
+def drop_texts(rows: Sequence[Mapping], texts: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """``rows`` without those reading one of ``texts`` (normalised), and the dropped ids.
+
+    Keeps test sentences out of the pre-training pool as well as the fine-tuning set.
+    """
+    banned = {_key(text) for text in texts}
+    kept, dropped = [], []
+    for row in rows:
+        if _key(row["text"]) in banned:
+            dropped.append(row["id"])
+        else:
+            kept.append(dict(row))
+    return kept, dropped
+
+
+def check_test_set(
+    sentences: Sequence[TestSentence], bin_names: Sequence[str], per_bin: int, min_ood: int
+) -> None:
+    """Raise ``ValueError`` (one line) unless every similarity bin holds ``per_bin`` held-out
+    sentences and the out-of-domain bin ``min_ood``."""
+    counts = {name: 0 for name in [*bin_names, OOD_BIN]}
+    for sentence in sentences:
+        counts[sentence.bin] = counts.get(sentence.bin, 0) + 1
+    short = {name: counts[name] for name in bin_names if counts[name] < per_bin}
+    if short:
+        raise ValueError(
+            f"target set too small: similarity bins {short} hold fewer than test.per_bin="
+            f"{per_bin} held-out sentences"
+        )
+    if counts[OOD_BIN] < min_ood:
+        raise ValueError(
+            f"too few out-of-domain sentences: {counts[OOD_BIN]} < test.min_ood={min_ood}"
+        )
+
+
+def training_steps(num_clips: int, batch_size: int, epochs: float, cap: int = 0) -> int:
+    """Optimiser steps for ``epochs`` passes over ``num_clips`` clips at ``batch_size`` (the
+    batch capped at the clips): a budget that scales with the subset. ``cap`` > 0 bounds it.
+
+    Example:
+        >>> training_steps(30, 8, 40), training_steps(4, 8, 40), training_steps(30, 8, 40, cap=4)
+        (150, 40, 4)
+    """
+    if num_clips < 1 or batch_size < 1 or epochs <= 0:
+        raise ValueError("training_steps needs num_clips >= 1, batch_size >= 1 and epochs > 0")
+    steps = max(1, math.ceil(epochs * num_clips / min(batch_size, num_clips)))
+    return min(steps, cap) if cap > 0 else steps
 
 
 @dataclass
@@ -188,6 +272,28 @@ def build_test_set(
     ):
         sentences.append(TestSentence(f"ood_{number:03d}", text, OOD_BIN, score))
     return sentences, bins
+
+
+def build_study_sets(
+    target_rows: Sequence[Mapping], ood_sentences: Sequence[str], test, target, seed: int = 0
+) -> tuple[list[dict], list[dict], list[TestSentence], SimilarityBins]:
+    """The study's target split in leakage-safe order: hold out ``test.per_bin x
+    test.num_bins`` sentences first (with ``target.num_dev + target.min_train`` left, else
+    one ``target set too small`` line), then ``target.num_dev`` dev sentences, then fit the
+    similarity on the training text and bin; every bin must hold ``test.per_bin`` and the
+    OOD bin ``test.min_ood``. Returns ``(train, dev, sentences, bins)``."""
+    train, held_out = split_target(
+        target_rows,
+        test.per_bin * test.num_bins,
+        seed=seed,
+        min_train=target.num_dev + target.min_train,
+    )
+    train, dev = hold_out_dev(train, target.num_dev, seed)
+    sentences, bins = build_test_set(
+        train, held_out, ood_sentences, num_bins=test.num_bins, thresholds=test.thresholds
+    )
+    check_test_set(sentences, bins.names, test.per_bin, test.min_ood)
+    return train, dev, sentences, bins
 
 
 def pretraining_subsets(
@@ -260,23 +366,49 @@ def train_tts(
     default_speaker: int = 0,
     full_config=None,
     seed: int = 0,
+    dev_rows: Sequence[Mapping] = (),
+    eval_every: int = 0,
+    patience: int = 0,
+    min_delta: float = 0.0,
 ) -> tuple[Path, dict]:
-    """Train ``model`` on ``rows`` for ``max_steps`` with the shared Trainer.
+    """Train ``model`` on ``rows`` for at most ``max_steps`` with the shared Trainer.
 
-    Returns the final checkpoint path and the Trainer's result. A finished run directory is
-    resumed (and so not trained again) by ``trainer.resume=auto``.
+    With ``dev_rows`` the teacher-forced loss on them is evaluated every ``eval_every``
+    steps (and at the end); training stops once it has not improved by ``min_delta`` for
+    ``patience`` evaluations, and ``model`` ends holding the best dev-loss weights
+    (``best.pt``, the returned checkpoint). Returns the checkpoint path and the Trainer's
+    result (``stop_reason``, ``best_step``, ``best_value`` = best dev loss...). A finished
+    run directory is resumed (and so not trained again) by ``trainer.resume=auto``.
     """
     if not rows:
         raise ValueError("no training rows")
+    stopping = {"metric": "loss", "mode": "min", "patience": patience, "min_delta": min_delta}
     trainer_config = replace(
-        to_dataclass(trainer_config, TrainerConfig), max_steps=max_steps, max_epochs=0
+        to_dataclass(trainer_config, TrainerConfig),
+        max_steps=max_steps,
+        max_epochs=0,
+        eval_every=min(eval_every, max_steps) if dev_rows else 0,
+        early_stopping=to_dataclass(stopping if dev_rows else {}, EarlyStoppingConfig),
     )
     loader = _loader(
         rows, model, speaker_ids, default_speaker, batch_size, seed, trainer_config.num_workers
     )
+    dev_loader = None
+    if dev_rows:
+        dev_set = TTSDataset(
+            dev_rows,
+            model.config.sample_rate,
+            speaker_ids=speaker_ids,
+            frontend=model.frontend,
+            default_speaker=default_speaker,
+        )
+        dev_loader = torch.utils.data.DataLoader(
+            dev_set, batch_size=max(1, min(batch_size, len(dev_set))), collate_fn=collate_tts
+        )
     trainer = Trainer(
         model,
         loader,
+        valid_loader=dev_loader,
         trainer_cfg=trainer_config,
         optim_cfg=optim_config,
         full_config=full_config,
@@ -287,7 +419,11 @@ def train_tts(
     checkpoint = Path(run_dir) / "checkpoints" / f"step_{trainer.step:08d}.pt"
     if not checkpoint.is_file():
         checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")
-    return Path(checkpoint), result
+    best = Path(run_dir) / "checkpoints" / "best.pt"
+    if dev_rows and best.is_file():  # evaluate and hand on the best dev-loss weights
+        model.load_state_dict(load_torch_file(best, "checkpoint")["model"])
+        checkpoint = best
+    return Path(checkpoint), {**result, "steps_run": trainer.step, "max_steps": max_steps}
 
 
 def max_parameter_difference(
@@ -328,6 +464,69 @@ def finetune_model(
     return model, speaker, difference
 
 
+@dataclass
+class Reference:
+    """A held-out sentence's recording, loaded once for every fraction's scoring."""
+
+    wav: np.ndarray  # (T,) at the model's sample rate
+    frames: int  # mel frames of the recording: 1 + T // hop_length
+    pitch: tuple[np.ndarray, np.ndarray] | None  # pyin (f0, voiced), each (frames,)
+
+
+def _load_reference(job: tuple) -> Reference:
+    path, sample_rate, n_fft, hop_length, with_f0 = job
+    wav = audio.load(path, sample_rate=sample_rate).numpy()
+    pitch = None
+    if with_f0:
+        pitch = pitch_track(wav, sample_rate, frame_length=n_fft, hop_length=hop_length)
+    return Reference(wav, 1 + len(wav) // hop_length, pitch)
+
+
+def load_references(
+    sentences: Sequence[TestSentence], config: TacotronConfig, *, with_f0: bool = True, mapper=map
+) -> dict[str, Reference]:
+    """``{id: Reference}`` for the sentences with a recording (pyin tracked here once, not
+    once per fraction). ``mapper``: ``map`` or an executor's ``map`` to spread the work."""
+    jobs = [
+        (sentence.reference, config.sample_rate, config.n_fft, config.hop_length, with_f0)
+        for sentence in sentences
+        if sentence.in_domain
+    ]
+    ids = [sentence.id for sentence in sentences if sentence.in_domain]
+    return dict(zip(ids, mapper(_load_reference, jobs), strict=True))
+
+
+def _score_against_reference(job: tuple) -> dict:
+    """MCD-DTW(-SL) of a predicted mel and F0 metrics of its WAV against a reference
+    (a module-level function so that a process pool can run it)."""
+    reference, mel, wav, expected_frames, frames, config, with_f0 = job
+    mcd, path = mel_cepstral_distortion_dtw(
+        reference.wav,
+        mel,
+        config.sample_rate,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        return_path=True,
+    )
+    length_ratio = max(expected_frames, frames) / max(min(expected_frames, frames), 1)
+    scores = {"mcd_dtw_db": mcd, "mcd_dtw_sl_db": mcd * length_ratio}
+    if with_f0 and len(wav) > config.n_fft:
+        pitch = f0_metrics(
+            reference.wav,
+            wav,
+            config.sample_rate,
+            frame_length=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            path=path,
+            reference_pitch=reference.pitch,
+        )
+        scores["log_f0_rmse_cents"] = pitch["log_f0_rmse_cents"]
+        scores["voicing_decision_error"] = pitch["voicing_decision_error"]
+    return scores
+
+
 @torch.no_grad()
 def evaluate_model(
     model: TacotronTTS,
@@ -341,108 +540,225 @@ def evaluate_model(
     max_length_ratio: float = 3.0,
     with_f0: bool = True,
     keep_alignments: Sequence[str] = (),
+    batch_size: int = 16,
+    references: Mapping[str, Reference] | None = None,
+    mapper=map,
+    timings: dict | None = None,
 ) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Synthesize every sentence for ``speaker``, write ``out_dir/<id>.wav``, score it.
 
-    MCD-DTW(-SL) compares the reference recording with the *predicted mel* (so the vocoder's
-    error is not counted); log-F0 RMSE and voicing error compare it with the vocoded WAV,
-    paired by the MCD's DTW path. Sentences without a reference get the attention metrics
-    and a stop-length error against ``characters x frames_per_char``. The decoder may run
-    for ``max_length_ratio`` times the expected length at most.
+    Synthesis is free-running and batched (``batch_size`` sentences of similar length per
+    batch, the torch RNG seeded per batch, since Tacotron 2 keeps pre-net dropout on at
+    inference). Each sentence's decoder may run for ``max_length_ratio`` times its expected
+    length; a sentence of the batch that has not stopped by then is cut there and counts as
+    not ``stopped``. MCD-DTW(-SL) compares the reference recording with the *predicted mel*
+    (so the vocoder's error is not counted); log-F0 RMSE and voicing error compare it with
+    the vocoded WAV, paired by the MCD's DTW path. Sentences without a reference get the
+    attention metrics and a stop-length error against ``characters x frames_per_char``.
 
-    Returns one row per sentence (``id``, ``bin``, ``similarity``, metrics, ``frames``,
-    ``stopped``) and the alignments ``(S, L)`` of the ids in ``keep_alignments``.
+    Args:
+        references: :func:`load_references` of ``sentences`` (loaded here when None).
+        mapper: ``map`` or an executor's ``map``: the per-sentence scoring (DTW, pyin) runs
+            through it.
+        timings: a dict that receives ``synthesis_s`` (decoding, vocoding, WAVs) and
+            ``scoring_s`` (the reference metrics).
+
+    Returns one row per sentence in ``sentences`` order (``id``, ``bin``, ``similarity``,
+    metrics, ``frames``, ``stopped``) and the alignments ``(S, L)`` of the ids in
+    ``keep_alignments``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = model.config
+    step_frames = config.frames_per_step
+    if references is None:
+        references = load_references(sentences, config, with_f0=with_f0)
     model.eval()
-    rows, alignments = [], {}
-    for sentence in sentences:
-        reference = None
-        characters = len(model.frontend.encode(sentence.text))
-        if sentence.reference is not None:
-            reference = audio.load(sentence.reference, sample_rate=config.sample_rate)
-            expected_frames = 1 + reference.numel() // config.hop_length
-        else:
-            expected_frames = max(1, round(characters * frames_per_char))
-        max_steps = math.ceil(max_length_ratio * expected_frames / config.frames_per_step) + 1
-        # prenet dropout stays on at inference in Tacotron 2: seed for repeatable output
-        torch.manual_seed(seed)
-        output = model.synthesize([sentence.text], speaker=speaker, max_decoder_steps=max_steps)
-        frames = int(output.mel_lengths[0])
-        mel = output.mel[0, :, :frames]  # (n_mels, F)
-        # the vocoder runs on the CPU (Griffin-Lim loops per utterance; the model may be on a GPU)
-        wav, wav_lengths = vocoder(
-            output.mel[:, :, :frames].cpu(), output.mel_lengths.clamp_max(frames).cpu()
+    characters = [len(model.frontend.encode(sentence.text)) for sentence in sentences]
+    expected = [
+        references[sentence.id].frames
+        if sentence.in_domain
+        else max(1, round(count * frames_per_char))
+        for sentence, count in zip(sentences, characters, strict=True)
+    ]
+    # the decoder-step guard of each sentence
+    guards = [math.ceil(max_length_ratio * frames / step_frames) + 1 for frames in expected]
+    # batches of similar text length waste fewer decoder steps on padding
+    order = sorted(range(len(sentences)), key=lambda index: (characters[index], index))
+    started = time.perf_counter()
+    rows: dict[int, dict] = {}
+    jobs, job_rows, alignments = [], [], {}
+    for batch_number, start in enumerate(range(0, len(order), batch_size)):
+        members = order[start : start + batch_size]
+        torch.manual_seed(seed + batch_number)
+        output = model.synthesize(
+            [sentences[index].text for index in members],
+            speaker=speaker,
+            max_decoder_steps=max(guards[index] for index in members),
         )
-        wav = wav[0, : int(wav_lengths[0])].cpu()
-        audio.save(out_dir / f"{sentence.id}.wav", wav, vocoder.sample_rate)
-        steps = frames // config.frames_per_step
-        alignment = output.alignments[0, :steps, :characters].cpu()  # (S, L)
-        row = {
-            "id": sentence.id,
-            "text": sentence.text,
-            "bin": sentence.bin,
-            "similarity": sentence.similarity,
-            "frames": frames,
-            "expected_frames": expected_frames,
-            "stopped": bool(output.stopped[0]),
-            "attention_focus_rate": attention_focus_rate(alignment),
-            "attention_diagonality": attention_diagonality(alignment),
-            "stop_length_error": float(stop_length_error([frames], [expected_frames])[0]),
-        }
-        if reference is not None:
-            mcd, path = mel_cepstral_distortion_dtw(
-                reference,
-                mel.double().cpu().numpy(),
-                config.sample_rate,
-                n_fft=config.n_fft,
-                hop_length=config.hop_length,
-                n_mels=config.n_mels,
-                return_path=True,
-            )
-            length_ratio = max(expected_frames, frames) / max(min(expected_frames, frames), 1)
-            row["mcd_dtw_db"] = mcd
-            row["mcd_dtw_sl_db"] = mcd * length_ratio
-            if with_f0 and wav.numel() > config.n_fft:
-                pitch = f0_metrics(
-                    reference,
-                    wav,
-                    config.sample_rate,
-                    frame_length=config.n_fft,
-                    hop_length=config.hop_length,
-                    n_mels=config.n_mels,
-                    path=path,
-                )
-                row["log_f0_rmse_cents"] = pitch["log_f0_rmse_cents"]
-                row["voicing_decision_error"] = pitch["voicing_decision_error"]
-        if sentence.id in keep_alignments:
-            alignments[sentence.id] = alignment.numpy()
-        rows.append(row)
-    return rows, alignments
+        steps = [
+            max(1, min(int(output.mel_lengths[slot]) // step_frames, guards[index]))
+            for slot, index in enumerate(members)
+        ]
+        frames = torch.tensor([count * step_frames for count in steps])
+        # the vocoder runs on the CPU (the model may be on a GPU); (B, n_mels, F) cropped
+        # to the longest kept synthesis
+        mels = output.mel[:, :, : int(frames.max())].cpu()
+        wavs, wav_lengths = vocoder(mels, frames)
+        for slot, index in enumerate(members):
+            sentence = sentences[index]
+            kept_frames = int(frames[slot])
+            mel = mels[slot, :, :kept_frames]  # (n_mels, F)
+            wav = wavs[slot, : int(wav_lengths[slot])].cpu()
+            audio.save(out_dir / f"{sentence.id}.wav", wav, vocoder.sample_rate)
+            alignment = output.alignments[slot, : steps[slot], : characters[index]].cpu()
+            # stopped: the stop token fired within this sentence's own guard
+            fired = int(output.mel_lengths[slot]) // step_frames <= guards[index]
+            rows[index] = {
+                "id": sentence.id,
+                "text": sentence.text,
+                "bin": sentence.bin,
+                "similarity": sentence.similarity,
+                "frames": kept_frames,
+                "expected_frames": expected[index],
+                "stopped": bool(output.stopped[slot]) and fired,
+                "attention_focus_rate": attention_focus_rate(alignment),
+                "attention_diagonality": attention_diagonality(alignment),
+                "stop_length_error": float(stop_length_error([kept_frames], [expected[index]])[0]),
+            }
+            if sentence.in_domain:
+                mel_array = mel.double().numpy()
+                job = (references[sentence.id], mel_array, wav.numpy(), expected[index])
+                jobs.append((*job, kept_frames, config, with_f0))
+                job_rows.append(index)
+            if sentence.id in keep_alignments:
+                alignments[sentence.id] = alignment.numpy()
+    synthesized = time.perf_counter()
+    for index, scores in zip(job_rows, mapper(_score_against_reference, jobs), strict=True):
+        rows[index].update(scores)
+    if timings is not None:
+        timings["synthesis_s"] = synthesized - started
+        timings["scoring_s"] = time.perf_counter() - synthesized
+    return [rows[index] for index in range(len(sentences))], alignments
 
 
-def _mean(values: Sequence[float]) -> float:
-    finite = [value for value in values if value is not None and math.isfinite(value)]
-    return float(np.mean(finite)) if finite else float("nan")
+# the table's metrics: the per-sentence ones and the share of sentences that stopped;
+# True where higher is better
+HIGHER_IS_BETTER = {
+    "mcd_dtw_db": False,
+    "mcd_dtw_sl_db": False,
+    "log_f0_rmse_cents": False,
+    "voicing_decision_error": False,
+    "attention_focus_rate": True,
+    "attention_diagonality": True,
+    "stop_length_error": False,
+    "stopped": True,
+}
+TABLE_METRICS = (*METRICS, "stopped")
 
 
-def summarize(rows: Sequence[Mapping], bin_order: Sequence[str]) -> list[dict]:
-    """Per-sentence rows (with ``fraction``) -> one row per fraction x bin: ``n`` and the
-    mean of every metric (NaN where no sentence of the cell has it)."""
-    cells = []
-    for fraction in sorted({float(row["fraction"]) for row in rows}):
+def _sentence_mean(_: np.ndarray, values: np.ndarray) -> float:
+    """The bootstrap's statistic: the mean over the resampled sentences (``speechssl.stats``
+    metrics take ``(y_true, y_pred)``; here both carry the per-sentence values)."""
+    return float(np.mean(values))
+
+
+def _values(rows: Sequence[Mapping], metric: str) -> dict[str, float]:
+    """``{sentence id: value}`` of the rows with a finite ``metric``."""
+    values = {}
+    for row in rows:
+        value = row.get(metric)
+        if value is not None and math.isfinite(float(value)):
+            values[row["id"]] = float(value)
+    return values
+
+
+def sentence_estimate(values: Sequence[float], num_resamples: int = 1000) -> Estimate:
+    """Mean of per-sentence values with its 95 % bootstrap CI over sentences
+    (:func:`speechssl.stats.bootstrap_metric`, one seed)."""
+    array = np.asarray(values, dtype=np.float64)
+    return bootstrap_metric(_sentence_mean, array, [array], num_resamples=num_resamples)
+
+
+def summarize(
+    rows: Sequence[Mapping], bin_order: Sequence[str], *, num_resamples: int = 1000
+) -> dict:
+    """Per-sentence rows (with ``fraction``) -> ``{"table": [...], "deltas": [...]}``.
+
+    ``table``: one row per fraction x bin x metric, ``{"fraction", "bin", "metric", "mean",
+    "ci95": [lo, hi], "n_items"}``: the mean over the bin's sentences and its 95 %
+    bootstrap CI over them (:func:`speechssl.stats.bootstrap_metric`). ``stopped`` is the
+    share of sentences whose stop token fired.
+
+    ``deltas``: for each bin and metric, ``a - b`` on the sentences both arms scored, with
+    its paired 95 % bootstrap CI (:func:`speechssl.stats.paired_bootstrap_delta`), for every
+    fraction ``a`` > 0 against ``b`` = 0 (no pre-training) and for ``a`` = 1/8 against
+    ``b`` = 1; ``"better"`` names the better arm, ``"significant"`` whether the CI excludes 0.
+    """
+    rows = [{**row, "stopped": float(bool(row["stopped"]))} for row in rows]
+    fractions = sorted({float(row["fraction"]) for row in rows})
+    cells = {
+        (fraction, name): [r for r in rows if float(r["fraction"]) == fraction and r["bin"] == name]
+        for fraction in fractions
+        for name in bin_order
+    }
+    table = []
+    for (fraction, name), members in cells.items():
+        for metric in TABLE_METRICS:
+            values = list(_values(members, metric).values())
+            if not values:
+                continue  # e.g. OOD sentences have no MCD
+            estimate = sentence_estimate(values, num_resamples)
+            row = {"fraction": fraction, "bin": name, "metric": metric}
+            table.append({**row, **estimate.as_dict(), "n_items": len(values)})
+    comparisons = [(fraction, 0.0) for fraction in fractions if fraction > 0 and 0.0 in fractions]
+    if 0.125 in fractions and 1.0 in fractions:
+        comparisons.append((0.125, 1.0))
+    deltas = []
+    for a, b in comparisons:
         for name in bin_order:
-            members = [r for r in rows if float(r["fraction"]) == fraction and r["bin"] == name]
-            if not members:
-                continue
-            cell = {"fraction": fraction, "bin": name, "n": len(members)}
-            for metric in METRICS:
-                cell[metric] = _mean([member.get(metric, float("nan")) for member in members])
-            cell["stopped"] = sum(bool(member["stopped"]) for member in members) / len(members)
-            cells.append(cell)
-    return cells
+            for metric in TABLE_METRICS:
+                arm_a, arm_b = _values(cells[a, name], metric), _values(cells[b, name], metric)
+                shared = sorted(set(arm_a) & set(arm_b))
+                if not shared:
+                    continue
+                values_a = np.array([arm_a[key] for key in shared])
+                values_b = np.array([arm_b[key] for key in shared])
+                delta = paired_bootstrap_delta(
+                    _sentence_mean, values_a, [values_a], [values_b], num_resamples=num_resamples
+                )
+                a_better = (delta.delta > 0) == HIGHER_IS_BETTER[metric]
+                deltas.append(
+                    {
+                        "bin": name,
+                        "metric": metric,
+                        "a": a,
+                        "b": b,
+                        **delta.as_dict(),
+                        "n_items": len(shared),
+                        "better": (a if a_better else b) if delta.delta != 0 else None,
+                        "significant": excludes_zero(delta),
+                    }
+                )
+    return {"table": table, "deltas": deltas}
+
+
+def similarity_by_bin(
+    sentences: Sequence[TestSentence], bin_order: Sequence[str], num_resamples: int = 1000
+) -> dict[str, dict]:
+    """``{bin: {"mean", "ci95", "n_items"}}``: each bin's mean similarity score (max TF-IDF
+    cosine to the target training text) with its bootstrap CI over the bin's sentences."""
+    summary = {}
+    for name in bin_order:
+        scores = [sentence.similarity for sentence in sentences if sentence.bin == name]
+        if scores:
+            estimate = sentence_estimate(scores, num_resamples)
+            summary[name] = {
+                "mean": estimate.mean,
+                "ci95": [estimate.low, estimate.high],
+                "n_items": len(scores),
+            }
+    return summary
 
 
 def _fraction_text(fraction: float) -> str:
@@ -452,23 +768,73 @@ def _fraction_text(fraction: float) -> str:
     return f"1/{denominator}" if abs(1 / denominator - fraction) < 1e-9 else f"{fraction:g}"
 
 
+# decimal digits per metric in the Markdown tables (3 for the others)
+_DIGITS = {"mcd_dtw_db": 2, "mcd_dtw_sl_db": 2, "log_f0_rmse_cents": 1, "stopped": 2}
+
+
+def _cell_text(mean: float, ci95: Sequence[float], metric: str, sign: bool = False) -> str:
+    digits = _DIGITS.get(metric, 3)
+    prefix = "+" if sign and mean > 0 else ""
+    return f"{prefix}{mean:.{digits}f} [{ci95[0]:.{digits}f}, {ci95[1]:.{digits}f}]"
+
+
 def results_markdown(
-    cells: Sequence[Mapping], bins: SimilarityBins, pretrain_sizes: Mapping[float, Mapping]
+    summary: Mapping,
+    bins: SimilarityBins,
+    pretrain_sizes: Mapping[float, Mapping],
+    similarity: Mapping[str, Mapping] | None = None,
 ) -> str:
-    """The study's table (one row per fraction x bin) plus the bins and subset sizes."""
-    header = ["fraction", "pre-train utts (spk)", "bin", "n", *METRICS, "stopped"]
+    """The study's tables: mean [95 % CI] per fraction x bin for every metric, the paired
+    deltas (fraction - 0 and 1/8 - 1) per bin, the bins' similarity and the subset sizes."""
+    cells = {(row["fraction"], row["bin"], row["metric"]): row for row in summary["table"]}
+    keys = list(dict.fromkeys((row["fraction"], row["bin"]) for row in summary["table"]))
+    header = ["fraction", "pre-train utts (spk)", "bin", "n", *TABLE_METRICS]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |"]
-    for cell in cells:
-        size = pretrain_sizes.get(cell["fraction"], {})
-        values = [
-            _fraction_text(cell["fraction"]),
-            f"{size.get('utterances', 0)} ({size.get('speakers', 0)})",
-            cell["bin"],
-            str(cell["n"]),
-            *(f"{cell[metric]:.3f}" if math.isfinite(cell[metric]) else "–" for metric in METRICS),
-            f"{cell['stopped']:.2f}",
+    for fraction, name in keys:
+        size = pretrain_sizes.get(fraction, {})
+        values = []
+        for metric in TABLE_METRICS:
+            cell = cells.get((fraction, name, metric))
+            values.append(_cell_text(cell["mean"], cell["ci95"], metric) if cell else "–")
+        count = max(row["n_items"] for k, row in cells.items() if k[:2] == (fraction, name))
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _fraction_text(fraction),
+                    f"{size.get('utterances', 0)} ({size.get('speakers', 0)})",
+                    name,
+                    str(count),
+                    *values,
+                ]
+            )
+            + " |"
+        )
+    if summary["deltas"]:
+        pairs = list(dict.fromkeys((row["a"], row["b"]) for row in summary["deltas"]))
+        by_key = {(r["a"], r["b"], r["bin"], r["metric"]): r for r in summary["deltas"]}
+        names = list(dict.fromkeys(row["bin"] for row in summary["deltas"]))
+        lines += [
+            "",
+            "Paired deltas a - b on the same sentences, mean [95 % CI]; * = the CI excludes 0.",
+            "",
+            "| metric | bin | "
+            + " | ".join(f"{_fraction_text(a)} - {_fraction_text(b)}" for a, b in pairs)
+            + " |",
+            "| --- | --- |" + " --- |" * len(pairs),
         ]
-        lines.append("| " + " | ".join(values) + " |")
+        for metric in TABLE_METRICS:
+            for name in names:
+                texts = []
+                for a, b in pairs:
+                    row = by_key.get((a, b, name, metric))
+                    if row is None:
+                        texts.append("–")
+                        continue
+                    star = "*" if row["significant"] else ""
+                    texts.append(_cell_text(row["delta"], row["ci95"], metric, sign=True) + star)
+                if any(text != "–" for text in texts):
+                    lines.append(f"| {metric} | {name} | " + " | ".join(texts) + " |")
     thresholds = ", ".join(f"{value:.3f}" for value in bins.thresholds)
     counts = bins.to_dict()["counts"]
     notes = [
@@ -477,6 +843,17 @@ def results_markdown(
             "Text-similarity bins (TF-IDF char 2-4-gram max cosine to the target training "
             f"text): {' < '.join(bins.names)} cut at [{thresholds}]; sentences per bin: {counts}."
         ),
+    ]
+    if similarity:
+        notes.append(
+            "Mean similarity per bin [95 % CI]: "
+            + "; ".join(
+                f"{name} {value['mean']:.3f} [{value['ci95'][0]:.3f}, {value['ci95'][1]:.3f}]"
+                for name, value in similarity.items()
+            )
+            + "."
+        )
+    notes += [
         "`ood`: out-of-domain sentences without a recording (attention and stop-length only).",
         "`stopped`: share of sentences whose stop token fired before the length guard.",
     ]
@@ -484,17 +861,18 @@ def results_markdown(
 
 
 def write_study_plots(
-    sentence_rows: Sequence[Mapping],
+    table: Sequence[Mapping],
     bin_order: Sequence[str],
     alignments: Mapping[str, Mapping[float, np.ndarray]],
     out_dir: str | Path,
 ) -> list[str]:
-    """``<metric>.png`` (metric vs fraction, a line per bin) for each metric some sentence
-    has, and ``alignment_<id>.png`` (the sentence under every fraction)."""
+    """``<metric>.png`` (metric vs fraction, a line per bin, the 95 % CI as a band) for each
+    metric of ``table`` (:func:`summarize`'s), and ``alignment_<id>.png`` (the sentence
+    under every fraction)."""
     out_dir = Path(out_dir)
     paths = []
     for metric in METRICS:
-        rows = [row for row in sentence_rows if metric in row]
+        rows = [row for row in table if row["metric"] == metric]
         if rows:
             order = [name for name in bin_order if any(row["bin"] == name for row in rows)]
             paths.append(plot_metric_vs_fraction(rows, metric, out_dir / f"{metric}.png", order))

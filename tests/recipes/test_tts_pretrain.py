@@ -26,36 +26,69 @@ def tiny_run(tmp_path_factory):
     ood.write_text("Reboot the router.\nThe comet passed the moon.\n")
     command = [
         sys.executable, str(REPO / "recipes" / "tts_pretrain" / "run.py"), "debug=tiny",
-        f"run_dir={run_dir}", "pretrain.fractions=[0,0.125,1.0]", "target.num_test=4",
-        "test.num_bins=2", f"test.ood_sentences={ood}", "evaluation.max_length_ratio=1.0",
-        "evaluation.griffin_lim_iters=4", "evaluation.num_alignment_plots=1", "evaluation.with_f0=false",
+        f"run_dir={run_dir}", "pretrain.fractions=[0,0.125,1.0]", "test.per_bin=2",
+        "test.num_bins=2", "test.min_ood=2", "target.num_dev=2", f"test.ood_sentences={ood}",
+        "evaluation.max_length_ratio=1.0", "evaluation.griffin_lim_iters=4",
+        "evaluation.num_alignment_plots=1", "evaluation.with_f0=false", "evaluation.batch_size=4",
     ]  # fmt: skip
     completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return run_dir, json.loads((run_dir / "results.json").read_text())
 
 
-def test_table_bins_wavs_and_plots(tiny_run):
+def test_table_cis_deltas_bins_wavs_and_plots(tiny_run):
     run_dir, results = tiny_run
     assert results["bins"]["names"] == ["low", "high"] and len(results["bins"]["thresholds"]) == 1
     assert results["bins"]["counts"] == {"low": 2, "high": 2, OOD_BIN: 2}
-    cells = {(f"{cell['fraction']:g}", cell["bin"]): cell for cell in results["table"]}
-    assert set(cells) == {(f, b) for f in FRACTIONS for b in ("low", "high", OOD_BIN)}
-    for (_, name), cell in cells.items():
-        assert 0 < cell["attention_focus_rate"] <= 1 and math.isfinite(cell["stop_length_error"])
-        assert math.isfinite(cell["mcd_dtw_db"]) == (name != OOD_BIN)  # OOD has no reference
+    similarity = results["bins"]["similarity"]
+    assert similarity["low"]["mean"] < similarity["high"]["mean"]
+    cells = {(f"{row['fraction']:g}", row["bin"], row["metric"]): row for row in results["table"]}
+    assert {key[:2] for key in cells} == {
+        (f, b) for f in FRACTIONS for b in ("low", "high", OOD_BIN)
+    }
+    for (_, name, metric), cell in cells.items():
+        low, high = cell["ci95"]
+        assert low <= cell["mean"] <= high and cell["n_items"] == 2
+        if metric == "attention_focus_rate":
+            assert 0 < cell["mean"] <= 1
+    for fraction in FRACTIONS:  # OOD sentences have no reference: no MCD
+        assert (fraction, "low", "mcd_dtw_db") in cells and (
+            fraction,
+            OOD_BIN,
+            "mcd_dtw_db",
+        ) not in cells
+    # paired deltas: each fraction - 0 and 1/8 - 1, per bin, on the same sentences
+    pairs = {(row["a"], row["b"]) for row in results["deltas"]}
+    assert pairs == {(0.125, 0.0), (1.0, 0.0), (0.125, 1.0)}
+    for row in results["deltas"]:
+        assert row["ci95"][0] <= row["delta"] <= row["ci95"][1] and row["n_items"] == 2
+        assert row["significant"] == (row["ci95"][0] > 0 or row["ci95"][1] < 0)
     for fraction in FRACTIONS:
         for sentence in results["test_sentences"]:
             wav = run_dir / "wavs" / f"fraction_{fraction}" / f"{sentence['id']}.wav"
             assert wav.stat().st_size > 1000
+        seconds = results["stages"][fraction]["seconds"]
+        assert set(seconds) == {"pretrain_s", "finetune_s", "synthesis_s", "scoring_s"}
     for metric in ("mcd_dtw_db", "attention_diagonality", "stop_length_error"):
         assert (run_dir / f"{metric}.png").stat().st_size > 1000
     assert len(list(run_dir.glob("alignment_*.png"))) == 1
     markdown = (run_dir / "results.md").read_text()
     assert "| 1/8 |" in markdown and f"{results['bins']['thresholds'][0]:.3f}" in markdown
+    assert "| 1/8 - 1 |" in markdown  # the deltas table
 
 
-def test_subsets_nested_and_no_test_text_in_finetuning_set(tiny_run):
+def test_budgets_scale_with_the_subset_and_finetuning_early_stops(tiny_run):
+    _, results = tiny_run
+    budget = results["budget"]
+    # debug=tiny caps every stage at trainer.max_steps=4: 1/8 (4 clips, batch 4) and
+    # 1 (30 clips) both reach the cap; the uncapped budget is epochs x clips / batch
+    assert budget["pretrain_steps"] == {"0": 0, "0.125": 4, "1": 4}
+    for fraction in FRACTIONS:
+        finetune = results["stages"][fraction]["finetune"]
+        assert finetune["best_step"] >= 1 and math.isfinite(finetune["best_value"])
+
+
+def test_subsets_nested_and_no_test_text_in_training_sets(tiny_run):
     run_dir, results = tiny_run
     subsets = json.loads((run_dir / "subsets.json").read_text())
     assert subsets["0"] == [] and len(subsets["0.125"]) == 4 and len(subsets["1"]) == 30
@@ -67,9 +100,23 @@ def test_subsets_nested_and_no_test_text_in_finetuning_set(tiny_run):
     train_texts = {key(text) for text in results["target"]["train_texts"]}
     held_out = [s for s in results["test_sentences"] if s["reference"] is not None]
     lj_clips = len((demo_path("ljspeech") / "metadata.csv").read_text().splitlines())
-    assert len(held_out) == 4 and len(train_texts) == lj_clips - 4
+    assert len(held_out) == 4 and len(results["target"]["dev_ids"]) == 2
+    assert len(train_texts) == lj_clips - 4 - 2
     assert not {key(s["text"]) for s in held_out} & train_texts
     assert not {s["id"] for s in held_out} & set(results["target"]["train_ids"])
+    assert not set(results["target"]["dev_ids"]) & set(results["target"]["train_ids"])
+    assert results["pretrain_dropped_test_texts"] == []  # the pool reads none of them
+
+
+def test_a_target_set_too_small_stops_with_one_line(tmp_path):
+    command = [
+        sys.executable, str(REPO / "recipes" / "tts_pretrain" / "run.py"), "debug=tiny",
+        f"run_dir={tmp_path}", "test.per_bin=40",
+    ]  # fmt: skip
+    completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "target set too small" in lines[0], completed.stderr[-2000:]
 
 
 def test_finetuning_starts_from_the_pretrained_weights(tiny_run):

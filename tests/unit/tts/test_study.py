@@ -40,8 +40,13 @@ def test_split_holds_out_test_text_and_drops_duplicate_readings():
     assert len(train) + len(test) + ("sentence three." in test_keys) == len(rows)
     assert study.split_target(rows, 3, seed=1) == (train, test)
     assert study.split_target(rows, 3, seed=2)[1] != test
-    with pytest.raises(ValueError, match="cannot hold out"):
+    with pytest.raises(ValueError, match="^target set too small: 8 distinct sentences"):
         study.split_target(rows, num_test=8)
+    with pytest.raises(ValueError, match="target set too small"):
+        study.split_target(rows, num_test=3, min_train=6)  # 8 sentences: 3 + 5 at most
+    train, dev = study.hold_out_dev(rows, num_dev=2, seed=0)
+    assert len(dev) == 2 and not {_key(r["text"]) for r in dev} & {_key(r["text"]) for r in train}
+    assert len(train) + len(dev) == len(rows)
 
 
 def test_similarity_bins_are_fitted_on_training_text_only(demo_rows):
@@ -66,7 +71,8 @@ def test_similarity_bins_are_fitted_on_training_text_only(demo_rows):
     for sentence in in_domain:
         index = ["low", "mid", "high"].index(sentence.bin)
         assert index == int(np.searchsorted(bins.thresholds, sentence.similarity, side="right"))
-    # OOD text is less like the training text than the held-out LJSpeech-style sentences
+    # OOD text is on average less like the training text than the held-out LJ sentences
+    # (real text shares common words, so single OOD sentences can score above some of them)
     ood_scores = [s.similarity for s in sentences if not s.in_domain]
     assert np.mean(ood_scores) < np.mean([s.similarity for s in in_domain])
     # leakage is refused
@@ -146,58 +152,188 @@ def test_training_caps_the_batch_at_a_tiny_subset(demo_rows, tmp_path):
 def test_evaluation_scores_references_and_ood_and_writes_wavs(demo_rows, tmp_path):
     target, _ = demo_rows
     train, test = study.split_target(target, num_test=2, seed=0)
-    sentences, bins = study.build_test_set(train, test, ["A quick tour."], num_bins=2)
+    sentences, bins = study.build_test_set(
+        train, test, ["A quick tour.", "Call me back at noon, please."], num_bins=2
+    )
     config = TacotronConfig.preset("tiny")
     torch.manual_seed(0)
     model = TacotronTTS(config)
     rate = study.frames_per_character(train, config)
-    assert 1.0 < rate < 10.0  # espeak speech: a few 11.6 ms frames per character
+    assert 3.0 < rate < 12.0  # LJ Speech: about 14 characters per second, 86 frames per second
     vocoder = GriffinLimVocoder.from_config(config, n_iter=2)
+    options = {"frames_per_char": rate, "max_length_ratio": 1.0, "with_f0": True}
+    references = study.load_references(sentences, config)
+    assert set(references) == {s.id for s in sentences if s.in_domain}
+    timings = {}
     rows, kept = study.evaluate_model(
         model,
         0,
         sentences,
         vocoder,
         tmp_path,
-        frames_per_char=rate,
-        max_length_ratio=1.0,
-        with_f0=True,
         keep_alignments=[sentences[0].id],
+        batch_size=3,  # two batches
+        references=references,
+        timings=timings,
+        **options,
     )
+    assert timings["synthesis_s"] > 0 and timings["scoring_s"] > 0
+    # seeded batched synthesis repeats; references loaded inside give the same scores
     again, _ = study.evaluate_model(
-        model,
-        0,
-        sentences[:1],
-        vocoder,
-        tmp_path / "again",
-        frames_per_char=rate,
-        max_length_ratio=1.0,
-        with_f0=False,
+        model, 0, sentences, vocoder, tmp_path / "again", batch_size=3, **options
     )
-    assert again[0]["mcd_dtw_db"] == rows[0]["mcd_dtw_db"]  # seeded synthesis repeats
+    assert [row["mcd_dtw_db"] for row in again[:2]] == [row["mcd_dtw_db"] for row in rows[:2]]
+    assert [row["id"] for row in rows] == [sentence.id for sentence in sentences]
     assert [row["bin"] for row in rows][-1] == OOD_BIN and "mcd_dtw_db" not in rows[-1]
     for row in rows[:2]:
         assert row["mcd_dtw_db"] > 0 and row["mcd_dtw_sl_db"] >= row["mcd_dtw_db"]
         assert 0 <= row["voicing_decision_error"] <= 1  # pyin ran on the vocoded WAV
     for row, sentence in zip(rows, sentences, strict=True):
         assert (tmp_path / f"{sentence.id}.wav").stat().st_size > 1000
-        assert (
-            0 < row["attention_focus_rate"] <= 1
-            and row["frames"] <= row["expected_frames"] + 2 * config.frames_per_step
+        # each sentence is cut at its own length guard although its batch ran longer
+        guard_frames = (math.ceil(row["expected_frames"] / config.frames_per_step) + 1) * (
+            config.frames_per_step
         )
+        assert 0 < row["attention_focus_rate"] <= 1 and row["frames"] <= guard_frames
+        assert not row["stopped"] or row["frames"] < guard_frames
     assert kept[sentences[0].id].ndim == 2
 
-    table = study.summarize([{**row, "fraction": 0.0} for row in rows], [*bins.names, OOD_BIN])
-    assert sum(cell["n"] for cell in table) == len(rows)
-    markdown = study.results_markdown(table, bins, {0.0: {"utterances": 0, "speakers": 0}})
-    assert "| 0 | 0 (0) | ood | 1 |" in markdown and f"{bins.thresholds[0]:.3f}" in markdown
+    summary = study.summarize([{**row, "fraction": 0.0} for row in rows], [*bins.names, OOD_BIN])
+    counts = {(r["bin"], r["metric"]): r["n_items"] for r in summary["table"]}
+    assert counts[OOD_BIN, "stop_length_error"] == 2 and (OOD_BIN, "mcd_dtw_db") not in counts
+    assert summary["deltas"] == []  # one fraction: nothing to compare
+    markdown = study.results_markdown(summary, bins, {0.0: {"utterances": 0, "speakers": 0}})
+    assert "| 0 | 0 (0) | ood | 2 |" in markdown and f"{bins.thresholds[0]:.3f}" in markdown
+
+
+def test_cis_and_paired_deltas_come_from_speechssl_stats(monkeypatch):
+    """The table's CIs are speechssl.stats' bootstraps over sentences (same numbers), and
+    every delta pairs the same sentences of both fractions."""
+    from speechssl import stats
+
+    generator = np.random.default_rng(0)
+    rows = []
+    for fraction, shift in ((0.0, 2.0), (0.125, 0.3), (1.0, 0.0)):
+        for index in range(20):
+            value = 5.0 + shift + 0.1 * generator.standard_normal()
+            rows.append(
+                {
+                    "id": f"s{index}",
+                    "fraction": fraction,
+                    "bin": "low",
+                    "mcd_dtw_sl_db": value,
+                    "stop_length_error": 0.1,
+                    "stopped": True,
+                }
+            )
+    calls = []
+    original = stats.paired_bootstrap_delta
+    monkeypatch.setattr(
+        study, "paired_bootstrap_delta", lambda *a, **k: calls.append(a) or original(*a, **k)
+    )
+    summary = study.summarize(rows, ["low"], num_resamples=300)
+    cell = next(
+        r for r in summary["table"] if r["fraction"] == 1.0 and r["metric"] == "mcd_dtw_sl_db"
+    )
+    values = np.array([r["mcd_dtw_sl_db"] for r in rows if r["fraction"] == 1.0])
+    expected = stats.bootstrap_metric(
+        lambda _, v: float(np.mean(v)), values, [values], num_resamples=300
+    )
+    assert cell["n_items"] == 20
+    assert cell["mean"] == pytest.approx(expected.mean)
+    assert cell["ci95"] == pytest.approx([expected.low, expected.high])
+    deltas = {(d["a"], d["b"], d["metric"]): d for d in summary["deltas"]}
+    assert set(deltas) >= {(1.0, 0.0, "mcd_dtw_sl_db"), (0.125, 1.0, "mcd_dtw_sl_db")}
+    assert len(calls) == len(summary["deltas"])
+    full = deltas[1.0, 0.0, "mcd_dtw_sl_db"]
+    assert full["delta"] == pytest.approx(-2.0, abs=0.1) and full["significant"]
+    assert full["better"] == 1.0  # lower MCD is better
+    eighth = deltas[0.125, 1.0, "mcd_dtw_sl_db"]
+    assert eighth["significant"] and eighth["better"] == 1.0
+    # identical values on the same sentences: exactly 0 with a zero-width CI
+    same = deltas[1.0, 0.0, "stop_length_error"]
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["significant"]
+
+
+def test_demo_test_sets_have_power_and_no_leakage(demo_rows):
+    """The real LJ Speech demo fills 3 bins x 20 held-out sentences + 20 OOD, keeps 8 dev
+    sentences and >= 20 to train on; no held-out text is in the fine-tuning or pre-training
+    text or the TF-IDF vocabulary; the bins differ in mean similarity by their CIs."""
+    target, pool = demo_rows
+    train, test = study.split_target(target, 60, seed=0, min_train=28)
+    train, dev = study.hold_out_dev(train, 8, seed=0)
+    ood = study.read_sentences(demo_root() / "ood_sentences.txt")
+    sentences, bins = study.build_test_set(train, test, ood, num_bins=3)
+    study.check_test_set(sentences, bins.names, per_bin=20, min_ood=20)
+    held_out = {_key(s.text) for s in sentences}
+    assert len(train) >= 20 and len(dev) == 8
+    assert not held_out & {_key(r["text"]) for r in train + dev}
+    # the vocabulary is the training text's: a held-out sentence's own n-grams are not in it
+    similarity = study.TrainingTextSimilarity([row["text"] for row in train])
+    test_only = study.TrainingTextSimilarity([s.text for s in sentences]).vocabulary
+    training_ngrams = study.TrainingTextSimilarity([r["text"] for r in train]).vocabulary
+    assert similarity.vocabulary == training_ngrams and test_only - similarity.vocabulary
+    # pre-training text: the pool never reads a test sentence (one planted reading is dropped)
+    planted = [*pool, {**pool[0], "id": "planted", "text": sentences[0].text}]
+    kept, dropped = study.drop_texts(planted, [s.text for s in sentences])
+    assert dropped == ["planted"] and len(kept) == len(pool)
+    for rows in study.pretraining_subsets(kept, [0.125, 0.5, 1.0]).values():
+        assert not held_out & {_key(r["text"]) for r in rows}
+    similarity_ci = study.similarity_by_bin(sentences, [*bins.names, OOD_BIN])
+    assert [similarity_ci[name]["n_items"] for name in bins.names] == [20, 20, 20]
+    for lower, higher in itertools.pairwise(bins.names):
+        assert similarity_ci[lower]["ci95"][1] < similarity_ci[higher]["ci95"][0]
+    # OOD text (topics LJ never reads) scores below the mid bin; char n-grams of common
+    # words keep it level with the low bin
+    assert similarity_ci[OOD_BIN]["ci95"][1] < similarity_ci["mid"]["ci95"][0]
+    # a target set that cannot fill the bins stops with one line
+    with pytest.raises(ValueError, match="^target set too small: 121 distinct") as error:
+        study.split_target(target, 3 * 40, seed=0, min_train=28)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="^target set too small: similarity bins"):
+        study.check_test_set(sentences, bins.names, per_bin=21, min_ood=20)
+    with pytest.raises(ValueError, match="too few out-of-domain sentences"):
+        study.check_test_set(sentences, bins.names, per_bin=20, min_ood=40)
+
+
+def test_finetuning_early_stops_on_the_dev_loss_and_keeps_the_best_weights(demo_rows, tmp_path):
+    target, _ = demo_rows
+    rows, dev = target[:4], target[4:6]
+    torch.manual_seed(0)
+    model = TacotronTTS(TacotronConfig.preset("tiny", frames_per_step=4))
+    trainer = {"max_steps": 50, "device": "cpu", "tensorboard": False, "num_workers": 0}
+    # min_delta is unreachable: the first evaluation is the best, then `patience` more
+    checkpoint, result = study.train_tts(
+        model,
+        rows,
+        tmp_path,
+        trainer,
+        {"lr": 1e-3},
+        max_steps=10,
+        batch_size=2,
+        dev_rows=dev,
+        eval_every=1,
+        patience=2,
+        min_delta=1e9,
+    )
+    assert result["stop_reason"] == "early_stopping" and result["steps_run"] == 3
+    assert result["best_step"] == 1 and checkpoint.name == "best.pt"
+    best = torch.load(checkpoint, weights_only=False)["model"]
+    assert all(torch.equal(value, model.state_dict()[name]) for name, value in best.items())
+    assert study.training_steps(30, 8, 40) == 150 and study.training_steps(4, 8, 40) == 40
 
 
 @pytest.mark.parametrize("preset", ["tiny", "base"])
 def test_tts_config_group_composes_to_the_presets(preset):
     cfg = compose("tts_pretrain", [f"tts={preset}", "debug=tiny"])
-    assert to_dataclass(cfg.tts, TacotronConfig) == TacotronConfig.preset(preset)
-    assert cfg.trainer.max_steps == 4 and cfg.finetune.max_steps == 60  # capped in run.py
+    # the study overrides the decoder's reduction factor (frames per step) only
+    assert to_dataclass(cfg.tts, TacotronConfig) == TacotronConfig.preset(preset, frames_per_step=4)
+    assert cfg.trainer.max_steps == 4 and cfg.finetune.max_steps == 40  # capped in run.py
+    # scale=small: the README's study (all five fractions, a longer fine-tuning cap)
+    small = compose("tts_pretrain", [f"tts={preset}", "scale=small"])
+    assert list(small.pretrain.fractions) == [0, 0.125, 0.25, 0.5, 1.0]
+    assert small.finetune.max_steps > compose("tts_pretrain").finetune.max_steps
+    assert compose("tts_pretrain", ["scale=small", "debug=tiny"]).trainer.max_steps == 4
 
 
 def test_each_torchrun_rank_trains_on_its_own_clips(demo_rows, monkeypatch):
