@@ -55,6 +55,9 @@ def test_the_folder_holds_the_engine_presets():
 
 @pytest.mark.parametrize("group, name, path", list(_group_options()))
 def test_group_option_composes_and_instantiates(group, name, path):
+    if group.endswith("_scale"):  # <recipe>_scale/<name>.yaml: patches that recipe's config
+        _check_typed(compose(group.removesuffix("_scale"), [f"scale={name}"]))
+        return
     overrides = [*BASE, f"+{group}={name}"] if _is_global(path) else [f"+{group}={name}"]
     _check_typed(compose(overrides=overrides))
 
