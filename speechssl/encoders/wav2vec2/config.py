@@ -164,7 +164,7 @@ def hubert_mel_tiny() -> Wav2Vec2Config:
 def hubert_mel_small() -> Wav2Vec2Config:
     """A CPU-trainable mel-input HuBERT: 6 post-LN layers, 256 wide, 4 heads, FFN 1024
     (~5 M parameters), 80 log-mel stacked to 50 Hz. Between MelHuBERT's Base and the tiny
-    test model: a 2-core CPU trains it on half an hour of speech in minutes."""
+    test model: the encoder of recipes/hubert_sat ``scale=small`` on 2 CPU cores."""
     return Wav2Vec2Config(
         front_end="fbank",
         embed_dim=256,

@@ -13,8 +13,12 @@ def _write(path, rows):
 
 
 def test_a_model_that_does_not_beat_copy_last_gets_one_warning_line_and_a_results_entry(
-    tmp_path, caplog
+    tmp_path, caplog, monkeypatch
 ):
+    # logging set up earlier in the same process (a dictConfig run in-process) may have
+    # disabled this logger or stopped it propagating to the root logger caplog listens on
+    monkeypatch.setattr(logging.getLogger("speechssl.train"), "propagate", True)
+    monkeypatch.setattr(logging.getLogger("speechssl.train"), "disabled", False)
     rows = [
         {"step": 10, "split": "train", "loss": 0.5, "l1_shift3": 0.5, "l1_shift3_baseline": 0.6},
         {
