@@ -132,3 +132,7 @@ def test_speaker_model_trains_head_and_embeds():
     torch.testing.assert_close(model.embed(noisy, batch.lengths), embeddings, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(model.predict_proba(batch.wav, batch.lengths).sum(1), torch.ones(3))
     assert model.layer_weights().shape == (3,)
+    # ECAPA's batch norm cannot train on one row: one clear line instead of torch's error
+    model.train()
+    with pytest.raises(ValueError, match="ECAPA's batch norm needs >= 2 utterances"):
+        model(make_batch(batch_size=1, num_classes=3))
