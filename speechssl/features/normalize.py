@@ -154,9 +154,14 @@ class GlobalCMVN(nn.Module):
             raise ValueError(f"expected {self.feature_dim} features, got {feats.size(-1)}")
         if self.training and self.update_stats:
             self.update(feats, lengths)
-        if float(self.count) == 0.0:
-            return zero_padding(feats, lengths), lengths
+        # before any statistics (count 0) this is the identity: the mean buffer is still 0,
+        # and the scale is 1. A tensor condition, not float(count): torch.export and
+        # torch.compile capture it (a random-init mel-input encoder exports to ONNX)
         normalized = feats - self.mean.to(feats.dtype)
         if self.normalize_variance:
-            normalized = normalized * (self.variance + self.eps).rsqrt().to(feats.dtype)
+            seen = self.count > 0
+            scale = torch.where(
+                seen, (self.variance + self.eps).rsqrt(), torch.ones_like(self.variance)
+            )
+            normalized = normalized * scale.to(feats.dtype)
         return zero_padding(normalized, lengths), lengths
