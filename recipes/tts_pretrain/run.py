@@ -67,16 +67,31 @@ def finetune(
         model_config, checkpoint, cfg.finetune.speaker_init, seed=cfg.seed
     )
     steps = min(cfg.finetune.max_steps, cfg.trainer.max_steps)
-    print(f"== fine-tune fraction {fraction:g}: {len(rows)} utterances, <= {steps} steps")
-    # every target row is the new speaker; early stopping on the dev rows' loss
+    print(
+        f"== fine-tune fraction {fraction:g}: {len(rows)} utterances, <= {steps} steps, "
+        f"early stopping on {cfg.finetune.select_on}"
+    )
+    # the free-running dev criteria (synthesis of the dev sentences at every evaluation):
+    # selected on, or recorded beside the teacher-forced loss
+    free_running = None
+    if dev_rows and (cfg.finetune.free_running_dev or cfg.finetune.select_on != "dev_loss"):
+        free_running = study.FreeRunningDev(
+            dev_rows, model.config, speaker, seed=cfg.seed,
+            max_length_ratio=cfg.evaluation.max_length_ratio,
+        )  # fmt: skip
+    # every target row is the new speaker; early stopping on the dev criterion
+    run_folder = run_dir / f"finetune_{fraction:g}"
     _, result = study.train_tts(
-        model, rows, run_dir / f"finetune_{fraction:g}", cfg.trainer, cfg.optim,
+        model, rows, run_folder, cfg.trainer, cfg.optim,
         max_steps=steps, batch_size=cfg.finetune.batch_size, default_speaker=speaker,
         full_config={**to_plain(cfg), "tts_model": asdict(model.config)}, seed=cfg.seed,
         dev_rows=dev_rows, eval_every=cfg.finetune.eval_every,
         patience=cfg.finetune.patience, min_delta=cfg.finetune.min_delta,
+        select_on=cfg.finetune.select_on, free_running_dev=free_running,
     )  # fmt: skip
-    return model, speaker, {**result, "init_max_abs_difference": difference}
+    # the dev criteria at every evaluation (also drawn in run_folder/curves.png)
+    curve = study.dev_curve(run_folder)
+    return model, speaker, {**result, "init_max_abs_difference": difference, "dev_curve": curve}
 
 
 def run(cfg: DictConfig) -> None:
@@ -193,6 +208,8 @@ def run(cfg: DictConfig) -> None:
     summary = study.summarize(sentence_rows, bin_order)
     table = study.results_markdown(summary, bins, sizes, similarity)
     plots = study.write_study_plots(summary["table"], bin_order, alignments, run_dir)
+    finetuned = {fraction: stage["finetune"] for fraction, stage in stages.items()}
+    plots.append(study.write_dev_curves_plot(finetuned, cfg.finetune.select_on, run_dir))
     timings["summary_s"] = time.perf_counter() - clock
     seconds = time.perf_counter() - started
     title = "TTS pre-training: data fraction x text similarity (Zhang et al., 2022)"
@@ -212,7 +229,11 @@ def run(cfg: DictConfig) -> None:
             },
             **{
                 f"finetune_{key}": cfg.finetune[key]
-                for key in ("max_steps", "eval_every", "patience")
+                for key in ("max_steps", "eval_every", "patience", "select_on")
+            },
+            # why each fine-tuning ended: early_stopping (a plateau on the criterion) or max_steps
+            "finetune_stop_reason": {
+                f"{f:g}": st["finetune"].get("stop_reason") for f, st in stages.items()
             },
         },
         "pretrain_sizes": {f"{fraction:g}": size for fraction, size in sizes.items()},

@@ -49,6 +49,7 @@ from speechssl.stats import Estimate, bootstrap_metric, excludes_zero, paired_bo
 from speechssl.train import distributed
 from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.config import EarlyStoppingConfig, TrainerConfig
+from speechssl.train.progress import read_metrics
 from speechssl.train.trainer import Trainer
 from speechssl.tts.data import TTSDataset, collate_tts
 from speechssl.tts.metrics import (
@@ -60,7 +61,7 @@ from speechssl.tts.metrics import (
     stop_length_error,
 )
 from speechssl.tts.model import TacotronConfig, TacotronTTS
-from speechssl.tts.plots import plot_alignments, plot_metric_vs_fraction
+from speechssl.tts.plots import plot_alignments, plot_dev_curves, plot_metric_vs_fraction
 from speechssl.tts.similarity import OOD_BIN, SimilarityBins, TrainingTextSimilarity
 from speechssl.tts.similarity import similarity_bins as make_bins
 from speechssl.tts.subsets import nested_fractions
@@ -69,13 +70,16 @@ from speechssl.typed import to_dataclass
 
 __all__ = [
     "METRICS",
+    "SELECT_ON",
     "TABLE_METRICS",
+    "FreeRunningDev",
     "Reference",
     "TestSentence",
     "build_study_sets",
     "build_test_set",
     "check_test_set",
     "describe_sentences",
+    "dev_curve",
     "drop_texts",
     "evaluate_model",
     "finetune_model",
@@ -92,6 +96,7 @@ __all__ = [
     "summarize",
     "train_tts",
     "training_steps",
+    "write_dev_curves_plot",
     "write_study_plots",
 ]
 
@@ -322,6 +327,105 @@ def frames_per_character(rows: Sequence[Mapping], model_config: TacotronConfig) 
     return float(np.median(rates))
 
 
+# finetune.select_on -> the dev metric fine-tuning early-stops on and keeps best.pt by
+# (all lower-is-better): the teacher-forced loss, or a free-running one (FreeRunningDev)
+SELECT_ON = {
+    "dev_loss": "loss",
+    "dev_mcd": "free_mcd_dtw_sl_db",
+    "dev_stop": "free_stop_length_error",
+}
+
+
+class FreeRunningDev:
+    """Free-running dev criteria: synthesize the dev sentences (one seeded batch, as
+    :func:`evaluate_model` does for the test set, without a vocoder) and average their
+    MCD-DTW-SL and stop-length error against the dev recordings.
+
+    The teacher-forced dev loss does not see whether the model can stop by itself: a model
+    with the lowest dev loss may run every sentence to the length guard. These criteria do.
+
+    Args:
+        rows: the dev rows (``id``, ``text``, ``audio``); their recordings are loaded once.
+        config: the model's :class:`TacotronConfig` (mel settings of the references).
+        speaker: the target speaker id the dev sentences are synthesized for.
+
+    Example:
+        >>> dev = FreeRunningDev(dev_rows, model.config, speaker=0)  # doctest: +SKIP
+        >>> dev(model)  # doctest: +SKIP
+        {'free_mcd_dtw_sl_db': 9.1, 'free_stop_length_error': 1.2, 'free_stopped': 0.25}
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping],
+        config: TacotronConfig,
+        speaker: int,
+        *,
+        seed: int = 0,
+        max_length_ratio: float = 3.0,
+        batch_size: int = 0,
+    ) -> None:
+        if not rows:
+            raise ValueError("the free-running dev criterion needs dev rows")
+        self.sentences = [
+            TestSentence(str(row["id"]), row["text"], "dev", math.nan, row["audio"]) for row in rows
+        ]
+        self.references = load_references(self.sentences, config, with_f0=False)
+        self.speaker = speaker
+        self.seed = seed
+        self.max_length_ratio = max_length_ratio
+        self.batch_size = batch_size or len(rows)  # one batch by default
+
+    def __call__(self, model: TacotronTTS) -> dict[str, float]:
+        """``{"free_mcd_dtw_sl_db", "free_stop_length_error", "free_stopped"}``: means over
+        the dev sentences. The caller's torch RNG and train/eval mode are left unchanged."""
+        was_training = model.training
+        with torch.random.fork_rng(devices=[]):  # synthesis reseeds; training's stream stays
+            rows, _ = evaluate_model(
+                model,
+                self.speaker,
+                self.sentences,
+                None,  # no vocoder: MCD is on the predicted mel, stop on its length
+                None,
+                seed=self.seed,
+                max_length_ratio=self.max_length_ratio,
+                with_f0=False,
+                batch_size=self.batch_size,
+                references=self.references,
+            )
+        model.train(was_training)
+        return {
+            "free_mcd_dtw_sl_db": float(np.mean([row["mcd_dtw_sl_db"] for row in rows])),
+            "free_stop_length_error": float(np.mean([row["stop_length_error"] for row in rows])),
+            "free_stopped": float(np.mean([bool(row["stopped"]) for row in rows])),
+        }
+
+
+class _DevTrainer(Trainer):
+    """The shared Trainer whose dev evaluation adds the free-running criteria (when
+    ``free_running_dev`` is set), so that early stopping, ``best.pt``, ``metrics.jsonl``
+    and ``curves.png`` all see them like the dev loss."""
+
+    free_running_dev: FreeRunningDev | None = None
+
+    def evaluate(self, loader) -> dict[str, float]:
+        results = super().evaluate(loader)
+        if self.free_running_dev is not None and loader is self.valid_loader:
+            # every rank synthesizes the same seeded batch with the same weights: no reduce
+            results.update(self.free_running_dev(self.model))
+        return results
+
+
+def dev_curve(run_dir: str | Path) -> list[dict]:
+    """The dev evaluations of a Trainer folder's ``metrics.jsonl``: one ``{"step", "loss",
+    ...criteria}`` row per evaluation, in step order (the last run's rows for a step)."""
+    rows = {}
+    for row in read_metrics(Path(run_dir) / "metrics.jsonl"):
+        if row.get("split") == "valid":
+            rows[int(row["step"])] = {key: value for key, value in row.items() if key != "split"}
+    return [rows[step] for step in sorted(rows)]
+
+
 def _loader(rows, model: TacotronTTS, speaker_ids, default_speaker, batch_size, seed, workers):
     dataset = TTSDataset(
         rows,
@@ -370,19 +474,30 @@ def train_tts(
     eval_every: int = 0,
     patience: int = 0,
     min_delta: float = 0.0,
+    select_on: str = "dev_loss",
+    free_running_dev: FreeRunningDev | None = None,
 ) -> tuple[Path, dict]:
     """Train ``model`` on ``rows`` for at most ``max_steps`` with the shared Trainer.
 
-    With ``dev_rows`` the teacher-forced loss on them is evaluated every ``eval_every``
-    steps (and at the end); training stops once it has not improved by ``min_delta`` for
-    ``patience`` evaluations, and ``model`` ends holding the best dev-loss weights
-    (``best.pt``, the returned checkpoint). Returns the checkpoint path and the Trainer's
-    result (``stop_reason``, ``best_step``, ``best_value`` = best dev loss...). A finished
-    run directory is resumed (and so not trained again) by ``trainer.resume=auto``.
+    With ``dev_rows`` the dev set is evaluated every ``eval_every`` steps (and at the end):
+    the teacher-forced loss, plus, with ``free_running_dev``, the free-running criteria of
+    :class:`FreeRunningDev` (``free_mcd_dtw_sl_db``, ``free_stop_length_error``,
+    ``free_stopped``). ``select_on`` (:data:`SELECT_ON`: ``dev_loss``, ``dev_mcd``,
+    ``dev_stop``) names the criterion: training stops once it has not improved by
+    ``min_delta`` for ``patience`` evaluations, and ``model`` ends holding the weights best
+    on it (``best.pt``, the returned checkpoint). Returns the checkpoint path and the
+    Trainer's result (``stop_reason``, ``best_step``, ``best_value`` = the best criterion
+    value, ``select_on``, ``criterion`` = its metric name...). A finished run directory is
+    resumed (and so not trained again) by ``trainer.resume=auto``.
     """
     if not rows:
         raise ValueError("no training rows")
-    stopping = {"metric": "loss", "mode": "min", "patience": patience, "min_delta": min_delta}
+    if select_on not in SELECT_ON:
+        raise ValueError(f"finetune.select_on={select_on!r}: expected one of {sorted(SELECT_ON)}")
+    criterion = SELECT_ON[select_on]
+    if criterion != "loss" and free_running_dev is None:
+        raise ValueError(f"finetune.select_on={select_on} needs the free-running dev synthesis")
+    stopping = {"metric": criterion, "mode": "min", "patience": patience, "min_delta": min_delta}
     trainer_config = replace(
         to_dataclass(trainer_config, TrainerConfig),
         max_steps=max_steps,
@@ -405,7 +520,7 @@ def train_tts(
         dev_loader = torch.utils.data.DataLoader(
             dev_set, batch_size=max(1, min(batch_size, len(dev_set))), collate_fn=collate_tts
         )
-    trainer = Trainer(
+    trainer = _DevTrainer(
         model,
         loader,
         valid_loader=dev_loader,
@@ -415,6 +530,7 @@ def train_tts(
         run_dir=run_dir,
         sample_rate=model.config.sample_rate,
     )
+    trainer.free_running_dev = free_running_dev if dev_rows else None
     result = trainer.fit()
     checkpoint = Path(run_dir) / "checkpoints" / f"step_{trainer.step:08d}.pt"
     if not checkpoint.is_file():
@@ -423,7 +539,13 @@ def train_tts(
     if dev_rows and best.is_file():  # evaluate and hand on the best dev-loss weights
         model.load_state_dict(load_torch_file(best, "checkpoint")["model"])
         checkpoint = best
-    return Path(checkpoint), {**result, "steps_run": trainer.step, "max_steps": max_steps}
+    extra = {"select_on": select_on, "criterion": criterion} if dev_rows else {}
+    return Path(checkpoint), {
+        **result,
+        "steps_run": trainer.step,
+        "max_steps": max_steps,
+        **extra,
+    }
 
 
 def max_parameter_difference(
@@ -511,7 +633,7 @@ def _score_against_reference(job: tuple) -> dict:
     )
     length_ratio = max(expected_frames, frames) / max(min(expected_frames, frames), 1)
     scores = {"mcd_dtw_db": mcd, "mcd_dtw_sl_db": mcd * length_ratio}
-    if with_f0 and len(wav) > config.n_fft:
+    if with_f0 and wav is not None and len(wav) > config.n_fft:
         pitch = f0_metrics(
             reference.wav,
             wav,
@@ -533,9 +655,9 @@ def evaluate_model(
     speaker: int,
     sentences: Sequence[TestSentence],
     vocoder,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     *,
-    frames_per_char: float,
+    frames_per_char: float = 1.0,
     seed: int = 0,
     max_length_ratio: float = 3.0,
     with_f0: bool = True,
@@ -556,6 +678,10 @@ def evaluate_model(
     the vocoded WAV, paired by the MCD's DTW path. Sentences without a reference get the
     attention metrics and a stop-length error against ``characters x frames_per_char``.
 
+    With ``vocoder`` None nothing is vocoded or written (``out_dir`` may be None) and the F0
+    metrics are skipped: the free-running dev criterion (:class:`FreeRunningDev`) scores the
+    predicted mels alone.
+
     Args:
         references: :func:`load_references` of ``sentences`` (loaded here when None).
         mapper: ``map`` or an executor's ``map``: the per-sentence scoring (DTW, pyin) runs
@@ -567,8 +693,10 @@ def evaluate_model(
     metrics, ``frames``, ``stopped``) and the alignments ``(S, L)`` of the ids in
     ``keep_alignments``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with_f0 = with_f0 and vocoder is not None  # F0 is tracked on the vocoded WAV
+    if vocoder is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
     config = model.config
     step_frames = config.frames_per_step
     if references is None:
@@ -604,13 +732,16 @@ def evaluate_model(
         # the vocoder runs on the CPU (the model may be on a GPU); (B, n_mels, F) cropped
         # to the longest kept synthesis
         mels = output.mel[:, :, : int(frames.max())].cpu()
-        wavs, wav_lengths = vocoder(mels, frames)
+        if vocoder is not None:
+            wavs, wav_lengths = vocoder(mels, frames)
         for slot, index in enumerate(members):
             sentence = sentences[index]
             kept_frames = int(frames[slot])
             mel = mels[slot, :, :kept_frames]  # (n_mels, F)
-            wav = wavs[slot, : int(wav_lengths[slot])].cpu()
-            audio.save(out_dir / f"{sentence.id}.wav", wav, vocoder.sample_rate)
+            wav = None
+            if vocoder is not None:
+                wav = wavs[slot, : int(wav_lengths[slot])].cpu()
+                audio.save(out_dir / f"{sentence.id}.wav", wav, vocoder.sample_rate)
             alignment = output.alignments[slot, : steps[slot], : characters[index]].cpu()
             # stopped: the stop token fired within this sentence's own guard
             fired = int(output.mel_lengths[slot]) // step_frames <= guards[index]
@@ -628,7 +759,8 @@ def evaluate_model(
             }
             if sentence.in_domain:
                 mel_array = mel.double().numpy()
-                job = (references[sentence.id], mel_array, wav.numpy(), expected[index])
+                wav_array = None if wav is None else wav.numpy()
+                job = (references[sentence.id], mel_array, wav_array, expected[index])
                 jobs.append((*job, kept_frames, config, with_f0))
                 job_rows.append(index)
             if sentence.id in keep_alignments:
@@ -887,6 +1019,20 @@ def write_study_plots(
             )
         )
     return paths
+
+
+def write_dev_curves_plot(
+    finetune_results: Mapping[float, Mapping], select_on: str, out_dir: str | Path
+) -> str:
+    """``finetune_dev_curves.png``: every fraction's fine-tuning dev criteria against the
+    step, the ``select_on`` criterion marked and each kept (``best_step``) evaluation ringed.
+    ``finetune_results``: ``{fraction: train_tts result with "dev_curve"}``."""
+    curves = {
+        fraction: result.get("dev_curve", []) for fraction, result in finetune_results.items()
+    }
+    best = {fraction: result.get("best_step") for fraction, result in finetune_results.items()}
+    path = Path(out_dir) / "finetune_dev_curves.png"
+    return plot_dev_curves(curves, path, SELECT_ON.get(select_on, select_on), best)
 
 
 def describe_sentences(sentences: Sequence[TestSentence]) -> list[dict]:
