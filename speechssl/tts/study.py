@@ -15,7 +15,9 @@ Steps:
     split_target          target rows -> (training rows, held-out rows)
     build_test_set        held-out + OOD sentences -> TestSentence list and the bins
     pretraining_subsets   pool rows -> {fraction: rows}, nested and seeded
-    train_tts             a TacotronTTS on rows with the shared Trainer
+    train_tts             a TacotronTTS on rows with the shared Trainer, early-stopping on a
+                          dev criterion (SELECT_ON: teacher-forced loss or FreeRunningDev's)
+    FreeRunningDev        the dev sentences' free-running MCD-DTW-SL / stop-length error
     finetune_model        a fine-tuning model that starts from a pre-trained checkpoint
     evaluate_model        synthesize, vocode, write WAVs, per-sentence metrics
     summarize / results_markdown / write_study_plots   the table and the plots
