@@ -217,6 +217,8 @@ def run(cfg: DictConfig) -> None:
         "title": title,
         "table": summary["table"],
         "deltas": summary["deltas"],
+        # is a delta larger in a bin than in the high-similarity bin (CI over both bins)
+        "contrasts": summary["contrasts"],
         "bins": {
             **bins.to_dict(),
             "method": "TF-IDF char_wb 2-4-grams, max cosine to training text",

@@ -47,7 +47,13 @@ import torch
 
 from speechssl import audio
 from speechssl.safe_io import load_torch_file
-from speechssl.stats import Estimate, bootstrap_metric, excludes_zero, paired_bootstrap_delta
+from speechssl.stats import (
+    Estimate,
+    bootstrap_metric,
+    excludes_zero,
+    paired_bootstrap_delta,
+    unpaired_bootstrap_difference,
+)
 from speechssl.train import distributed
 from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.config import EarlyStoppingConfig, TrainerConfig
@@ -848,7 +854,7 @@ def summarize(
     comparisons = [(fraction, 0.0) for fraction in fractions if fraction > 0 and 0.0 in fractions]
     if 0.125 in fractions and 1.0 in fractions:
         comparisons.append((0.125, 1.0))
-    deltas = []
+    deltas, differences = [], {}
     for a, b in comparisons:
         for name in bin_order:
             for metric in TABLE_METRICS:
@@ -858,6 +864,7 @@ def summarize(
                     continue
                 values_a = np.array([arm_a[key] for key in shared])
                 values_b = np.array([arm_b[key] for key in shared])
+                differences[a, b, name, metric] = values_a - values_b  # (n,) per sentence
                 delta = paired_bootstrap_delta(
                     _sentence_mean, values_a, [values_a], [values_b], num_resamples=num_resamples
                 )
@@ -874,7 +881,46 @@ def summarize(
                         "significant": excludes_zero(delta),
                     }
                 )
-    return {"table": table, "deltas": deltas}
+    return {
+        "table": table,
+        "deltas": deltas,
+        "contrasts": _bin_contrasts(differences, bin_order, num_resamples),
+    }
+
+
+def _bin_contrasts(
+    differences: Mapping[tuple, np.ndarray], bin_order: Sequence[str], num_resamples: int
+) -> list[dict]:
+    """Is a comparison's delta larger in one bin than in the most similar bin? For each
+    ``(a, b, metric)`` and each bin other than the reference (the last in-domain bin,
+    ``high``), ``contrast`` = its mean per-sentence delta minus the reference's, with a 95 %
+    bootstrap CI over the two bins' (different) sentences
+    (:func:`speechssl.stats.unpaired_bootstrap_difference`). Negative = the delta is more
+    negative there (for MCD and stop-length error: a larger benefit of ``a``)."""
+    in_domain = [name for name in bin_order if name != OOD_BIN]
+    if len(in_domain) < 2:
+        return []
+    reference = in_domain[-1]
+    contrasts = []
+    for (a, b, name, metric), values in differences.items():
+        base = differences.get((a, b, reference, metric))
+        if name == reference or base is None:
+            continue
+        difference = unpaired_bootstrap_difference(values, base, num_resamples=num_resamples)
+        contrasts.append(
+            {
+                "a": a,
+                "b": b,
+                "metric": metric,
+                "bin": name,
+                "reference_bin": reference,
+                "contrast": difference.delta,
+                "ci95": [difference.low, difference.high],
+                "n_items": [len(values), len(base)],
+                "significant": excludes_zero(difference),
+            }
+        )
+    return contrasts
 
 
 def similarity_by_bin(
@@ -969,6 +1015,7 @@ def results_markdown(
                     texts.append(_cell_text(row["delta"], row["ci95"], metric, sign=True) + star)
                 if any(text != "–" for text in texts):
                     lines.append(f"| {metric} | {name} | " + " | ".join(texts) + " |")
+    lines += _contrasts_markdown(summary.get("contrasts", []))
     thresholds = ", ".join(f"{value:.3f}" for value in bins.thresholds)
     counts = bins.to_dict()["counts"]
     notes = [
@@ -992,6 +1039,35 @@ def results_markdown(
         "`stopped`: share of sentences whose stop token fired before the length guard.",
     ]
     return "\n".join(lines + notes) + "\n"
+
+
+def _contrasts_markdown(contrasts: Sequence[Mapping]) -> list[str]:
+    """Lines of the bin-contrast table (:func:`summarize`'s ``contrasts``), MCD-DTW-SL,
+    log-F0 RMSE and stop-length error only; empty without contrasts."""
+    shown = [row for row in contrasts if row["metric"] in _CONTRAST_METRICS]
+    if not shown:
+        return []
+    lines = [
+        "",
+        (
+            "Bin contrasts: (a - b in the bin) - (a - b in the "
+            f"{shown[0]['reference_bin']} bin), mean [95 % CI] over the two bins' sentences; "
+            "* = the CI excludes 0."
+        ),
+        "",
+        "| a - b | metric | bin | contrast |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in shown:
+        pair = f"{_fraction_text(row['a'])} - {_fraction_text(row['b'])}"
+        text = _cell_text(row["contrast"], row["ci95"], row["metric"], sign=True)
+        star = "*" if row["significant"] else ""
+        lines.append(f"| {pair} | {row['metric']} | {row['bin']} | {text}{star} |")
+    return lines
+
+
+# the metrics whose bin contrasts the Markdown shows (results.json has all)
+_CONTRAST_METRICS = ("mcd_dtw_sl_db", "log_f0_rmse_cents", "stop_length_error")
 
 
 def write_study_plots(

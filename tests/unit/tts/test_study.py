@@ -255,6 +255,41 @@ def test_cis_and_paired_deltas_come_from_speechssl_stats(monkeypatch):
     assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["significant"]
 
 
+def test_bin_contrasts_compare_a_bins_delta_with_the_high_bins(monkeypatch):
+    """A benefit planted in the low bin only: its delta minus the high bin's is negative
+    with a CI excluding 0, the mid bin's (no planted difference) is not resolved, and the
+    CI is speechssl.stats' unpaired bootstrap (not a copy)."""
+    from speechssl import stats
+
+    generator = np.random.default_rng(1)
+    benefit = {"low": -1.0, "mid": 0.0, "high": 0.0}
+    rows = []
+    for name in ("low", "mid", "high"):
+        for index in range(20):
+            base = 6.0 + generator.standard_normal()  # the sentence's difficulty, shared
+            for fraction, shift in ((0.0, 0.0), (1.0, benefit[name])):
+                noise = 0.2 * generator.standard_normal()
+                row = {"id": f"{name}{index}", "bin": name, "fraction": fraction}
+                rows.append({**row, "mcd_dtw_sl_db": base + shift + noise, "stopped": True})
+    calls = []
+    original = stats.unpaired_bootstrap_difference
+    monkeypatch.setattr(
+        study,
+        "unpaired_bootstrap_difference",
+        lambda *a, **k: calls.append(a) or original(*a, **k),
+    )
+    summary = study.summarize(rows, ["low", "mid", "high", OOD_BIN], num_resamples=300)
+    contrasts = {(c["bin"], c["metric"]): c for c in summary["contrasts"]}
+    low, mid = contrasts["low", "mcd_dtw_sl_db"], contrasts["mid", "mcd_dtw_sl_db"]
+    assert low["reference_bin"] == "high" and ("high", "mcd_dtw_sl_db") not in contrasts
+    assert low["contrast"] == pytest.approx(-1.0, abs=0.2) and low["significant"]
+    assert not mid["significant"] and mid["n_items"] == [20, 20]
+    assert len(calls) == len(summary["contrasts"])
+    expected = original(calls[0][0], calls[0][1], num_resamples=300)
+    first = summary["contrasts"][0]
+    assert [first["contrast"], *first["ci95"]] == pytest.approx(list(expected))
+
+
 def test_demo_test_sets_have_power_and_no_leakage(demo_rows):
     """The real LJ Speech demo fills 3 bins x 20 held-out sentences + 20 OOD, keeps 8 dev
     sentences and >= 20 to train on; no held-out text is in the fine-tuning or pre-training
