@@ -225,7 +225,7 @@ class StackedFbankExtractor(nn.Module):
     """MelHuBERT / Fast-HuBERT front end: ``wav (B, T) -> (B, F, stack_frames * n_mels)``.
 
     Kaldi log-mel filterbanks (25 ms window, 10 ms hop: :class:`FbankFrontEnd`, normalised
-    over each utterance's valid frames by default), then every ``stack_frames`` consecutive
+    by running corpus statistics by default), then every ``stack_frames`` consecutive
     frames concatenated into one: output frame ``t`` holds filterbank frames
     ``s*t .. s*t + s - 1``, so it starts where MFCC label ``s*t`` of a 100 Hz label file
     starts (the frame ``align_labels`` gives it). A trailing incomplete stack is dropped.
@@ -243,7 +243,7 @@ class StackedFbankExtractor(nn.Module):
         n_mels: int = 80,
         stack_frames: int = 2,
         sample_rate: int = 16000,
-        normalization: str = "utterance",
+        normalization: str = "global",
     ) -> None:
         super().__init__()
         self.stack_frames = stack_frames

@@ -159,3 +159,34 @@ def test_conversions_to_waveform_cnn_formats_are_refused_in_one_line():
     with pytest.raises(ValueError, match="filterbanks expect 16000 Hz"):
         HubertPretrainModel(encoder, MaskedPredictionConfig(num_classes=[4], sample_rate=8000))
     assert np.isclose(build_encoder("hubert_tiny").frame_rate, 50.0)
+
+
+def _pooled_input_layer(encoder, wav: torch.Tensor) -> torch.Tensor:
+    """Mean over frames of hidden state 0 (what a pooled probe's first layer reads): (D,)."""
+    with torch.no_grad():
+        return encoder(wav[None], torch.tensor([wav.numel()])).hidden_states[0][0].mean(0)
+
+
+def test_the_default_front_end_keeps_each_recordings_average_spectrum():
+    # a speaker's average spectrum is the first cue a pooled probe reads; per-bin
+    # per-utterance CMVN zeroes it, so two stationary noises of different colour (white and
+    # low-passed) would look alike after pooling (this made a random hubert_mel_small score
+    # 66.8 % speaker ID on the demo instead of 91.9 %)
+    torch.manual_seed(0)
+    encoder = build_encoder("hubert_mel_tiny").eval()
+    white = [torch.randn(16000) for _ in range(2)]
+    # a 9-tap moving average: the same noise, darker (about -20 dB near 8 kHz)
+    kernel = torch.ones(1, 1, 9) / 9
+    dark = [torch.nn.functional.conv1d(w[None, None], kernel, padding=4)[0, 0] for w in white]
+    pooled_white = [_pooled_input_layer(encoder, w) for w in white]
+    pooled_dark = _pooled_input_layer(encoder, dark[0])
+    same_colour = (pooled_white[0] - pooled_white[1]).norm()
+    other_colour = (pooled_white[0] - pooled_dark).norm()
+    assert other_colour > 5 * same_colour
+    # the per-utterance CMVN that is still offered erases exactly this difference
+    torch.manual_seed(0)
+    per_utterance = build_encoder("hubert_mel_tiny", normalization="utterance").eval()
+    erased = (
+        _pooled_input_layer(per_utterance, white[0]) - _pooled_input_layer(per_utterance, dark[0])
+    ).norm()
+    assert erased < other_colour / 5
