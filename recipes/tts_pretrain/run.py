@@ -97,6 +97,10 @@ def finetune(
 def run(cfg: DictConfig) -> None:
     # every corpus folder the run will read, checked before any work
     check_source_folders({"pretrain.src": cfg.pretrain.src, "target.src": cfg.target.src})
+    if cfg.finetune.select_on not in study.SELECT_ON:  # refused before any training
+        raise ValueError(
+            f"finetune.select_on={cfg.finetune.select_on!r}: expected one of {sorted(study.SELECT_ON)}"
+        )
     started = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

@@ -122,15 +122,24 @@ def test_subsets_nested_and_no_test_text_in_training_sets(tiny_run):
     assert results["pretrain_dropped_test_texts"] == []  # the pool reads none of them
 
 
-def test_a_target_set_too_small_stops_with_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("test.per_bin=40", "target set too small"),
+        ("finetune.select_on=dev_bleu", "finetune.select_on='dev_bleu': expected one of"),
+    ],
+)
+def test_a_target_set_too_small_or_an_unknown_criterion_stops_with_one_line(
+    tmp_path, option, message
+):
     command = [
         sys.executable, str(REPO / "recipes" / "tts_pretrain" / "run.py"), "debug=tiny",
-        f"run_dir={tmp_path}", "test.per_bin=40",
+        f"run_dir={tmp_path}", option,
     ]  # fmt: skip
     completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 1
     lines = [line for line in completed.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "target set too small" in lines[0], completed.stderr[-2000:]
+    assert len(lines) == 1 and message in lines[0], completed.stderr[-2000:]
 
 
 def test_finetuning_starts_from_the_pretrained_weights(tiny_run):
