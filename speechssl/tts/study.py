@@ -83,6 +83,7 @@ __all__ = [
     "FreeRunningDev",
     "Reference",
     "TestSentence",
+    "budget_record",
     "build_study_sets",
     "build_test_set",
     "check_test_set",
@@ -98,6 +99,7 @@ __all__ = [
     "pretraining_subsets",
     "read_sentences",
     "results_markdown",
+    "selection_metric",
     "sentence_estimate",
     "similarity_by_bin",
     "split_target",
@@ -344,6 +346,40 @@ SELECT_ON = {
 }
 
 
+def selection_metric(select_on: str) -> str:
+    """The dev metric ``finetune.select_on`` names (:data:`SELECT_ON`); one line if unknown.
+
+    Example:
+        >>> selection_metric("dev_mcd")
+        'free_mcd_dtw_sl_db'
+    """
+    if select_on not in SELECT_ON:
+        raise ValueError(f"finetune.select_on={select_on!r}: expected one of {sorted(SELECT_ON)}")
+    return SELECT_ON[select_on]
+
+
+def budget_record(
+    pretrain_epochs: float, finetune: Mapping, stages: Mapping[float, Mapping]
+) -> dict:
+    """``results.json: budget``: the pre-training epochs and steps run per fraction, the
+    fine-tuning rule (``finetune`` config: max_steps, eval_every, patience, select_on) and
+    why each fraction's fine-tuning ended (``early_stopping``: no better criterion value
+    for ``patience`` evaluations; ``max_steps``: the cap)."""
+    return {
+        "pretrain_epochs": pretrain_epochs,
+        "pretrain_steps": {
+            f"{f:g}": stage["pretrain"].get("steps_run", 0) for f, stage in stages.items()
+        },
+        **{
+            f"finetune_{key}": finetune[key]
+            for key in ("max_steps", "eval_every", "patience", "select_on")
+        },
+        "finetune_stop_reason": {
+            f"{f:g}": stage["finetune"].get("stop_reason") for f, stage in stages.items()
+        },
+    }
+
+
 class FreeRunningDev:
     """Free-running dev criteria: synthesize the dev sentences (one seeded batch, as
     :func:`evaluate_model` does for the test set, without a vocoder) and average their
@@ -500,9 +536,7 @@ def train_tts(
     """
     if not rows:
         raise ValueError("no training rows")
-    if select_on not in SELECT_ON:
-        raise ValueError(f"finetune.select_on={select_on!r}: expected one of {sorted(SELECT_ON)}")
-    criterion = SELECT_ON[select_on]
+    criterion = selection_metric(select_on)
     if criterion != "loss" and free_running_dev is None:
         raise ValueError(f"finetune.select_on={select_on} needs the free-running dev synthesis")
     stopping = {"metric": criterion, "mode": "min", "patience": patience, "min_delta": min_delta}
@@ -547,7 +581,10 @@ def train_tts(
     if dev_rows and best.is_file():  # evaluate and hand on the best dev-loss weights
         model.load_state_dict(load_torch_file(best, "checkpoint")["model"])
         checkpoint = best
+    # the dev criteria at every evaluation (also drawn in run_dir/curves.png)
     extra = {"select_on": select_on, "criterion": criterion} if dev_rows else {}
+    if dev_rows:
+        extra["dev_curve"] = dev_curve(run_dir)
     return Path(checkpoint), {
         **result,
         "steps_run": trainer.step,
@@ -1075,12 +1112,17 @@ def write_study_plots(
     bin_order: Sequence[str],
     alignments: Mapping[str, Mapping[float, np.ndarray]],
     out_dir: str | Path,
+    finetune_results: Mapping[float, Mapping] | None = None,
+    select_on: str = "dev_loss",
 ) -> list[str]:
     """``<metric>.png`` (metric vs fraction, a line per bin, the 95 % CI as a band) for each
-    metric of ``table`` (:func:`summarize`'s), and ``alignment_<id>.png`` (the sentence
-    under every fraction)."""
+    metric of ``table`` (:func:`summarize`'s), ``alignment_<id>.png`` (the sentence under
+    every fraction) and, given ``finetune_results`` with dev curves,
+    ``finetune_dev_curves.png`` (:func:`write_dev_curves_plot`)."""
     out_dir = Path(out_dir)
     paths = []
+    if finetune_results and any(r.get("dev_curve") for r in finetune_results.values()):
+        paths.append(write_dev_curves_plot(finetune_results, select_on, out_dir))
     for metric in METRICS:
         rows = [row for row in table if row["metric"] == metric]
         if rows:
