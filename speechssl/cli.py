@@ -1,4 +1,4 @@
-"""``speechssl`` command line: ``prepare``, ``export``, ``predict``, ``evaluate``.
+"""``speechssl`` command line: ``prepare``, ``export``, ``predict``, ``evaluate``, ``probe-steps``.
 
 Each subcommand lives beside the code it drives and exposes ``add_arguments(parser)``
 and ``run(args) -> int``; this module only dispatches. Bad input ends with one line on
@@ -24,6 +24,10 @@ SUBCOMMANDS = {
     "evaluate": (
         "speechssl.tasks.evaluate",
         "score an upstream on emotion / speaker ID / verification / your labels, with 95% CIs",
+    ),
+    "probe-steps": (
+        "speechssl.tasks.probe_steps",
+        "probe every checkpoint of a pre-training run (and its random init) layer by layer",
     ),
 }
 

@@ -2,9 +2,9 @@
 
 ``speechssl/demo_data`` holds corpora in the real on-disk layouts of LibriSpeech, IEMOCAP,
 VoxCeleb1, LJSpeech and LibriTTS (built by ``tools/make_demo_corpus.py``), so every recipe
-and test runs without downloads. LibriSpeech, VoxCeleb1 and LJSpeech hold real speech
-(LibriSpeech and LJ Speech clips, stored as Ogg Opus/Vorbis; ``demo_data/NOTICE.md`` names
-the sources and licences); IEMOCAP and LibriTTS are espeak-ng voices.
+and test runs without downloads. LibriSpeech, VoxCeleb1, LJSpeech and IEMOCAP hold real
+speech (LibriSpeech and LJ Speech clips, EmoDB's acted emotions, stored as Ogg Opus/Vorbis;
+``demo_data/NOTICE.md`` names the sources and licences); LibriTTS is espeak-ng voices.
 
 Example:
     >>> from speechssl.demo import demo_path

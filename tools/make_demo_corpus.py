@@ -11,16 +11,14 @@ Real human speech (``tools/make_real_demo.py``; sources and licences in
 * ``VoxCeleb1/``              100 LibriSpeech readers in the VoxCeleb1 layout, 16 kHz Ogg Opus,
                               iden_split.txt and veri_test.txt
 * ``LJSpeech-1.1/``           LJ Speech clips, 22,050 Hz Ogg Vorbis, the release's metadata
+* ``IEMOCAP_full_release/``   EmoDB's acted neu/hap/ang/sad takes (10 German speakers,
+                              5 sessions x (F, M)), 16 kHz Ogg Opus, EmoEvaluation labels
 
-Synthetic speech, where no permissively licensed corpus could be found (acted emotion;
-a LibriTTS pool with transcripts), from espeak-ng (voice + variant per speaker, with
-pitch, speed, amplitude, word gap and pitch range varied) and sox (emotion effects,
-resampling); numpy adds noise and gain. Everything is seeded, so two runs with the same
-``--seed`` write the same samples:
+Synthetic speech, where no permissively licensed corpus could be found (a LibriTTS pool
+with transcripts), from espeak-ng (voice + variant per speaker, with pitch, speed,
+amplitude, word gap and pitch range varied) and sox (resampling); numpy adds noise and
+gain. Everything is seeded, so two runs with the same ``--seed`` write the same samples:
 
-* ``IEMOCAP_full_release/``   16 kHz WAV, 5 sessions x (F, M), EmoEvaluation labels whose
-                              emotions (neu, hap, exc, ang, sad + a few fru/sur/xxx) are
-                              rendered by prosody and effects with per-utterance jitter
 * ``LibriTTS/``               24 kHz WAV, six voices reading diverse text
 * ``ood_sentences.txt``       out-of-domain sentences for the TTS text-similarity study
 
@@ -48,7 +46,7 @@ import make_real_demo  # tools/make_real_demo.py, beside this script
 import numpy as np
 import soundfile
 
-from speechssl.data.layouts import iemocap, libritts
+from speechssl.data.layouts import libritts
 
 ESPEAK_RATE = 22050
 
@@ -131,8 +129,6 @@ class TextMaker:
         "sign it",
         "tell her",
     )
-    TIMES = ("today", "tonight", "tomorrow", "right now", "this week", "again")
-    FEELINGS = ("fine", "ready", "sure", "late", "done", "right", "tired", "lucky")
 
     ADJECTIVES = (
         "quiet",
@@ -243,20 +239,6 @@ class TextMaker:
 
     def pick(self, options: tuple[str, ...] | list[str]) -> str:
         return options[int(self.rng.integers(len(options)))]
-
-    def conversational(self) -> str:
-        """Two to four words, as in a dyadic dialog (IEMOCAP, VoxCeleb)."""
-        templates = [
-            lambda: f"{self.pick(self.PEOPLE)}, {self.pick(self.ACTIONS)}.",
-            lambda: f"Where's my {self.pick(self.THINGS)}?",
-            lambda: f"I'm {self.pick(self.FEELINGS)}.",
-            lambda: f"Not {self.pick(self.TIMES)}.",
-            lambda: f"Just {self.pick(self.ACTIONS)}.",
-            lambda: f"Did you {self.pick(self.ACTIONS)}?",
-            lambda: f"My {self.pick(self.THINGS)} is gone.",
-            lambda: f"Bring the {self.pick(self.THINGS)}.",
-        ]
-        return templates[int(self.rng.integers(len(templates)))]()
 
     def narrative(self) -> str:
         """Three to six words of story-like prose (LibriSpeech, LibriTTS)."""
@@ -445,54 +427,6 @@ def write_audio(path: Path, wav: np.ndarray, sample_rate: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Emotions (IEMOCAP)
-# ---------------------------------------------------------------------------------------
-
-# Offsets from a speaker's habitual prosody. Every value is jittered per utterance, so
-# classes overlap: learnable from acoustics, not trivially separable.
-EMOTION_STYLES = {
-    "neu": {"pitch": 0, "speed": 1.00, "range": 0, "gain_db": 0.0},
-    "ang": {"pitch": 7, "speed": 1.12, "range": 15, "gain_db": 4.0, "overdrive": (4, 12)},
-    "sad": {"pitch": -8, "speed": 0.84, "range": -20, "gain_db": -5.0, "lowpass": (1800, 3200)},
-    "hap": {"pitch": 9, "speed": 1.07, "range": 45, "gain_db": 1.5},
-    "exc": {"pitch": 12, "speed": 1.12, "range": 55, "gain_db": 2.5},
-    "fru": {"pitch": 2, "speed": 1.02, "range": 5, "gain_db": 2.0, "overdrive": (1, 4)},
-    "sur": {"pitch": 15, "speed": 1.04, "range": 60, "gain_db": 1.0},
-    "xxx": {"pitch": 3, "speed": 1.04, "range": 20, "gain_db": 1.0},
-}
-EMOTION_VAD = {  # valence, activation, dominance on IEMOCAP's 1..5 scale
-    "neu": (2.5, 2.5, 2.5),
-    "hap": (4.0, 3.0, 3.0),
-    "exc": (4.0, 3.5, 3.5),
-    "ang": (1.5, 4.0, 4.0),
-    "sad": (1.5, 2.0, 2.0),
-    "fru": (2.0, 3.5, 3.5),
-    "sur": (3.5, 3.5, 2.5),
-    "xxx": (2.5, 3.0, 3.0),
-}
-
-
-def emotion_rendering(voice: Voice, emotion: str, rng: np.random.Generator) -> Rendering:
-    """Prosody and effects for one emotional utterance, every parameter jittered."""
-    style = EMOTION_STYLES[emotion]
-    effects: list[str] = []
-    if "overdrive" in style:
-        effects += ["overdrive", f"{rng.uniform(*style['overdrive']):.1f}"]
-    if "lowpass" in style:
-        effects += ["lowpass", f"{rng.uniform(*style['lowpass']):.0f}"]
-    return Rendering(
-        pitch=voice.pitch + style["pitch"] + rng.normal(0, 5),
-        speed=voice.speed * style["speed"] * float(np.exp(rng.normal(0, 0.07))),
-        pitch_range=max(10.0, voice.pitch_range + style["range"] + rng.normal(0, 15)),
-        word_gap=voice.word_gap + int(rng.integers(0, 2)),
-        amplitude=100 * float(np.exp(rng.normal(0, 0.1))),
-        sox_effects=tuple(effects),
-        gain_db=style["gain_db"] + float(rng.normal(0, 2.5)),
-        noise_db=-62 + float(rng.normal(0, 2)),
-    )
-
-
-# ---------------------------------------------------------------------------------------
 # Corpus writers
 # ---------------------------------------------------------------------------------------
 
@@ -505,69 +439,6 @@ class Summary:
     def add(self, seconds: float) -> None:
         self.files += 1
         self.seconds += seconds
-
-
-def write_iemocap(root: Path, voices: list[tuple[Voice, Voice]], rng, text: TextMaker) -> Summary:
-    """Five sessions, each with a female and a male speaker in impro and script dialogs."""
-    summary = Summary()
-    per_gender = ["neu"] * 4 + ["hap"] * 2 + ["exc"] * 2 + ["ang"] * 4 + ["sad"] * 4
-    for session_index, (female, male) in enumerate(voices, start=1):
-        prefix = f"Ses{session_index:02d}"
-        extras = {"F": ["fru"], "M": ["xxx"]} if session_index % 2 else {"F": ["sur"], "M": ["fru"]}
-        queues = {
-            gender: list(rng.permutation(per_gender + extras[gender])) for gender in ("F", "M")
-        }
-        dialogs = [f"{prefix}F_impro01", f"{prefix}M_impro02", f"{prefix}F_script01_1"]
-        # Turns alternate between the speakers; the longer queue finishes the last dialog.
-        turns = []
-        while queues["F"] or queues["M"]:
-            for gender in ("F", "M") if len(turns) % 2 == 0 else ("M", "F"):
-                if queues[gender]:
-                    turns.append((gender, queues[gender].pop()))
-                    break
-        chunk = int(np.ceil(len(turns) / len(dialogs)))
-        for dialog_index, dialog in enumerate(dialogs):
-            counters = {"F": 0, "M": 0}
-            clock = float(rng.uniform(2, 8))
-            evaluation, transcription = [], []
-            for gender, emotion in turns[dialog_index * chunk : (dialog_index + 1) * chunk]:
-                voice = female if gender == "F" else male
-                utterance = f"{dialog}_{gender}{counters[gender]:03d}"
-                counters[gender] += 1
-                sentence = text.conversational()
-                wav = synthesize(
-                    sentence, voice, emotion_rendering(voice, emotion, rng), 16000, rng
-                )
-                duration = write_audio(
-                    iemocap.audio_path(root, session_index, dialog, utterance), wav, 16000
-                )
-                summary.add(duration)
-                start, end = clock, clock + duration
-                clock = end + float(rng.uniform(0.3, 2.0))
-                evaluation.append(iemocap_turn(utterance, emotion, start, end, rng))
-                transcription.append((utterance, start, end, sentence))
-            iemocap.write_evaluation(root, session_index, dialog, evaluation)
-            iemocap.write_transcription(root, session_index, dialog, transcription)
-    return summary
-
-
-def iemocap_turn(utterance: str, emotion: str, start: float, end: float, rng) -> list[str]:
-    """Summary line, categorical and dimensional evaluator lines, then a blank line."""
-    vad = EMOTION_VAD[emotion]
-    names = list(iemocap.CATEGORY_NAMES.values())
-    categorical = []
-    for evaluator_index, evaluator in enumerate(["C-E1", "C-E2", "C-F1"]):
-        if emotion == "xxx":
-            # No majority: each evaluator picks something different.
-            choice = names[(evaluator_index * 2 + int(rng.integers(2))) % len(names)]
-            categorical.append((evaluator, [choice], ""))
-        else:
-            categorical.append((evaluator, [iemocap.CATEGORY_NAMES[emotion]], ""))
-    dimensional = [
-        (evaluator, [int(np.clip(round(value + rng.normal(0, 0.6)), 1, 5)) for value in vad])
-        for evaluator in ["A-E1", "A-F1"]
-    ]
-    return iemocap.turn_lines(utterance, emotion, start, end, vad, categorical, dimensional)
 
 
 def write_libritts(
@@ -619,32 +490,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--synthetic-only",
         action="store_true",
-        help="rebuild only the espeak-ng corpora (IEMOCAP, LibriTTS); keep the real ones",
+        help="rebuild only the espeak-ng corpus (LibriTTS); keep the real ones",
     )
     args = parser.parse_args(argv)
     check_tools()
 
     out: Path = args.out
-    for name in ("IEMOCAP_full_release", "LibriTTS"):
+    for name in ("LibriTTS",):
         shutil.rmtree(out / name, ignore_errors=True)  # a rerun replaces, never appends
     out.mkdir(parents=True, exist_ok=True)
 
     # One independent stream per corpus, so changing one corpus leaves the others unchanged.
-    # Streams 1, 3 and 4 drove the espeak LibriSpeech, VoxCeleb1 and LJSpeech sets that real
-    # speech replaced; they stay drawn so IEMOCAP and LibriTTS keep their committed samples.
+    # Streams 1-4 drove the espeak LibriSpeech, IEMOCAP, VoxCeleb1 and LJSpeech sets that real
+    # speech replaced; they stay drawn so LibriTTS keeps its committed samples.
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(args.seed).spawn(7)]
     voice_rng = streams[0]
     females = make_voices(voice_rng, "F", 15)
     males = make_voices(voice_rng, "M", 17)
     # Within a corpus every speaker has its own voice; LibriTTS re-uses two timbres that
     # the retired espeak LibriSpeech set had (the real LibriTTS derives from LibriSpeech).
-    iemocap_voices = list(zip(females[5:10], males[6:11]))
     libritts_voices = [females[14], males[14], males[15], males[16], females[1], males[1]]
 
     summaries = {
-        "IEMOCAP_full_release": write_iemocap(
-            out / "IEMOCAP_full_release", iemocap_voices, streams[2], TextMaker(streams[2])
-        ),
         "LibriTTS": write_libritts(
             out / "LibriTTS", libritts_voices, streams[5], TextMaker(streams[5]), 5
         ),

@@ -13,7 +13,11 @@ layout of its corpus:
   reads the ``.opus`` of the same stem). A LibriSpeech utterance plays a YouTube "video";
   utterances are cut into ~3 s segments at their quietest points;
 * ``LJSpeech-1.1/`` Ogg Vorbis at 22,050 Hz (Opus has no 22,050 Hz mode), ``metadata.csv``
-  lines copied from the LJ Speech release.
+  lines copied from the LJ Speech release;
+* ``IEMOCAP_full_release/`` the Berlin Database of Emotional Speech (EmoDB, acted German,
+  10 speakers) in the IEMOCAP layout: its neutral/happy/angry/sad takes, one female and one
+  male speaker per session (as IEMOCAP pairs its actors), one ``script`` dialog per speaker,
+  Ogg Opus at 16 kHz; ``EMODB_SOURCES.tsv`` maps every utterance to its EmoDB file.
 
 Lossy coding keeps 70 minutes of speech in ~20 MB; Kaldi fbank features of the decoded
 audio stay within a fraction of a nat of the lossless original's (see
@@ -42,7 +46,7 @@ import soundfile
 import torch
 import torchaudio.functional
 
-from speechssl.data.layouts import librispeech, ljspeech, voxceleb1
+from speechssl.data.layouts import iemocap, librispeech, ljspeech, voxceleb1
 
 SEGMENT_SECONDS = 3.0  # VoxCeleb1 utterances are 4-20 s; ~3 s pieces give several per reader
 OPUS_LEVEL = 0.9  # libsndfile compression level: about 30 kbit/s for 16 kHz speech
@@ -76,6 +80,14 @@ SOURCES = {
     "lj_coqui": Source("coqui-ai/TTS", "dbf1a08a0d4e47fdad6172e433eeb34bc6b13b4e"),
     # 44 LJ Speech clips (LJ050-0235..0278) from the 16 kHz resampled release
     "lj_harini": Source("HariniBennuri/VERBAL-NOTUS-", "4c11f407cf69146c879b545480ec5e2a46f7ec2c"),
+    # EmoDB's 535 original 16 kHz WAVs (download/wav/, deleted at the repository's HEAD)
+    "emodb": Source(
+        "zhufeiyao/Berlin-Database-of-Emotional-Speech_2020",
+        "1b79ba1afb9357df582f9e970d36cca7a168cba1",
+    ),
+    # audEERING's publication of EmoDB: the CC0-1.0 grant (README.md) and the speakers'
+    # genders (1.1.1/publish.py)
+    "emodb_meta": Source("audeering/emodb", "4b446d7cb4200897197ce805e8eaceef616edb4e"),
 }
 RESEMBLYZER_TRAIN = "audio_data/librispeech_train-clean-100"
 RESEMBLYZER_OTHER = "audio_data/librispeech_test-other"
@@ -89,6 +101,8 @@ class Repositories:
 
     def git_dir(self, name: str) -> Path:
         path = self.mirror / SOURCES[name].mirror / "repo"
+        if (path / ".git").is_dir():  # fetched with a work tree rather than bare
+            path = path / ".git"
         if not path.is_dir():
             raise SystemExit(
                 f"error: {SOURCES[name].repo} is not fetched under {self.mirror} "
@@ -417,21 +431,89 @@ def write_ljspeech(out: Path, repositories: Repositories) -> Summary:
     return summary
 
 
+EMODB_WAVS = "download/wav"
+# EmoDB's emotion letter (the 6th character of a file name) -> the IEMOCAP label; the
+# other three (A fear, E disgust, L boredom) are outside IEMOCAP's 4-class protocol
+EMODB_EMOTIONS = {"N": "neu", "F": "hap", "W": "ang", "T": "sad"}
+# speaker -> gender, as audeering/emodb 1.1.1/publish.py lists them (1.1.0 had them wrong)
+EMODB_GENDERS = {
+    "03": "M", "08": "F", "09": "F", "10": "M", "11": "M",
+    "12": "M", "13": "F", "14": "F", "15": "M", "16": "F",
+}  # fmt: skip
+
+
+def emodb_sessions() -> dict[str, int]:
+    """Speaker -> IEMOCAP session: the i-th female and the i-th male speaker (by number)
+    share session i, as IEMOCAP's sessions each pair one actress and one actor."""
+    females = sorted(s for s, g in EMODB_GENDERS.items() if g == "F")
+    males = sorted(s for s, g in EMODB_GENDERS.items() if g == "M")
+    return {
+        speaker: session
+        for session, pair in enumerate(zip(females, males, strict=True), start=1)
+        for speaker in pair
+    }
+
+
+def write_iemocap(out: Path, repositories: Repositories) -> Summary:
+    """EmoDB's neu/hap/ang/sad takes as ``Session<n>/sentences/wav/<dialog>/<utt>.opus``
+    with one EmoEvaluation file per dialog (the label is EmoDB's acted emotion, which at
+    least 80 % of its 20 listeners recognised; EmoDB has no dimensional ratings, so the
+    summary lines' [V, A, D] are 0) and ``EMODB_SOURCES.tsv``."""
+    sessions = emodb_sessions()
+    summary = Summary(speakers=len(sessions))
+    takes: dict[str, list[str]] = {speaker: [] for speaker in sessions}
+    for path in repositories.list("emodb", EMODB_WAVS):
+        stem = Path(path).stem  # 03a01Fa: speaker 03, sentence a01, emotion F, take a
+        if path.endswith(".wav") and stem[5] in EMODB_EMOTIONS:
+            takes[stem[:2]].append(path)
+    sources = ["utterance\temodb_file\tspeaker\tsentence\temotion"]
+    for speaker, paths in takes.items():
+        gender, session = EMODB_GENDERS[speaker], sessions[speaker]
+        dialog = f"Ses{session:02d}{gender}_script01"
+        clock, turns = 0.0, []
+        for index, path in enumerate(paths):
+            stem = Path(path).stem
+            utterance = f"{dialog}_{gender}{index:03d}"
+            wav, rate = repositories.audio("emodb", path)
+            target = iemocap.audio_path(out, session, dialog, utterance).with_suffix(".opus")
+            seconds = write_ogg(out, target.relative_to(out).as_posix(), wav, rate)
+            summary.add(seconds)
+            label = EMODB_EMOTIONS[stem[5]]
+            turns.append(
+                iemocap.turn_lines(utterance, label, clock, clock + seconds, (0, 0, 0), [], [])
+            )
+            clock += seconds + 1.0
+            sources.append(f"{utterance}\t{Path(path).name}\t{speaker}\t{stem[2:5]}\t{stem[5]}")
+        iemocap.write_evaluation(out, session, dialog, turns)
+    (out / "EMODB_SOURCES.tsv").write_text("\n".join(sources) + "\n")
+    return summary
+
+
 def folder_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def build(out: Path, mirror: Path, seed: int = 0) -> dict[str, Summary]:
-    """Write LibriSpeech/, VoxCeleb1/ and LJSpeech-1.1/ under ``out`` (replacing them)."""
+CORPORA = ("LibriSpeech", "VoxCeleb1", "LJSpeech-1.1", "IEMOCAP_full_release")
+
+
+def build(
+    out: Path, mirror: Path, seed: int = 0, corpora: tuple[str, ...] = CORPORA
+) -> dict[str, Summary]:
+    """Write the ``corpora`` (default all: LibriSpeech/, VoxCeleb1/, LJSpeech-1.1/ and
+    IEMOCAP_full_release/) under ``out``, replacing them."""
     repositories = Repositories(mirror)
-    for name in ("LibriSpeech", "VoxCeleb1", "LJSpeech-1.1"):
+    for name in corpora:
         shutil.rmtree(out / name, ignore_errors=True)  # a rerun replaces, never appends
     readers = assign_readers(repositories, num_voxceleb=90, num_dev=10, seed=seed)
-    return {
-        "LibriSpeech": write_librispeech(out / "LibriSpeech", repositories, readers),
-        "VoxCeleb1": write_voxceleb1(out / "VoxCeleb1", repositories, readers["voxceleb"], seed),
-        "LJSpeech-1.1": write_ljspeech(out / "LJSpeech-1.1", repositories),
+    writers = {
+        "LibriSpeech": lambda: write_librispeech(out / "LibriSpeech", repositories, readers),
+        "VoxCeleb1": lambda: write_voxceleb1(
+            out / "VoxCeleb1", repositories, readers["voxceleb"], seed
+        ),
+        "LJSpeech-1.1": lambda: write_ljspeech(out / "LJSpeech-1.1", repositories),
+        "IEMOCAP_full_release": lambda: write_iemocap(out / "IEMOCAP_full_release", repositories),
     }
+    return {name: writers[name]() for name in corpora}
 
 
 def print_summaries(out: Path, summaries: dict[str, Summary]) -> None:
@@ -452,8 +534,11 @@ def main(argv: list[str] | None = None) -> None:
         help="folder holding <owner>+<name>/repo git directories of the SOURCES",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--corpora", nargs="+", choices=CORPORA, default=list(CORPORA), help="rebuild only these"
+    )
     args = parser.parse_args(argv)
-    summaries = build(args.out, args.mirror, args.seed)
+    summaries = build(args.out, args.mirror, args.seed, tuple(args.corpora))
     print_summaries(args.out, summaries)
 
 

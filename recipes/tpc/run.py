@@ -51,7 +51,11 @@ def prepared_manifests(sources, run_dir: Path, split_key: str) -> list[Path]:
     return paths
 
 
-def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
+def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[Path, dict]:
+    """One pre-training run: seeded with ``cfg.seed`` under ``run_dir/pretrain``, or with
+    ``seed`` (one of ``pretrain_seeds``) under ``run_dir/pretrain/seed_<seed>``."""
+    out = run_dir / "pretrain" if seed is None else run_dir / "pretrain" / f"seed_{seed}"
+    seed = cfg.seed if seed is None else seed
     # rank 0 prepares the corpora; the other ranks then find them prepared
     with distributed.main_process_first("data preparation"):
         train_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits")
@@ -59,7 +63,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
     train = load_manifests(train_paths)
     valid = load_manifests(valid_paths) if valid_paths else None
     # the initial weights come from the seed alone (torch's global generator starts at random)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     encoder = build_encoder(cfg.encoder)
     model = build_objective(cfg.objective, encoder)
     print(
@@ -73,13 +77,13 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict]:
         cfg.data,
         cfg.trainer,
         cfg.optim,
-        run_dir / "pretrain",
+        out,
         full_config=cfg,
-        seed=cfg.seed,
+        seed=seed,
     )
 
 
-def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
+def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
     """Leave-one-session-out emotion for every upstream and seed; the summary with CIs."""
     source = cfg.emotion
     data_dir = run_dir / "data" / source.corpus
@@ -95,7 +99,7 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> dict:
     upstreams = transfer_upstreams(
         list(source.modes),
         to_plain(cfg.encoder),
-        {"pretrained": [checkpoint]},
+        {"pretrained": checkpoints},
         list(cfg.seeds),
         deterministic_head=isinstance(head, LinearProbeConfig),
         n_mels=cfg.encoder.n_mels,
@@ -160,10 +164,23 @@ def run(cfg: DictConfig) -> None:
         # demo model also run fastest on one thread of a shared 2-core machine
         torch.set_num_threads(cfg.trainer.threads)
     run_dir = Path(cfg.run_dir)
-    checkpoint, pretrain_result = pretrain(cfg, run_dir)
+    if cfg.pretrain_seeds:
+        # pre-training run k serves downstream seed k: the pretrained rows' CIs then hold
+        # the spread over pre-training runs too
+        runs = {seed: pretrain(cfg, run_dir, seed) for seed in cfg.pretrain_seeds}
+        pretrain_record = {
+            "runs": [
+                {"seed": seed, "checkpoint": str(checkpoint), **result}
+                for seed, (checkpoint, result) in runs.items()
+            ]
+        }
+    else:
+        runs = {cfg.seed: pretrain(cfg, run_dir)}
+        checkpoint, result = runs[cfg.seed]
+        pretrain_record = {"checkpoint": str(checkpoint), **result}
     if not distributed.continue_on_main_only():
         return  # the emotion folds and the report are rank 0's
-    summary = transfer(cfg, run_dir, checkpoint)
+    summary = transfer(cfg, run_dir, [checkpoint for checkpoint, _ in runs.values()])
     heads = ", ".join(f"{name}: {entry['head']}" for name, entry in summary["emotion"].items())
     table = write_summary_report(
         run_dir,
@@ -178,7 +195,7 @@ def run(cfg: DictConfig) -> None:
             ),
             f"Heads: {heads}.",
         ],
-        extra={"pretrain": {"checkpoint": str(checkpoint), **pretrain_result}},
+        extra={"pretrain": pretrain_record},
     )
     print("\n" + table)
     print(f"results: {run_dir / 'results.md'}")

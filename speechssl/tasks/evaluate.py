@@ -30,7 +30,7 @@ from speechssl.heads import ClassifierHeadConfig
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.tasks.classification import TransferConfig
 from speechssl.tasks.speaker import read_trials
-from speechssl.tasks.suite import Suite, Upstream, summarize, summary_markdown
+from speechssl.tasks.suite import Suite, TaskOutcome, Upstream, summarize, summary_markdown
 from speechssl.tasks.user_data import FinetuneDataConfig, load_upstream, load_user_data
 from speechssl.train.config import TrainerConfig
 
@@ -76,6 +76,48 @@ def _upstream(args: argparse.Namespace) -> Upstream:
     return Upstream(name=Path(spec).name or spec, build=build, seeds=seeds)
 
 
+def score_task(
+    suite: Suite,
+    upstream: Upstream,
+    task: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    valid: str | Path | None = None,
+    test: str | Path | None = None,
+    split_seed: int = 0,
+) -> TaskOutcome:
+    """Prepare ``data`` for one of :data:`TASKS` (under ``out/data``) and score ``upstream``.
+
+    Shared by ``speechssl evaluate`` and ``speechssl probe-steps``.
+    """
+    out = Path(out)
+    if task == "emotion":
+        folder = prepared_folder("iemocap", data, out / "data")
+        return suite.emotion(upstream, load_manifests([folder / "all.jsonl"]), EMOTION_LABELS)
+    if task in ("speaker-id", "speaker-verification"):
+        folder = prepared_folder("voxceleb1", data, out / "data")
+        if task == "speaker-id":
+            splits = [
+                load_manifests([folder / f"{name}.jsonl"]) for name in ("train", "dev", "test")
+            ]
+            return suite.speaker_identification(upstream, *splits)
+        return suite.speaker_verification(
+            upstream,
+            load_manifests([folder / "verification.jsonl"]),
+            read_trials(folder / "trials.txt"),
+        )
+    if test is None:
+        raise ValueError("--task classify needs --test (and --valid, or 10% of train is held out)")
+    user = load_user_data(
+        FinetuneDataConfig(train=data, valid=valid, test=test), out / "data", seed=split_seed
+    )
+    train, valid_rows, test_rows = (
+        Manifest.from_rows(rows) for rows in (user.train, user.valid, user.test)
+    )
+    return suite.classification(upstream, train, valid_rows, test_rows, user.labels)
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl evaluate``."""
     if args.epochs < 1 or any(seed < 0 for seed in args.seeds):
@@ -91,33 +133,16 @@ def run(args: argparse.Namespace) -> int:
         trainer=TrainerConfig(device=args.device, log_every=100, num_workers=0),
     )
     suite = Suite(head, transfer, out, progress=print)
-    if args.task == "emotion":
-        folder = prepared_folder("iemocap", args.data, out / "data")
-        outcome = suite.emotion(upstream, load_manifests([folder / "all.jsonl"]), EMOTION_LABELS)
-    elif args.task in ("speaker-id", "speaker-verification"):
-        folder = prepared_folder("voxceleb1", args.data, out / "data")
-        if args.task == "speaker-id":
-            splits = [
-                load_manifests([folder / f"{name}.jsonl"]) for name in ("train", "dev", "test")
-            ]
-            outcome = suite.speaker_identification(upstream, *splits)
-        else:
-            outcome = suite.speaker_verification(
-                upstream,
-                load_manifests([folder / "verification.jsonl"]),
-                read_trials(folder / "trials.txt"),
-            )
-    else:
-        if args.test is None:
-            raise ValueError(
-                "--task classify needs --test (and --valid, or 10% of train is held out)"
-            )
-        data = FinetuneDataConfig(train=args.data, valid=args.valid, test=args.test)
-        user = load_user_data(data, out / "data", seed=args.seeds[0])
-        train, valid, test = (
-            Manifest.from_rows(rows) for rows in (user.train, user.valid, user.test)
-        )
-        outcome = suite.classification(upstream, train, valid, test, user.labels)
+    outcome = score_task(
+        suite,
+        upstream,
+        args.task,
+        args.data,
+        out,
+        valid=args.valid,
+        test=args.test,
+        split_seed=args.seeds[0],
+    )
     summary = summarize([outcome])
     markdown = summary_markdown(summary)
     out.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,39 @@ def plot_probe_layers(accuracy, path: str | Path, title: str = "probe accuracy p
     return save_figure(figure, path)
 
 
+def plot_probe_over_steps(rows, path: str | Path, title: str = "probe over steps") -> str:
+    """Probe dev accuracy (%) per hidden state against the pre-training step (one line per
+    layer, darker = deeper) beside the test metric with its 95 % CI band; returns ``path``.
+
+    ``rows``: dicts with ``step``, ``metric``, ``mean``, ``ci95`` and
+    ``dev_accuracy_per_layer`` (fractions; may be empty), as ``speechssl probe-steps`` writes.
+    """
+    if not rows:
+        raise ValueError("no steps to plot")
+    steps = np.array([row["step"] for row in rows], dtype=np.float64)
+    figure, (layers_axes, metric_axes) = plt.subplots(1, 2, figsize=(10.0, 3.6))
+    per_layer = [row["dev_accuracy_per_layer"] for row in rows]
+    num_layers = min(len(values) for values in per_layer)
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, max(num_layers, 1)))
+    for layer in range(num_layers):
+        values = [100 * row[layer] for row in per_layer]
+        layers_axes.plot(steps, values, marker="o", color=colours[layer], label=f"layer {layer}")
+    layers_axes.set_xlabel("pre-training step (0 = random init)")
+    layers_axes.set_ylabel("probe dev accuracy (%)")
+    layers_axes.set_title("per hidden state" if num_layers else "no probe (cosine scoring)")
+    if num_layers:
+        layers_axes.legend(fontsize=7, ncol=2)
+    means = np.array([row["mean"] for row in rows])
+    intervals = np.array([row["ci95"] for row in rows], dtype=np.float64)
+    metric_axes.plot(steps, means, marker="o", color="black")
+    metric_axes.fill_between(steps, intervals[:, 0], intervals[:, 1], color="grey", alpha=0.3)
+    metric_axes.set_xlabel("pre-training step (0 = random init)")
+    metric_axes.set_ylabel(f"test {rows[0]['metric']} (%), 95 % CI")
+    metric_axes.set_title("test metric")
+    figure.suptitle(title)
+    return save_figure(figure, path)
+
+
 def plot_layer_weights(weights, path: str | Path, title: str = "layer weights") -> str:
     """Bar chart of weighted-layer-sum weights, layer 0 = the encoder's input; returns ``path``."""
     values = _to_numpy(weights).astype(np.float64).reshape(-1)

@@ -39,7 +39,7 @@ def write_results(run_dir: str | Path, results: dict, markdown: str) -> None:
     write_text_atomic(run_dir / "results.md", markdown)
 
 
-def _layer_readings(details: Sequence[dict]) -> tuple[list, list]:
+def layer_readings(details: Sequence[dict]) -> tuple[list, list]:
     """Layer weights and probe per-layer dev accuracies found in a run's details (folds too)."""
     weights, probes = [], []
     for detail in details:
@@ -57,7 +57,7 @@ def plot_layer_usage(run_dir: str | Path, outcomes) -> None:
     (the probe's dev accuracy per hidden state, averaged likewise)."""
     run_dir = Path(run_dir)
     for outcome in outcomes:
-        weights, probes = _layer_readings(outcome.details)
+        weights, probes = layer_readings(outcome.details)
         name = f"{outcome.task}_{outcome.upstream}"
         if weights:
             plot_layer_weights(

@@ -120,3 +120,30 @@ def test_rerun_after_pretraining_reports_the_same_pretraining_fields(tiny_run):
     assert str(checkpoint) == recorded["checkpoint"]
     assert math.isfinite(result["train_loss"]) and "valid/loss" in result
     assert {**result, "checkpoint": str(checkpoint)} == recorded
+
+
+def test_pretrain_seeds_give_one_run_per_seed_and_the_pretrained_row_their_spread(tmp_path):
+    """``pretrain_seeds=[0,1]``: two pre-training runs from different inits; pre-trained run
+    k serves downstream seed k, so the probe's pretrained row has 2 seeds, not 1."""
+    command = [
+        sys.executable,
+        str(REPO / "recipes" / "tpc" / "run.py"),
+        "debug=tiny",
+        f"run_dir={tmp_path}",
+        "pretrain_seeds=[0,1]",
+        "seeds=[0,1]",
+        "emotion.max_folds=2",
+        "emotion.modes=[pretrained_frozen]",
+    ]
+    completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["pretrain"]["runs"]
+    assert [run["seed"] for run in runs] == [0, 1]
+    first, second = (torch.load(run["checkpoint"], weights_only=True)["model"] for run in runs)
+    assert any(not torch.equal(first[key], second[key]) for key in first)
+    for seed, run in zip((0, 1), runs, strict=True):
+        assert Path(run["checkpoint"]).is_relative_to(tmp_path / "pretrain" / f"seed_{seed}")
+    row = next(r for r in results["table"] if r["upstream"] == "pretrained_frozen")
+    assert row["n_seeds"] == 2 and row["seeds"] == [0, 1]
+    assert len(results["emotion"]["pretrained_frozen"]["runs"]) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def iemocap_turns() -> list[dict]:
                         "speaker": f"Ses{session:02d}{utterance.rsplit('_', 1)[1][0]}",
                         "label": label,
                         "duration": end - start,
-                        "wav": root / f"Session{session}/sentences/wav/{dialog}/{utterance}.wav",
+                        "wav": root / f"Session{session}/sentences/wav/{dialog}/{utterance}.opus",
                     }
                 )
     return rows
@@ -94,7 +95,7 @@ def test_total_size_fits_the_budget():
     "corpus, pattern, sample_rate, container, subtype, seconds",
     [
         ("librispeech", "*/*/*/*.opus", 16000, "OGG", "OPUS", (1.0, 20.0)),
-        ("iemocap", "Session*/sentences/wav/*/*.wav", 16000, "WAV", "PCM_16", (0.4, 3.0)),
+        ("iemocap", "Session*/sentences/wav/*/*.opus", 16000, "OGG", "OPUS", (1.0, 9.0)),
         ("voxceleb1", "wav/id*/*/*.opus", 16000, "OGG", "OPUS", (1.5, 5.0)),
         ("ljspeech", "wavs/*.ogg", 22050, "OGG", "VORBIS", (1.0, 11.0)),
         ("libritts", "train-clean-100/*/*/*.wav", 24000, "WAV", "PCM_16", (0.4, 3.0)),
@@ -121,11 +122,10 @@ def test_notice_lists_every_source_folder_with_its_commit():
     sections = {block.split("\n", 1)[0].strip(): block for block in notice.split("\n## ")[1:]}
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in demo_root().iterdir())
     assert sorted(sections) == sorted(e for e in entries if e != "NOTICE.md")
-    for corpus in ("LibriSpeech/", "VoxCeleb1/", "LJSpeech-1.1/"):
+    for corpus in ("LibriSpeech/", "VoxCeleb1/", "LJSpeech-1.1/", "IEMOCAP_full_release/"):
         assert re.search(r"`[\w.-]+/[\w.-]+` at `[0-9a-f]{40}`", sections[corpus]), corpus
         assert "Licence" in sections[corpus]
-    for corpus in ("IEMOCAP_full_release/", "LibriTTS/"):
-        assert sections[corpus].startswith(corpus + "\n\nSynthetic")
+    assert sections["LibriTTS/"].startswith("LibriTTS/\n\nSynthetic")
     # every repository and commit the builder reads is credited
     builder = (REPOSITORY_ROOT / "tools" / "make_real_demo.py").read_text()
     sources = re.findall(r'Source\(\s*"([\w.-]+/[\w.-]+)",\s*"([0-9a-f]{40})"', builder)
@@ -169,29 +169,36 @@ def test_librispeech_is_unlabelled_real_speech_from_many_readers(tmp_path):
 def test_iemocap_sessions_have_both_genders_and_all_four_classes(iemocap_turns):
     root = demo_path("iemocap")
     labelled = {row["wav"] for row in iemocap_turns}
-    on_disk = set(root.glob("Session*/sentences/wav/*/*.wav"))
-    assert labelled == on_disk, "every wav has exactly one EmoEvaluation turn"
-    # the preparer must drop these: they exist, but are not in the 4-class protocol
-    assert {"fru", "sur", "xxx"} <= {row["label"] for row in iemocap_turns}
-    dialogs = {row["wav"].parent.name for row in iemocap_turns}
-    assert any("impro" in d for d in dialogs) and any("script" in d for d in dialogs)
+    on_disk = set(root.glob("Session*/sentences/wav/*/*.opus"))
+    assert labelled == on_disk, "every clip has exactly one EmoEvaluation turn"
+    assert len(labelled) == 339  # EmoDB's N/F/W/T takes
+    # every utterance is traced to its EmoDB file, whose emotion letter gives the label
+    sources = (root / "EMODB_SOURCES.tsv").read_text().splitlines()[1:]
+    letters = {"N": "neu", "F": "hap", "W": "ang", "T": "sad"}
+    by_utterance = {line.split("\t")[0]: letters[line.split("\t")[4]] for line in sources}
+    assert by_utterance == {row["wav"].stem: row["label"] for row in iemocap_turns}
     for session in range(1, 6):
         rows = [r for r in iemocap_turns if r["session"] == session and r["label"] in FOUR_CLASSES]
         for gender in "FM":
             classes = Counter(FOUR_CLASSES[r["label"]] for r in rows if r["speaker"][-1] == gender)
             assert set(classes) == {"neu", "hap", "ang", "sad"}, (session, gender, classes)
-            assert min(classes.values()) >= 3
+            assert min(classes.values()) >= 2  # EmoDB: one actor has only 2 happy takes
     for row in iemocap_turns[:20]:
         assert abs(soundfile.info(row["wav"]).duration - row["duration"]) < 1e-3
 
 
 def test_iemocap_parses_with_torchaudio(tmp_path):
-    # torchaudio expects the folder to be called IEMOCAP; the release unpacks to IEMOCAP_full_release.
-    (tmp_path / "IEMOCAP").symlink_to(demo_path("iemocap"), target_is_directory=True)
+    # torchaudio expects the folder to be called IEMOCAP (the release unpacks to
+    # IEMOCAP_full_release) and .wav audio: a copy with the metadata and every clip
+    # decoded to WAV
+    source, copy = demo_path("iemocap"), tmp_path / "IEMOCAP"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.opus"))
+    for clip in source.glob("Session*/sentences/wav/*/*.opus"):
+        wav, rate = soundfile.read(clip, dtype="int16")
+        soundfile.write(copy / clip.relative_to(source).with_suffix(".wav"), wav, rate)
     dataset = torchaudio.datasets.IEMOCAP(tmp_path)
     labels = Counter(dataset.get_metadata(n)[3] for n in range(len(dataset)))
-    assert set(labels) >= {"neu", "hap", "exc", "ang", "sad"}
-    assert sum(labels.values()) >= 160
+    assert labels == {"ang": 127, "neu": 79, "hap": 71, "sad": 62}
 
 
 def test_voxceleb_iden_split_covers_every_clip_with_real_sized_splits():

@@ -30,6 +30,7 @@ from speechssl.data.prepare.common import (
     find_root,
     glob_files,
     read_text,
+    resolve_audio,
 )
 
 LAYOUT = "IEMOCAP_full_release/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
@@ -81,7 +82,10 @@ def collect(src, report: Report) -> list[Utterance]:
             for utterance, label in _read_evaluation(evaluation, report):
                 match = _UTTERANCE.match(utterance)
                 dialog = utterance.rsplit("_", 1)[0]
-                audio = session_dir / "sentences" / "wav" / dialog / f"{utterance}.wav"
+                # the release's .wav, or the same stem compressed (the demo keeps Ogg Opus)
+                audio = resolve_audio(
+                    session_dir / "sentences" / "wav" / dialog / f"{utterance}.wav"
+                )
                 if not match or int(match["session"]) != session:
                     report.skip(
                         evaluation, "malformed-line", f"unexpected utterance name {utterance}"

@@ -1,6 +1,7 @@
 """Transfer learns the demo corpus: a tiny encoder at seeded random init under the
 classifier head scores well above chance on held-out data, frozen and fine-tuned, for the
-demo's emotion set (4 classes, synthetic voices) and 20 readers of its real-speech
+demo's emotion set (EmoDB's 4 acted classes; sessions 4-5, four actors never heard in
+training, are the test set) and 20 readers of its real-speech
 speaker-identification set (``speaker_subset``: the 10 readers whose test clips come from
 other utterances than their training clips, then the 10 lowest other ids).
 
@@ -11,10 +12,16 @@ four seeds measured with this exact budget (``python -m pytest`` on 2 cores, tor
 
 | task (chance)            | mode     | seeds 0 / 1 / 2 / 3           | asserted         |
 | ------------------------ | -------- | ----------------------------- | ---------------- |
-| emotion WA (25.0 %)      | frozen   | 48.4 / 45.3 / 42.2 / 50.0 %   | >= chance + 10   |
-| emotion WA (25.0 %)      | finetune | 53.1 / 54.7 / 54.7 / 51.6 %   | >= chance + 20   |
+| emotion UA (25.0 %)      | frozen   | 64.0 / 62.1 / 60.7 / 67.6 %   | >= chance + 30   |
+| emotion UA (25.0 %)      | finetune | 66.7 / 64.8 / 66.7 / 72.2 %   | >= chance + 35   |
 | speaker top-1 (8.3 %)    | frozen   | 29.2 / 25.0 / 25.0 / 25.0 %   | >= chance + 12   |
 | speaker top-1 (8.3 %)    | finetune | 62.5 / 54.2 / 50.0 / 75.0 %   | >= chance + 30   |
+
+Emotion is scored by UA (the mean of per-class recalls), whose chance level is 25 % for
+any constant guess: EmoDB's classes are unbalanced (angry 37 % of the takes), so WA's
+chance is the majority rate, not 25 %. The emotion rows above are EmoDB (measured
+2026-12-05); on the synthetic espeak set it replaced, WA measured 42-50 % frozen and
+52-55 % fine-tuned.
 
 With the epoch budget (30 epochs, frozen heads on cached whole-utterance means) the
 speaker finetune row measured 41.7 / 54.2 % for seeds 0 / 1 on the espeak set. On the real
@@ -39,7 +46,7 @@ from speechssl.demo import demo_path
 from speechssl.encoders import build_encoder
 from speechssl.heads import ClassifierHeadConfig
 from speechssl.tasks.classification import TransferConfig, predict, train_classifier
-from speechssl.tasks.metrics import weighted_accuracy
+from speechssl.tasks.metrics import unweighted_accuracy
 from speechssl.tasks.speaker_protocol import run_speaker_identification
 from speechssl.train.config import TrainerConfig
 
@@ -58,8 +65,8 @@ BUDGET = TransferConfig(
 )
 # (chance, asserted margin over chance) per task and mode, from the table above
 MARGINS = {
-    ("emotion", "frozen"): 0.10,
-    ("emotion", "finetune"): 0.20,
+    ("emotion", "frozen"): 0.30,
+    ("emotion", "finetune"): 0.35,
     ("speaker", "frozen"): 0.08,
     ("speaker", "finetune"): 0.20,
 }
@@ -119,7 +126,7 @@ def test_emotion_beats_chance_on_unseen_speakers(mode, demo, tmp_path):
     # sessions 1-3 train; sessions 4-5 (four speakers never heard in training) test
     train = Manifest.from_rows([row for row in rows if row["session"] <= 3])
     test = Manifest.from_rows([row for row in rows if row["session"] >= 4])
-    assert len(labels) == 4 and len(test) == 64
+    assert len(labels) == 4 and len(test) == 136  # EmoDB speakers 12, 14, 15, 16
     run = train_classifier(
         _random_encoder(),
         ClassifierHeadConfig(mode=mode, projector_dim=32),
@@ -131,9 +138,9 @@ def test_emotion_beats_chance_on_unseen_speakers(mode, demo, tmp_path):
         seed=SEED,
     )
     predictions = predict(run.model, test, BUDGET, labels=labels)
-    accuracy = weighted_accuracy(predictions.y_true.numpy(), predictions.y_pred.numpy())
+    accuracy = unweighted_accuracy(predictions.y_true.numpy(), predictions.y_pred.numpy())
     chance = 1 / len(labels)
-    assert accuracy >= chance + MARGINS["emotion", mode], f"{mode}: WA {accuracy:.3f}"
+    assert accuracy >= chance + MARGINS["emotion", mode], f"{mode}: UA {accuracy:.3f}"
 
 
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])
