@@ -39,16 +39,21 @@ HEADS = ("probe", "mean_pool")
 EMOTION_LABELS = ["neu", "hap", "ang", "sad"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``speechssl evaluate``."""
-    parser.add_argument("upstream", help="fbank, a preset, a checkpoint, an export or HF folder")
+def add_task_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """``--task``, ``--data``, ``--valid``, ``--test`` and ``--out`` (read by :func:`score_task`)."""
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument(
         "--data", required=True, help="corpus folder (or training set for classify)"
     )
     parser.add_argument("--valid", help="classify: validation set (default: 10%% of train)")
     parser.add_argument("--test", help="classify: test set")
-    parser.add_argument("--out", default="runs/evaluate", help="output folder")
+    parser.add_argument("--out", default=default_out, help="output folder")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``speechssl evaluate``."""
+    parser.add_argument("upstream", help="fbank, a preset, a checkpoint, an export or HF folder")
+    add_task_arguments(parser, "runs/evaluate")
     parser.add_argument(
         "--head",
         default="probe",
@@ -118,6 +123,17 @@ def score_task(
     return suite.classification(upstream, train, valid_rows, test_rows, user.labels)
 
 
+def command_suite(head, out: Path, *, epochs: int = 60, device: str = "cpu") -> Suite:
+    """The suite the ``speechssl`` commands score with: 40 s batches of whole utterances
+    (at most 15 s), no worker processes, one progress line per unit of work."""
+    transfer = TransferConfig(
+        epochs=epochs,
+        data=DataConfig(max_batch_seconds=40.0, max_duration=15.0, num_workers=0),
+        trainer=TrainerConfig(device=device, log_every=100, num_workers=0),
+    )
+    return Suite(head, transfer, out, progress=print)
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl evaluate``."""
     if args.epochs < 1 or any(seed < 0 for seed in args.seeds):
@@ -127,12 +143,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     upstream = _upstream(args)
     head = LinearProbeConfig() if args.head == "probe" else ClassifierHeadConfig()
-    transfer = TransferConfig(
-        epochs=args.epochs,
-        data=DataConfig(max_batch_seconds=40.0, max_duration=15.0, num_workers=0),
-        trainer=TrainerConfig(device=args.device, log_every=100, num_workers=0),
-    )
-    suite = Suite(head, transfer, out, progress=print)
+    suite = command_suite(head, out, epochs=args.epochs, device=args.device)
     outcome = score_task(
         suite,
         upstream,

@@ -31,18 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechssl.data.loaders import DataConfig
 from speechssl.encoders import build_encoder
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
 from speechssl.safe_io import write_text_atomic
-from speechssl.tasks.classification import TransferConfig
-from speechssl.tasks.evaluate import TASKS, score_task
+from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task
 from speechssl.tasks.plots import plot_probe_over_steps
 from speechssl.tasks.report import layer_readings
-from speechssl.tasks.suite import METRIC_TITLES, Suite, TaskOutcome, Upstream, summarize
+from speechssl.tasks.suite import METRIC_TITLES, TaskOutcome, Upstream, summarize
 from speechssl.train.checkpoint import list_checkpoints
-from speechssl.train.config import TrainerConfig
 
 _STEP = re.compile(r"step_(\d+)\.pt$")
 
@@ -52,13 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoints", help="a trainer's checkpoints folder (step_XXXXXXXX.pt files)"
     )
-    parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument(
-        "--data", required=True, help="corpus folder (or training set for classify)"
-    )
-    parser.add_argument("--valid", help="classify: validation set (default: 10%% of train)")
-    parser.add_argument("--test", help="classify: test set")
-    parser.add_argument("--out", default="runs/probe_steps", help="output folder")
+    add_task_arguments(parser, "runs/probe_steps")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the step-0 random init (the data split too)"
     )
@@ -168,11 +159,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--data: no such file or folder: {args.data}")
     checkpoints = checkpoints_by_step(args.checkpoints)
     out = Path(args.out)
-    transfer = TransferConfig(
-        data=DataConfig(max_batch_seconds=40.0, max_duration=15.0, num_workers=0),
-        trainer=TrainerConfig(device="cpu", log_every=100, num_workers=0),
-    )
-    suite = Suite(LinearProbeConfig(), transfer, out, progress=print)
+    suite = command_suite(LinearProbeConfig(), out)
 
     def score(upstream: Upstream) -> TaskOutcome:
         return score_task(
