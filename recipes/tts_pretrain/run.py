@@ -67,14 +67,25 @@ def finetune(
         model_config, checkpoint, cfg.finetune.speaker_init, seed=cfg.seed
     )
     steps = min(cfg.finetune.max_steps, cfg.trainer.max_steps)
-    print(f"== fine-tune fraction {fraction:g}: {len(rows)} utterances, <= {steps} steps")
-    # every target row is the new speaker; early stopping on the dev rows' loss
+    print(
+        f"== fine-tune fraction {fraction:g}: {len(rows)} utterances, <= {steps} steps, "
+        f"early stopping on {cfg.finetune.select_on}"
+    )
+    # the dev sentences synthesized free-running at every evaluation: selected on, or recorded
+    free_running = None
+    if dev_rows and (cfg.finetune.free_running_dev or cfg.finetune.select_on != "dev_loss"):
+        free_running = study.FreeRunningDev(
+            dev_rows, model.config, speaker, seed=cfg.seed,
+            max_length_ratio=cfg.evaluation.max_length_ratio,
+        )  # fmt: skip
+    # every target row is the new speaker; early stopping on the dev criterion
     _, result = study.train_tts(
         model, rows, run_dir / f"finetune_{fraction:g}", cfg.trainer, cfg.optim,
         max_steps=steps, batch_size=cfg.finetune.batch_size, default_speaker=speaker,
         full_config={**to_plain(cfg), "tts_model": asdict(model.config)}, seed=cfg.seed,
         dev_rows=dev_rows, eval_every=cfg.finetune.eval_every,
         patience=cfg.finetune.patience, min_delta=cfg.finetune.min_delta,
+        select_on=cfg.finetune.select_on, free_running_dev=free_running,
     )  # fmt: skip
     return model, speaker, {**result, "init_max_abs_difference": difference}
 
@@ -82,6 +93,7 @@ def finetune(
 def run(cfg: DictConfig) -> None:
     # every corpus folder the run will read, checked before any work
     check_source_folders({"pretrain.src": cfg.pretrain.src, "target.src": cfg.target.src})
+    study.selection_metric(cfg.finetune.select_on)  # an unknown criterion: before any work
     started = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -156,22 +168,13 @@ def run(cfg: DictConfig) -> None:
             stage_timings["finetune_s"] = time.perf_counter() - clock
             # synthesis and scoring on rank 0 alone; the others wait and get its rows
             rows_of_fraction, kept = distributed.run_on_main(
-                study.evaluate_model,
-                model,
-                speaker,
-                sentences,
-                vocoder,
-                run_dir / "wavs" / f"fraction_{fraction:g}",
-                frames_per_char=frames_per_char,
-                seed=cfg.seed,
-                max_length_ratio=cfg.evaluation.max_length_ratio,
-                with_f0=cfg.evaluation.with_f0,
-                keep_alignments=plotted,
-                batch_size=cfg.evaluation.batch_size,
-                references=references,
-                mapper=mapper,
+                study.evaluate_model, model, speaker, sentences, vocoder,
+                run_dir / "wavs" / f"fraction_{fraction:g}", frames_per_char=frames_per_char,
+                seed=cfg.seed, max_length_ratio=cfg.evaluation.max_length_ratio,
+                with_f0=cfg.evaluation.with_f0, keep_alignments=plotted,
+                batch_size=cfg.evaluation.batch_size, references=references, mapper=mapper,
                 timings=stage_timings,
-            )
+            )  # fmt: skip
             for sentence_id, alignment in kept.items():
                 alignments.setdefault(sentence_id, {})[fraction] = alignment
             sentence_rows += [{"fraction": fraction, **row} for row in rows_of_fraction]
@@ -192,7 +195,10 @@ def run(cfg: DictConfig) -> None:
     clock = time.perf_counter()
     summary = study.summarize(sentence_rows, bin_order)
     table = study.results_markdown(summary, bins, sizes, similarity)
-    plots = study.write_study_plots(summary["table"], bin_order, alignments, run_dir)
+    finetuned = {fraction: stage["finetune"] for fraction, stage in stages.items()}
+    plots = study.write_study_plots(
+        summary["table"], bin_order, alignments, run_dir, finetuned, cfg.finetune.select_on
+    )
     timings["summary_s"] = time.perf_counter() - clock
     seconds = time.perf_counter() - started
     title = "TTS pre-training: data fraction x text similarity (Zhang et al., 2022)"
@@ -200,21 +206,13 @@ def run(cfg: DictConfig) -> None:
         "title": title,
         "table": summary["table"],
         "deltas": summary["deltas"],
+        "contrasts": summary["contrasts"],
         "bins": {
             **bins.to_dict(),
             "method": "TF-IDF char_wb 2-4-grams, max cosine to training text",
             "similarity": similarity,
         },
-        "budget": {
-            "pretrain_epochs": cfg.pretrain.epochs,
-            "pretrain_steps": {
-                f"{f:g}": st["pretrain"].get("steps_run", 0) for f, st in stages.items()
-            },
-            **{
-                f"finetune_{key}": cfg.finetune[key]
-                for key in ("max_steps", "eval_every", "patience")
-            },
-        },
+        "budget": study.budget_record(cfg.pretrain.epochs, cfg.finetune, stages),
         "pretrain_sizes": {f"{fraction:g}": size for fraction, size in sizes.items()},
         "pretrain_dropped_test_texts": dropped,
         "target": {

@@ -26,7 +26,14 @@ from matplotlib.ticker import MaxNLocator
 
 from speechssl.tasks.plots import save_figure
 
-__all__ = ["METRIC_LABELS", "plot_alignment", "plot_alignments", "plot_metric_vs_fraction"]
+__all__ = [
+    "DEV_CRITERIA",
+    "METRIC_LABELS",
+    "plot_alignment",
+    "plot_alignments",
+    "plot_dev_curves",
+    "plot_metric_vs_fraction",
+]
 
 METRIC_LABELS = {
     "mcd_dtw_db": "MCD-DTW (dB, lower is better)",
@@ -36,6 +43,15 @@ METRIC_LABELS = {
     "attention_focus_rate": "attention focus rate (higher is better)",
     "attention_diagonality": "attention diagonality (higher is better)",
     "stop_length_error": "relative stop-length error (lower is better)",
+}
+
+
+# the fine-tuning dev criteria (metrics.jsonl keys of the dev evaluations) and their labels
+DEV_CRITERIA = {
+    "loss": "teacher-forced dev loss",
+    "free_mcd_dtw_sl_db": "free-running dev MCD-DTW-SL (dB)",
+    "free_stop_length_error": "free-running dev stop-length error",
+    "free_stopped": "free-running dev share stopped",
 }
 
 
@@ -173,5 +189,55 @@ def plot_alignments(
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     for axes in list(axes_grid.flat)[len(alignments) :]:
         axes.axis("off")
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_dev_curves(
+    curves: Mapping[float, Sequence[Mapping]],
+    path: str | Path,
+    selected: str = "loss",
+    best_steps: Mapping[float, int] | None = None,
+) -> str:
+    """Fine-tuning dev criteria against the step: one panel per criterion of
+    :data:`DEV_CRITERIA` present, one line per pre-training fraction.
+
+    Args:
+        curves: ``{fraction: [{"step", "loss", "free_mcd_dtw_sl_db", ...}, ...]}``, the
+            dev evaluations (:func:`speechssl.tts.study.dev_curve`).
+        selected: the criterion early stopping used; its panel is titled "(selected)".
+        best_steps: ``{fraction: step}`` of the kept weights, drawn as a ring on every panel.
+
+    Example:
+        >>> import os, tempfile
+        >>> curve = [{"step": s, "loss": 1 / s, "free_mcd_dtw_sl_db": 9 - s} for s in (1, 2)]
+        >>> path = os.path.join(tempfile.mkdtemp(), "dev.png")
+        >>> os.path.isfile(plot_dev_curves({0.0: curve}, path, "free_mcd_dtw_sl_db"))
+        True
+    """
+    keys = [
+        key for key in DEV_CRITERIA if any(key in row for rows in curves.values() for row in rows)
+    ]
+    if not keys:
+        raise ValueError("no dev evaluations to plot")
+    figure, axes_row = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for axes, key in zip(axes_row[0], keys, strict=True):
+        for fraction in sorted(curves):
+            points = [(row["step"], row[key]) for row in curves[fraction] if key in row]
+            if not points:
+                continue
+            steps, values = zip(*points, strict=True)
+            (line,) = axes.plot(steps, values, marker=".", label=_fraction_label(fraction))
+            best = (best_steps or {}).get(fraction)
+            if best in steps:
+                value = values[steps.index(best)]
+                axes.plot(
+                    [best], [value], "o", markersize=9, fillstyle="none", color=line.get_color()
+                )
+        title = DEV_CRITERIA[key] + (" (selected)" if key == selected else "")
+        axes.set_title(title, fontsize=9)
+        axes.set_xlabel("fine-tuning step")
+        axes.grid(alpha=0.3)
+    axes_row[0][0].legend(title="fraction (ring: kept)", fontsize="small")
     figure.tight_layout()
     return save_figure(figure, path)

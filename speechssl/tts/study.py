@@ -15,7 +15,9 @@ Steps:
     split_target          target rows -> (training rows, held-out rows)
     build_test_set        held-out + OOD sentences -> TestSentence list and the bins
     pretraining_subsets   pool rows -> {fraction: rows}, nested and seeded
-    train_tts             a TacotronTTS on rows with the shared Trainer
+    train_tts             a TacotronTTS on rows with the shared Trainer, early-stopping on a
+                          dev criterion (SELECT_ON: teacher-forced loss or FreeRunningDev's)
+    FreeRunningDev        the dev sentences' free-running MCD-DTW-SL / stop-length error
     finetune_model        a fine-tuning model that starts from a pre-trained checkpoint
     evaluate_model        synthesize, vocode, write WAVs, per-sentence metrics
     summarize / results_markdown / write_study_plots   the table and the plots
@@ -45,10 +47,17 @@ import torch
 
 from speechssl import audio
 from speechssl.safe_io import load_torch_file
-from speechssl.stats import Estimate, bootstrap_metric, excludes_zero, paired_bootstrap_delta
+from speechssl.stats import (
+    Estimate,
+    bootstrap_metric,
+    excludes_zero,
+    paired_bootstrap_delta,
+    unpaired_bootstrap_difference,
+)
 from speechssl.train import distributed
 from speechssl.train.checkpoint import latest_checkpoint
 from speechssl.train.config import EarlyStoppingConfig, TrainerConfig
+from speechssl.train.progress import read_metrics
 from speechssl.train.trainer import Trainer
 from speechssl.tts.data import TTSDataset, collate_tts
 from speechssl.tts.metrics import (
@@ -60,7 +69,7 @@ from speechssl.tts.metrics import (
     stop_length_error,
 )
 from speechssl.tts.model import TacotronConfig, TacotronTTS
-from speechssl.tts.plots import plot_alignments, plot_metric_vs_fraction
+from speechssl.tts.plots import plot_alignments, plot_dev_curves, plot_metric_vs_fraction
 from speechssl.tts.similarity import OOD_BIN, SimilarityBins, TrainingTextSimilarity
 from speechssl.tts.similarity import similarity_bins as make_bins
 from speechssl.tts.subsets import nested_fractions
@@ -69,13 +78,17 @@ from speechssl.typed import to_dataclass
 
 __all__ = [
     "METRICS",
+    "SELECT_ON",
     "TABLE_METRICS",
+    "FreeRunningDev",
     "Reference",
     "TestSentence",
+    "budget_record",
     "build_study_sets",
     "build_test_set",
     "check_test_set",
     "describe_sentences",
+    "dev_curve",
     "drop_texts",
     "evaluate_model",
     "finetune_model",
@@ -86,12 +99,14 @@ __all__ = [
     "pretraining_subsets",
     "read_sentences",
     "results_markdown",
+    "selection_metric",
     "sentence_estimate",
     "similarity_by_bin",
     "split_target",
     "summarize",
     "train_tts",
     "training_steps",
+    "write_dev_curves_plot",
     "write_study_plots",
 ]
 
@@ -322,6 +337,139 @@ def frames_per_character(rows: Sequence[Mapping], model_config: TacotronConfig) 
     return float(np.median(rates))
 
 
+# finetune.select_on -> the dev metric fine-tuning early-stops on and keeps best.pt by
+# (all lower-is-better): the teacher-forced loss, or a free-running one (FreeRunningDev)
+SELECT_ON = {
+    "dev_loss": "loss",
+    "dev_mcd": "free_mcd_dtw_sl_db",
+    "dev_stop": "free_stop_length_error",
+}
+
+
+def selection_metric(select_on: str) -> str:
+    """The dev metric ``finetune.select_on`` names (:data:`SELECT_ON`); one line if unknown.
+
+    Example:
+        >>> selection_metric("dev_mcd")
+        'free_mcd_dtw_sl_db'
+    """
+    if select_on not in SELECT_ON:
+        raise ValueError(f"finetune.select_on={select_on!r}: expected one of {sorted(SELECT_ON)}")
+    return SELECT_ON[select_on]
+
+
+def budget_record(
+    pretrain_epochs: float, finetune: Mapping, stages: Mapping[float, Mapping]
+) -> dict:
+    """``results.json: budget``: the pre-training epochs and steps run per fraction, the
+    fine-tuning rule (``finetune`` config: max_steps, eval_every, patience, select_on) and
+    why each fraction's fine-tuning ended (``early_stopping``: no better criterion value
+    for ``patience`` evaluations; ``max_steps``: the cap)."""
+    return {
+        "pretrain_epochs": pretrain_epochs,
+        "pretrain_steps": {
+            f"{f:g}": stage["pretrain"].get("steps_run", 0) for f, stage in stages.items()
+        },
+        **{
+            f"finetune_{key}": finetune[key]
+            for key in ("max_steps", "eval_every", "patience", "select_on")
+        },
+        "finetune_stop_reason": {
+            f"{f:g}": stage["finetune"].get("stop_reason") for f, stage in stages.items()
+        },
+    }
+
+
+class FreeRunningDev:
+    """Free-running dev criteria: synthesize the dev sentences (one seeded batch, as
+    :func:`evaluate_model` does for the test set, without a vocoder) and average their
+    MCD-DTW-SL and stop-length error against the dev recordings.
+
+    The teacher-forced dev loss does not see whether the model can stop by itself: a model
+    with the lowest dev loss may run every sentence to the length guard. These criteria do.
+
+    Args:
+        rows: the dev rows (``id``, ``text``, ``audio``); their recordings are loaded once.
+        config: the model's :class:`TacotronConfig` (mel settings of the references).
+        speaker: the target speaker id the dev sentences are synthesized for.
+
+    Example:
+        >>> dev = FreeRunningDev(dev_rows, model.config, speaker=0)  # doctest: +SKIP
+        >>> dev(model)  # doctest: +SKIP
+        {'free_mcd_dtw_sl_db': 9.1, 'free_stop_length_error': 1.2, 'free_stopped': 0.25}
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping],
+        config: TacotronConfig,
+        speaker: int,
+        *,
+        seed: int = 0,
+        max_length_ratio: float = 3.0,
+        batch_size: int = 0,
+    ) -> None:
+        if not rows:
+            raise ValueError("the free-running dev criterion needs dev rows")
+        self.sentences = [
+            TestSentence(str(row["id"]), row["text"], "dev", math.nan, row["audio"]) for row in rows
+        ]
+        self.references = load_references(self.sentences, config, with_f0=False)
+        self.speaker = speaker
+        self.seed = seed
+        self.max_length_ratio = max_length_ratio
+        self.batch_size = batch_size or len(rows)  # one batch by default
+
+    def __call__(self, model: TacotronTTS) -> dict[str, float]:
+        """``{"free_mcd_dtw_sl_db", "free_stop_length_error", "free_stopped"}``: means over
+        the dev sentences. The caller's torch RNG and train/eval mode are left unchanged."""
+        was_training = model.training
+        with torch.random.fork_rng(devices=[]):  # synthesis reseeds; training's stream stays
+            rows, _ = evaluate_model(
+                model,
+                self.speaker,
+                self.sentences,
+                None,  # no vocoder: MCD is on the predicted mel, stop on its length
+                None,
+                seed=self.seed,
+                max_length_ratio=self.max_length_ratio,
+                with_f0=False,
+                batch_size=self.batch_size,
+                references=self.references,
+            )
+        model.train(was_training)
+        return {
+            "free_mcd_dtw_sl_db": float(np.mean([row["mcd_dtw_sl_db"] for row in rows])),
+            "free_stop_length_error": float(np.mean([row["stop_length_error"] for row in rows])),
+            "free_stopped": float(np.mean([bool(row["stopped"]) for row in rows])),
+        }
+
+
+class _DevTrainer(Trainer):
+    """The shared Trainer whose dev evaluation adds the free-running criteria (when
+    ``free_running_dev`` is set), so that early stopping, ``best.pt``, ``metrics.jsonl``
+    and ``curves.png`` all see them like the dev loss."""
+
+    free_running_dev: FreeRunningDev | None = None
+
+    def evaluate(self, loader) -> dict[str, float]:
+        results = super().evaluate(loader)
+        if self.free_running_dev is not None and loader is self.valid_loader:
+            # every rank synthesizes the same seeded batch with the same weights: no reduce
+            results.update(self.free_running_dev(self.model))
+        return results
+
+
+def dev_curve(run_dir: str | Path) -> list[dict]:
+    """The dev evaluations of a Trainer folder's ``metrics.jsonl``: one ``{"step", "loss",
+    ...criteria}`` row per evaluation, in step order (the last run's rows for a step)."""
+    rows = {}
+    for row in read_metrics(Path(run_dir) / "metrics.jsonl"):
+        if row.get("split") == "valid":
+            rows[int(row["step"])] = {key: value for key, value in row.items() if key != "split"}
+    return [rows[step] for step in sorted(rows)]
+
+
 def _loader(rows, model: TacotronTTS, speaker_ids, default_speaker, batch_size, seed, workers):
     dataset = TTSDataset(
         rows,
@@ -370,19 +518,28 @@ def train_tts(
     eval_every: int = 0,
     patience: int = 0,
     min_delta: float = 0.0,
+    select_on: str = "dev_loss",
+    free_running_dev: FreeRunningDev | None = None,
 ) -> tuple[Path, dict]:
     """Train ``model`` on ``rows`` for at most ``max_steps`` with the shared Trainer.
 
-    With ``dev_rows`` the teacher-forced loss on them is evaluated every ``eval_every``
-    steps (and at the end); training stops once it has not improved by ``min_delta`` for
-    ``patience`` evaluations, and ``model`` ends holding the best dev-loss weights
-    (``best.pt``, the returned checkpoint). Returns the checkpoint path and the Trainer's
-    result (``stop_reason``, ``best_step``, ``best_value`` = best dev loss...). A finished
-    run directory is resumed (and so not trained again) by ``trainer.resume=auto``.
+    With ``dev_rows`` the dev set is evaluated every ``eval_every`` steps (and at the end):
+    the teacher-forced loss, plus, with ``free_running_dev``, the free-running criteria of
+    :class:`FreeRunningDev` (``free_mcd_dtw_sl_db``, ``free_stop_length_error``,
+    ``free_stopped``). ``select_on`` (:data:`SELECT_ON`: ``dev_loss``, ``dev_mcd``,
+    ``dev_stop``) names the criterion: training stops once it has not improved by
+    ``min_delta`` for ``patience`` evaluations, and ``model`` ends holding the weights best
+    on it (``best.pt``, the returned checkpoint). Returns the checkpoint path and the
+    Trainer's result (``stop_reason``, ``best_step``, ``best_value`` = the best criterion
+    value, ``select_on``, ``criterion`` = its metric name...). A finished run directory is
+    resumed (and so not trained again) by ``trainer.resume=auto``.
     """
     if not rows:
         raise ValueError("no training rows")
-    stopping = {"metric": "loss", "mode": "min", "patience": patience, "min_delta": min_delta}
+    criterion = selection_metric(select_on)
+    if criterion != "loss" and free_running_dev is None:
+        raise ValueError(f"finetune.select_on={select_on} needs the free-running dev synthesis")
+    stopping = {"metric": criterion, "mode": "min", "patience": patience, "min_delta": min_delta}
     trainer_config = replace(
         to_dataclass(trainer_config, TrainerConfig),
         max_steps=max_steps,
@@ -405,7 +562,7 @@ def train_tts(
         dev_loader = torch.utils.data.DataLoader(
             dev_set, batch_size=max(1, min(batch_size, len(dev_set))), collate_fn=collate_tts
         )
-    trainer = Trainer(
+    trainer = _DevTrainer(
         model,
         loader,
         valid_loader=dev_loader,
@@ -415,6 +572,7 @@ def train_tts(
         run_dir=run_dir,
         sample_rate=model.config.sample_rate,
     )
+    trainer.free_running_dev = free_running_dev if dev_rows else None
     result = trainer.fit()
     checkpoint = Path(run_dir) / "checkpoints" / f"step_{trainer.step:08d}.pt"
     if not checkpoint.is_file():
@@ -423,7 +581,16 @@ def train_tts(
     if dev_rows and best.is_file():  # evaluate and hand on the best dev-loss weights
         model.load_state_dict(load_torch_file(best, "checkpoint")["model"])
         checkpoint = best
-    return Path(checkpoint), {**result, "steps_run": trainer.step, "max_steps": max_steps}
+    # the dev criteria at every evaluation (also drawn in run_dir/curves.png)
+    extra = {"select_on": select_on, "criterion": criterion} if dev_rows else {}
+    if dev_rows:
+        extra["dev_curve"] = dev_curve(run_dir)
+    return Path(checkpoint), {
+        **result,
+        "steps_run": trainer.step,
+        "max_steps": max_steps,
+        **extra,
+    }
 
 
 def max_parameter_difference(
@@ -511,7 +678,7 @@ def _score_against_reference(job: tuple) -> dict:
     )
     length_ratio = max(expected_frames, frames) / max(min(expected_frames, frames), 1)
     scores = {"mcd_dtw_db": mcd, "mcd_dtw_sl_db": mcd * length_ratio}
-    if with_f0 and len(wav) > config.n_fft:
+    if with_f0 and wav is not None and len(wav) > config.n_fft:
         pitch = f0_metrics(
             reference.wav,
             wav,
@@ -533,9 +700,9 @@ def evaluate_model(
     speaker: int,
     sentences: Sequence[TestSentence],
     vocoder,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     *,
-    frames_per_char: float,
+    frames_per_char: float = 1.0,
     seed: int = 0,
     max_length_ratio: float = 3.0,
     with_f0: bool = True,
@@ -556,6 +723,10 @@ def evaluate_model(
     the vocoded WAV, paired by the MCD's DTW path. Sentences without a reference get the
     attention metrics and a stop-length error against ``characters x frames_per_char``.
 
+    With ``vocoder`` None nothing is vocoded or written (``out_dir`` may be None) and the F0
+    metrics are skipped: the free-running dev criterion (:class:`FreeRunningDev`) scores the
+    predicted mels alone.
+
     Args:
         references: :func:`load_references` of ``sentences`` (loaded here when None).
         mapper: ``map`` or an executor's ``map``: the per-sentence scoring (DTW, pyin) runs
@@ -567,8 +738,10 @@ def evaluate_model(
     metrics, ``frames``, ``stopped``) and the alignments ``(S, L)`` of the ids in
     ``keep_alignments``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with_f0 = with_f0 and vocoder is not None  # F0 is tracked on the vocoded WAV
+    if vocoder is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
     config = model.config
     step_frames = config.frames_per_step
     if references is None:
@@ -604,13 +777,16 @@ def evaluate_model(
         # the vocoder runs on the CPU (the model may be on a GPU); (B, n_mels, F) cropped
         # to the longest kept synthesis
         mels = output.mel[:, :, : int(frames.max())].cpu()
-        wavs, wav_lengths = vocoder(mels, frames)
+        if vocoder is not None:
+            wavs, wav_lengths = vocoder(mels, frames)
         for slot, index in enumerate(members):
             sentence = sentences[index]
             kept_frames = int(frames[slot])
             mel = mels[slot, :, :kept_frames]  # (n_mels, F)
-            wav = wavs[slot, : int(wav_lengths[slot])].cpu()
-            audio.save(out_dir / f"{sentence.id}.wav", wav, vocoder.sample_rate)
+            wav = None
+            if vocoder is not None:
+                wav = wavs[slot, : int(wav_lengths[slot])].cpu()
+                audio.save(out_dir / f"{sentence.id}.wav", wav, vocoder.sample_rate)
             alignment = output.alignments[slot, : steps[slot], : characters[index]].cpu()
             # stopped: the stop token fired within this sentence's own guard
             fired = int(output.mel_lengths[slot]) // step_frames <= guards[index]
@@ -628,7 +804,8 @@ def evaluate_model(
             }
             if sentence.in_domain:
                 mel_array = mel.double().numpy()
-                job = (references[sentence.id], mel_array, wav.numpy(), expected[index])
+                wav_array = None if wav is None else wav.numpy()
+                job = (references[sentence.id], mel_array, wav_array, expected[index])
                 jobs.append((*job, kept_frames, config, with_f0))
                 job_rows.append(index)
             if sentence.id in keep_alignments:
@@ -714,7 +891,7 @@ def summarize(
     comparisons = [(fraction, 0.0) for fraction in fractions if fraction > 0 and 0.0 in fractions]
     if 0.125 in fractions and 1.0 in fractions:
         comparisons.append((0.125, 1.0))
-    deltas = []
+    deltas, differences = [], {}
     for a, b in comparisons:
         for name in bin_order:
             for metric in TABLE_METRICS:
@@ -724,6 +901,7 @@ def summarize(
                     continue
                 values_a = np.array([arm_a[key] for key in shared])
                 values_b = np.array([arm_b[key] for key in shared])
+                differences[a, b, name, metric] = values_a - values_b  # (n,) per sentence
                 delta = paired_bootstrap_delta(
                     _sentence_mean, values_a, [values_a], [values_b], num_resamples=num_resamples
                 )
@@ -740,7 +918,46 @@ def summarize(
                         "significant": excludes_zero(delta),
                     }
                 )
-    return {"table": table, "deltas": deltas}
+    return {
+        "table": table,
+        "deltas": deltas,
+        "contrasts": _bin_contrasts(differences, bin_order, num_resamples),
+    }
+
+
+def _bin_contrasts(
+    differences: Mapping[tuple, np.ndarray], bin_order: Sequence[str], num_resamples: int
+) -> list[dict]:
+    """Is a comparison's delta larger in one bin than in the most similar bin? For each
+    ``(a, b, metric)`` and each bin other than the reference (the last in-domain bin,
+    ``high``), ``contrast`` = its mean per-sentence delta minus the reference's, with a 95 %
+    bootstrap CI over the two bins' (different) sentences
+    (:func:`speechssl.stats.unpaired_bootstrap_difference`). Negative = the delta is more
+    negative there (for MCD and stop-length error: a larger benefit of ``a``)."""
+    in_domain = [name for name in bin_order if name != OOD_BIN]
+    if len(in_domain) < 2:
+        return []
+    reference = in_domain[-1]
+    contrasts = []
+    for (a, b, name, metric), values in differences.items():
+        base = differences.get((a, b, reference, metric))
+        if name == reference or base is None:
+            continue
+        difference = unpaired_bootstrap_difference(values, base, num_resamples=num_resamples)
+        contrasts.append(
+            {
+                "a": a,
+                "b": b,
+                "metric": metric,
+                "bin": name,
+                "reference_bin": reference,
+                "contrast": difference.delta,
+                "ci95": [difference.low, difference.high],
+                "n_items": [len(values), len(base)],
+                "significant": excludes_zero(difference),
+            }
+        )
+    return contrasts
 
 
 def similarity_by_bin(
@@ -835,6 +1052,7 @@ def results_markdown(
                     texts.append(_cell_text(row["delta"], row["ci95"], metric, sign=True) + star)
                 if any(text != "–" for text in texts):
                     lines.append(f"| {metric} | {name} | " + " | ".join(texts) + " |")
+    lines += _contrasts_markdown(summary.get("contrasts", []))
     thresholds = ", ".join(f"{value:.3f}" for value in bins.thresholds)
     counts = bins.to_dict()["counts"]
     notes = [
@@ -860,17 +1078,51 @@ def results_markdown(
     return "\n".join(lines + notes) + "\n"
 
 
+def _contrasts_markdown(contrasts: Sequence[Mapping]) -> list[str]:
+    """Lines of the bin-contrast table (:func:`summarize`'s ``contrasts``), MCD-DTW-SL,
+    log-F0 RMSE and stop-length error only; empty without contrasts."""
+    shown = [row for row in contrasts if row["metric"] in _CONTRAST_METRICS]
+    if not shown:
+        return []
+    lines = [
+        "",
+        (
+            "Bin contrasts: (a - b in the bin) - (a - b in the "
+            f"{shown[0]['reference_bin']} bin), mean [95 % CI] over the two bins' sentences; "
+            "* = the CI excludes 0."
+        ),
+        "",
+        "| a - b | metric | bin | contrast |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in shown:
+        pair = f"{_fraction_text(row['a'])} - {_fraction_text(row['b'])}"
+        text = _cell_text(row["contrast"], row["ci95"], row["metric"], sign=True)
+        star = "*" if row["significant"] else ""
+        lines.append(f"| {pair} | {row['metric']} | {row['bin']} | {text}{star} |")
+    return lines
+
+
+# the metrics whose bin contrasts the Markdown shows (results.json has all)
+_CONTRAST_METRICS = ("mcd_dtw_sl_db", "log_f0_rmse_cents", "stop_length_error")
+
+
 def write_study_plots(
     table: Sequence[Mapping],
     bin_order: Sequence[str],
     alignments: Mapping[str, Mapping[float, np.ndarray]],
     out_dir: str | Path,
+    finetune_results: Mapping[float, Mapping] | None = None,
+    select_on: str = "dev_loss",
 ) -> list[str]:
     """``<metric>.png`` (metric vs fraction, a line per bin, the 95 % CI as a band) for each
-    metric of ``table`` (:func:`summarize`'s), and ``alignment_<id>.png`` (the sentence
-    under every fraction)."""
+    metric of ``table`` (:func:`summarize`'s), ``alignment_<id>.png`` (the sentence under
+    every fraction) and, given ``finetune_results`` with dev curves,
+    ``finetune_dev_curves.png`` (:func:`write_dev_curves_plot`)."""
     out_dir = Path(out_dir)
     paths = []
+    if finetune_results and any(r.get("dev_curve") for r in finetune_results.values()):
+        paths.append(write_dev_curves_plot(finetune_results, select_on, out_dir))
     for metric in METRICS:
         rows = [row for row in table if row["metric"] == metric]
         if rows:
@@ -887,6 +1139,20 @@ def write_study_plots(
             )
         )
     return paths
+
+
+def write_dev_curves_plot(
+    finetune_results: Mapping[float, Mapping], select_on: str, out_dir: str | Path
+) -> str:
+    """``finetune_dev_curves.png``: every fraction's fine-tuning dev criteria against the
+    step, the ``select_on`` criterion marked and each kept (``best_step``) evaluation ringed.
+    ``finetune_results``: ``{fraction: train_tts result with "dev_curve"}``."""
+    curves = {
+        fraction: result.get("dev_curve", []) for fraction, result in finetune_results.items()
+    }
+    best = {fraction: result.get("best_step") for fraction, result in finetune_results.items()}
+    path = Path(out_dir) / "finetune_dev_curves.png"
+    return plot_dev_curves(curves, path, SELECT_ON.get(select_on, select_on), best)
 
 
 def describe_sentences(sentences: Sequence[TestSentence]) -> list[dict]:

@@ -83,9 +83,23 @@ def test_budgets_scale_with_the_subset_and_finetuning_early_stops(tiny_run):
     # debug=tiny caps every stage at trainer.max_steps=4: 1/8 (4 clips, batch 4) and
     # 1 (30 clips) both reach the cap; the uncapped budget is epochs x clips / batch
     assert budget["pretrain_steps"] == {"0": 0, "0.125": 4, "1": 4}
+    # the default criterion is free-running: its value per evaluation is recorded, best.pt
+    # is its best evaluation, and each fraction says why its fine-tuning ended
+    assert budget["finetune_select_on"] == "dev_mcd"
+    assert set(budget["finetune_stop_reason"]) == set(FRACTIONS)
     for fraction in FRACTIONS:
         finetune = results["stages"][fraction]["finetune"]
         assert finetune["best_step"] >= 1 and math.isfinite(finetune["best_value"])
+        assert budget["finetune_stop_reason"][fraction] == finetune["stop_reason"]
+        assert finetune["criterion"] == "free_mcd_dtw_sl_db"
+        curve = finetune["dev_curve"]
+        assert curve and curve[-1]["step"] == finetune["steps_run"]
+        best = min(curve, key=lambda row: row["free_mcd_dtw_sl_db"])
+        assert best["free_mcd_dtw_sl_db"] == finetune["best_value"]
+        assert all(
+            math.isfinite(row["loss"]) and row["free_stop_length_error"] >= 0 for row in curve
+        )
+    assert (tiny_run[0] / "finetune_dev_curves.png").stat().st_size > 1000
 
 
 def test_subsets_nested_and_no_test_text_in_training_sets(tiny_run):
@@ -108,15 +122,24 @@ def test_subsets_nested_and_no_test_text_in_training_sets(tiny_run):
     assert results["pretrain_dropped_test_texts"] == []  # the pool reads none of them
 
 
-def test_a_target_set_too_small_stops_with_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("test.per_bin=40", "target set too small"),
+        ("finetune.select_on=dev_bleu", "finetune.select_on='dev_bleu': expected one of"),
+    ],
+)
+def test_a_target_set_too_small_or_an_unknown_criterion_stops_with_one_line(
+    tmp_path, option, message
+):
     command = [
         sys.executable, str(REPO / "recipes" / "tts_pretrain" / "run.py"), "debug=tiny",
-        f"run_dir={tmp_path}", "test.per_bin=40",
+        f"run_dir={tmp_path}", option,
     ]  # fmt: skip
     completed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 1
     lines = [line for line in completed.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "target set too small" in lines[0], completed.stderr[-2000:]
+    assert len(lines) == 1 and message in lines[0], completed.stderr[-2000:]
 
 
 def test_finetuning_starts_from_the_pretrained_weights(tiny_run):

@@ -12,6 +12,7 @@ from speechssl.stats import (
     format_estimate,
     mean_ci,
     paired_bootstrap_delta,
+    unpaired_bootstrap_difference,
 )
 from speechssl.tasks.metrics import unweighted_accuracy
 
@@ -100,3 +101,18 @@ def test_mean_ci_is_students_t_and_one_value_has_zero_width():
 def test_mismatched_lengths_are_refused_in_one_line():
     with pytest.raises(ValueError, match="cover 3 items but there are 4"):
         bootstrap_metric(accuracy, np.zeros(4), [np.zeros(3)])
+
+
+def test_unpaired_difference_covers_a_known_shift_and_matches_the_normal_interval():
+    generator = np.random.default_rng(7)
+    a, b = generator.normal(1.0, 1.0, 400), generator.normal(0.0, 2.0, 300)
+    difference = unpaired_bootstrap_difference(a, b, num_resamples=2000)
+    assert difference.delta == pytest.approx(a.mean() - b.mean())
+    # the bootstrap interval of independent means is close to the normal one
+    half = 1.96 * np.sqrt(a.var() / a.size + b.var() / b.size)
+    assert difference.high - difference.low == pytest.approx(2 * half, rel=0.1)
+    assert difference.low < 1.0 < difference.high and excludes_zero(difference)
+    same = unpaired_bootstrap_difference(a, a)
+    assert same.delta == 0.0 and same.low < 0 < same.high and not excludes_zero(same)
+    with pytest.raises(ValueError, match="needs items in both samples"):
+        unpaired_bootstrap_difference([], b)

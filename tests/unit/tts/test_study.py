@@ -255,6 +255,41 @@ def test_cis_and_paired_deltas_come_from_speechssl_stats(monkeypatch):
     assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["significant"]
 
 
+def test_bin_contrasts_compare_a_bins_delta_with_the_high_bins(monkeypatch):
+    """A benefit planted in the low bin only: its delta minus the high bin's is negative
+    with a CI excluding 0, the mid bin's (no planted difference) is not resolved, and the
+    CI is speechssl.stats' unpaired bootstrap (not a copy)."""
+    from speechssl import stats
+
+    generator = np.random.default_rng(1)
+    benefit = {"low": -1.0, "mid": 0.0, "high": 0.0}
+    rows = []
+    for name in ("low", "mid", "high"):
+        for index in range(20):
+            base = 6.0 + generator.standard_normal()  # the sentence's difficulty, shared
+            for fraction, shift in ((0.0, 0.0), (1.0, benefit[name])):
+                noise = 0.2 * generator.standard_normal()
+                row = {"id": f"{name}{index}", "bin": name, "fraction": fraction}
+                rows.append({**row, "mcd_dtw_sl_db": base + shift + noise, "stopped": True})
+    calls = []
+    original = stats.unpaired_bootstrap_difference
+    monkeypatch.setattr(
+        study,
+        "unpaired_bootstrap_difference",
+        lambda *a, **k: calls.append(a) or original(*a, **k),
+    )
+    summary = study.summarize(rows, ["low", "mid", "high", OOD_BIN], num_resamples=300)
+    contrasts = {(c["bin"], c["metric"]): c for c in summary["contrasts"]}
+    low, mid = contrasts["low", "mcd_dtw_sl_db"], contrasts["mid", "mcd_dtw_sl_db"]
+    assert low["reference_bin"] == "high" and ("high", "mcd_dtw_sl_db") not in contrasts
+    assert low["contrast"] == pytest.approx(-1.0, abs=0.2) and low["significant"]
+    assert not mid["significant"] and mid["n_items"] == [20, 20]
+    assert len(calls) == len(summary["contrasts"])
+    expected = original(calls[0][0], calls[0][1], num_resamples=300)
+    first = summary["contrasts"][0]
+    assert [first["contrast"], *first["ci95"]] == pytest.approx(list(expected))
+
+
 def test_demo_test_sets_have_power_and_no_leakage(demo_rows):
     """The real LJ Speech demo fills 3 bins x 20 held-out sentences + 20 OOD, keeps 8 dev
     sentences and >= 20 to train on; no held-out text is in the fine-tuning or pre-training
@@ -321,6 +356,55 @@ def test_finetuning_early_stops_on_the_dev_loss_and_keeps_the_best_weights(demo_
     best = torch.load(checkpoint, weights_only=False)["model"]
     assert all(torch.equal(value, model.state_dict()[name]) for name, value in best.items())
     assert study.training_steps(30, 8, 40) == 150 and study.training_steps(4, 8, 40) == 40
+
+
+def test_finetuning_keeps_the_weights_best_on_the_free_running_dev_criterion(demo_rows, tmp_path):
+    """select_on=dev_mcd: every evaluation's free-running criteria are in metrics.jsonl (the
+    dev curve), best.pt is the evaluation with the lowest dev MCD-DTW-SL (re-synthesizing
+    the dev batch with the kept weights gives that value), and synthesizing the dev set
+    does not change the training's random stream."""
+    target, _ = demo_rows
+    shortest = sorted(target, key=lambda row: float(row["duration"]))  # fast steps
+    rows, dev_rows = shortest[:4], shortest[4:6]
+    config = TacotronConfig.preset("tiny", frames_per_step=4)
+    # max_length_ratio 1: a short length guard keeps the test fast
+    trainer = {"max_steps": 50, "device": "cpu", "tensorboard": False, "num_workers": 0}
+    options = {"max_steps": 4, "batch_size": 2, "dev_rows": dev_rows, "eval_every": 1}
+
+    def run(folder, select_on, free_running=True):
+        torch.manual_seed(0)
+        model = TacotronTTS(config)
+        dev = study.FreeRunningDev(dev_rows, config, speaker=0, max_length_ratio=1.0)
+        checkpoint, result = study.train_tts(
+            model, rows, folder, trainer, {"lr": 3e-3}, **options, select_on=select_on,
+            free_running_dev=dev if free_running else None,
+        )  # fmt: skip
+        return model, dev, checkpoint, result
+
+    model, dev, checkpoint, result = run(tmp_path / "mcd", "dev_mcd")
+    curve = study.dev_curve(tmp_path / "mcd")
+    assert [row["step"] for row in curve] == [1, 2, 3, 4]
+    assert all({"loss", "free_mcd_dtw_sl_db", "free_stop_length_error"} <= set(r) for r in curve)
+    values = [row["free_mcd_dtw_sl_db"] for row in curve]
+    assert len(set(values)) > 1  # the criterion moves, so the choice below is a real one
+    best = curve[int(np.argmin(values))]
+    assert result["criterion"] == "free_mcd_dtw_sl_db" and checkpoint.name == "best.pt"
+    assert result["best_step"] == best["step"] and result["best_value"] == min(values)
+    kept = torch.load(checkpoint, weights_only=False)["model"]
+    assert all(torch.equal(value, model.state_dict()[name]) for name, value in kept.items())
+    assert dev(model)["free_mcd_dtw_sl_db"] == pytest.approx(min(values), abs=1e-9)
+    assert (tmp_path / "mcd" / "curves.png").is_file()
+    # the dev loss as the criterion, without the synthesis: the same training (the synthesis
+    # forked the RNG), the same dev losses, and best.pt by the loss
+    _, _, _, loss_result = run(tmp_path / "loss", "dev_loss", free_running=False)
+    loss_curve = study.dev_curve(tmp_path / "loss")
+    losses = [row["loss"] for row in loss_curve]
+    assert losses == [row["loss"] for row in curve] and "free_mcd_dtw_sl_db" not in loss_curve[0]
+    assert loss_result["best_step"] == 1 + int(np.argmin(losses))
+    with pytest.raises(ValueError, match="select_on='dev_bleu'"):
+        study.train_tts(model, rows, tmp_path / "bad", trainer, {}, **options, select_on="dev_bleu")
+    with pytest.raises(ValueError, match="needs the free-running dev synthesis"):
+        study.train_tts(model, rows, tmp_path / "bad", trainer, {}, **options, select_on="dev_stop")
 
 
 @pytest.mark.parametrize("preset", ["tiny", "base"])
