@@ -402,6 +402,28 @@ TRANSFER_MODES = {
 }
 
 
+def front_end_buffers(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The state of an encoder's weight-free front end: every buffer of a ``front_end``
+    module at any depth (``front_end.normalize.mean`` of the filterbank encoders,
+    ``feature_extractor.front_end.normalize.mean`` of the mel-input HuBERT)."""
+    buffers = dict(encoder.named_buffers())
+    return {
+        key: value
+        for key, value in encoder.state_dict().items()
+        if key in buffers and (key.startswith("front_end.") or ".front_end." in key)
+    }
+
+
+def random_init(encoder_config, front_end_state: dict[str, torch.Tensor] | None = None):
+    """A freshly initialised encoder (from torch's global generator: seed it first) that
+    takes ``front_end_state`` (:func:`front_end_buffers` of a pre-trained one), so that it
+    differs from that encoder in its learned weights only."""
+    encoder = build_encoder(encoder_config)
+    if front_end_state:
+        encoder.load_state_dict(front_end_state, strict=False)
+    return encoder
+
+
 def upstream_factory(
     mode: str, encoder_config, checkpoint: str | Path | None, n_mels: int = 80, seed: int = 0
 ):
@@ -420,20 +442,11 @@ def upstream_factory(
     if mode.startswith("random"):
         # the random baseline keeps the pre-trained encoder's weight-free front end (e.g.
         # its global CMVN statistics) so that only the learned weights differ
-        front_end_state = {}
-        if checkpoint is not None:
-            front_end_state = {
-                key: value
-                for key, value in load_encoder(checkpoint).state_dict().items()
-                if key.startswith("front_end.")
-            }
+        front_end_state = front_end_buffers(load_encoder(checkpoint)) if checkpoint else {}
 
         def make_random():
             torch.manual_seed(seed)
-            encoder = build_encoder(encoder_config)
-            if front_end_state:
-                encoder.load_state_dict(front_end_state, strict=False)
-            return encoder
+            return random_init(encoder_config, front_end_state)
 
         return make_random, head_mode
     if checkpoint is None:

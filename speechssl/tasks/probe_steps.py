@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechssl.encoders import build_encoder
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
 from speechssl.safe_io import write_text_atomic
+from speechssl.tasks.classification import front_end_buffers, random_init
 from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task
 from speechssl.tasks.plots import plot_probe_over_steps
 from speechssl.tasks.report import layer_readings
@@ -70,10 +70,12 @@ def checkpoints_by_step(folder: str | Path) -> list[tuple[int, Path]]:
 
 
 def random_init_like(encoder: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """A freshly initialised encoder of ``encoder``'s architecture (seeded; RNG untouched)."""
+    """A freshly initialised encoder of ``encoder``'s architecture (seeded; the global RNG is
+    left as it was) that shares its weight-free front end (e.g. global CMVN statistics), as
+    the recipes' ``random_frozen`` baseline does: only the learned weights differ."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_encoder(copy.deepcopy(encoder.config)).eval()
+        return random_init(copy.deepcopy(encoder.config), front_end_buffers(encoder)).eval()
 
 
 def step_row(step: int, checkpoint: str, outcome: TaskOutcome, num_hidden_states: int) -> dict:
@@ -122,7 +124,9 @@ def probe_over_steps(
         encoder = load_encoder(path)
         hidden_states = encoder.num_layers + 1
         if index == 0 and random_init:
-            fresh = random_init_like(encoder, seed)
+            # the front end of the last checkpoint, as the recipes' random baseline takes
+            # the final model's
+            fresh = random_init_like(load_encoder(checkpoints[-1][1]), seed)
             outcome = score(Upstream("step_0", lambda _seed, e=fresh: e, [seed]))
             rows.append(step_row(0, f"random init (seed {seed})", outcome, hidden_states))
             progress(f"step 0 (random init): {rows[-1]['metric']} {rows[-1]['mean']:.1f}")
