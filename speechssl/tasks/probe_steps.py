@@ -105,7 +105,7 @@ def probe_over_steps(
     checkpoints: Sequence[tuple[int, Path]],
     *,
     seed: int = 0,
-    random_init: bool = True,
+    include_random_init: bool = True,
     progress: Callable[[str], None] = print,
 ) -> list[dict]:
     """Score each checkpoint's encoder (and a random init of it as step 0) with ``score``.
@@ -114,7 +114,7 @@ def probe_over_steps(
         score: scores one upstream on the task (e.g. :func:`score_task` bound to a suite).
         checkpoints: ``[(step, path)]`` as :func:`checkpoints_by_step` gives them.
         seed: the random init's seed.
-        random_init: include step 0.
+        include_random_init: include step 0.
 
     Returns:
         One :func:`step_row` per step, oldest first.
@@ -123,7 +123,7 @@ def probe_over_steps(
     for index, (step, path) in enumerate(checkpoints):
         encoder = load_encoder(path)
         hidden_states = encoder.num_layers + 1
-        if index == 0 and random_init:
+        if index == 0 and include_random_init:
             # the front end of the last checkpoint, as the recipes' random baseline takes
             # the final model's
             fresh = random_init_like(load_encoder(checkpoints[-1][1]), seed)
@@ -148,7 +148,8 @@ def steps_markdown(task: str, rows: Sequence[dict]) -> str:
         low, high = row["ci95"]
         values = row["dev_accuracy_per_layer"]
         if average:
-            values = [*values, row["dev_accuracy_layer_average"] or float("nan")]
+            average_value = row["dev_accuracy_layer_average"]
+            values = [*values, float("nan") if average_value is None else average_value]
         cells = "".join(f" {100 * value:.1f} |" for value in values)
         lines.append(f"| {row['step']} | {row['mean']:.1f} [{low:.1f}, {high:.1f}] |{cells}")
     note = "layer columns: the probe's dev accuracy (%) on each hidden state (0 = the input)" + (
@@ -177,7 +178,9 @@ def run(args: argparse.Namespace) -> int:
             split_seed=args.seed,
         )
 
-    rows = probe_over_steps(score, checkpoints, seed=args.seed, random_init=not args.no_random_init)
+    rows = probe_over_steps(
+        score, checkpoints, seed=args.seed, include_random_init=not args.no_random_init
+    )
     out.mkdir(parents=True, exist_ok=True)
     task = rows[0]["task"]
     result = {"task": task, "metric": rows[0]["metric"], "steps": rows}

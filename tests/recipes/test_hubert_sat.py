@@ -17,6 +17,7 @@ from speechssl.config import compose
 from speechssl.data.frame_labels import read_label_file
 from speechssl.data.manifest import read_jsonl
 from speechssl.demo import demo_path
+from speechssl.testing import iemocap_subset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,9 +74,14 @@ def _run_recipe(run_dir, *overrides):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, speaker_root):
     run_dir = tmp_path_factory.mktemp("hubert_sat")
+    # the demo's EmoDB set cut to 3 takes per class and actor (every class and session)
+    emotion = iemocap_subset(
+        demo_path("iemocap"), tmp_path_factory.mktemp("emotion") / "IEMOCAP_full_release"
+    )
     stdout = _run_recipe(
         run_dir,
         f"speaker.src={speaker_root}",
+        f"emotion.src={emotion}",
         "ablation=sat",
         "~arms.sat_no_contrastive",
         "~arms.sat_no_mixing",
