@@ -72,12 +72,17 @@ def _run_recipe(run_dir, *overrides):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, speaker_root):
-    run_dir = tmp_path_factory.mktemp("hubert_sat")
-    # the demo's EmoDB set cut to 3 takes per class and actor (every class and session)
-    emotion = iemocap_subset(
+def emotion_root(tmp_path_factory) -> Path:
+    """The demo's EmoDB set cut to 3 takes per class and actor (every class and session)."""
+    return iemocap_subset(
         demo_path("iemocap"), tmp_path_factory.mktemp("emotion") / "IEMOCAP_full_release"
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, speaker_root, emotion_root):
+    run_dir = tmp_path_factory.mktemp("hubert_sat")
+    emotion = emotion_root
     stdout = _run_recipe(
         run_dir,
         f"speaker.src={speaker_root}",
@@ -99,7 +104,7 @@ def tiny_run(tmp_path_factory, speaker_root):
 
 
 @pytest.fixture(scope="module")
-def ecapa_run(tmp_path_factory, speaker_root):
+def ecapa_run(tmp_path_factory, speaker_root, emotion_root):
     """One pre-trained upstream, 2 steps everywhere, a narrow ECAPA (the default is
     512 x 4 + 1536 channels: minutes per run on a CPU). The encoder is WavLM: its
     pre-training is UniSpeech-SAT's masked prediction with utterance mixing."""
@@ -107,6 +112,7 @@ def ecapa_run(tmp_path_factory, speaker_root):
     _run_recipe(
         run_dir,
         f"speaker.src={speaker_root}",
+        f"emotion.src={emotion_root}",
         "encoder=wavlm_tiny",
         "objective=unispeech_sat",
         "head=ecapa_tiny",
