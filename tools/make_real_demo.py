@@ -445,8 +445,8 @@ EMODB_GENDERS = {
 def emodb_sessions() -> dict[str, int]:
     """Speaker -> IEMOCAP session: the i-th female and the i-th male speaker (by number)
     share session i, as IEMOCAP's sessions each pair one actress and one actor."""
-    females = sorted(s for s, g in EMODB_GENDERS.items() if g == "F")
-    males = sorted(s for s, g in EMODB_GENDERS.items() if g == "M")
+    females = sorted(speaker for speaker, gender in EMODB_GENDERS.items() if gender == "F")
+    males = sorted(speaker for speaker, gender in EMODB_GENDERS.items() if gender == "M")
     return {
         speaker: session
         for session, pair in enumerate(zip(females, males, strict=True), start=1)
