@@ -235,6 +235,11 @@ def test_encoder_yaml_is_the_generated_text_of_its_preset(name):
     )
 
 
+def test_every_encoder_yaml_is_a_python_preset():
+    files = {path.stem for path in (CONF_DIR / "encoder").glob("*.yaml")}
+    assert files == set(PRESETS), "run tools/write_encoder_configs.py"
+
+
 def test_masked_group_norm_paths_agree_with_group_norm_on_valid_frames():
     """The eager per-item path and the compile-friendly masked-sum path both equal
     ``F.group_norm`` over each item's valid frames."""
