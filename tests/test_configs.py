@@ -133,12 +133,9 @@ def test_debug_tiny_shrinks_the_run():
 
 
 def _leaves(node, path: str = ""):
-    """``(dotted key, value)`` of a YAML file's values (lists are values), ``defaults`` and
-    ``hydra`` left out."""
+    """``(dotted key, value)`` of a YAML file's values (lists are values)."""
     if isinstance(node, dict) and node:
         for key, value in node.items():
-            if not path and key in ("defaults", "hydra"):
-                continue
             yield from _leaves(value, f"{path}.{key}" if path else key)
     elif path:
         yield path, node
@@ -148,15 +145,20 @@ def _writers(recipe: str, preset: str | None) -> dict[str, list[tuple[str, objec
     """``{key: [(file, value), ...]}``: the YAML files of a composition that set each key,
     in composition order (group options, the recipe's file, then the preset)."""
     _, choices = _choices(recipe, [preset] if preset else [])
-    files = [(group, CONF_DIR / group / f"{option}.yaml") for group, option in choices.items()]
-    files = [(group, path) for group, path in files if path.exists()]  # not ConfigStore schemas
+    files = []  # (choice, file, package); "data@transfer.data": data/<option> at transfer.data
+    for choice, option in choices.items():
+        group, _, package = choice.partition("@")
+        path = CONF_DIR / group / f"{option}.yaml"
+        if path.exists():  # not a ConfigStore schema
+            files.append((group, path, package or ("" if _is_global(path) else group)))
     preset_group = preset.split("=")[0] if preset else None
     ordered = [file for file in files if file[0] != preset_group]
-    ordered += [("", CONF_DIR / f"{recipe}.yaml")] + [f for f in files if f[0] == preset_group]
+    ordered += [("", CONF_DIR / f"{recipe}.yaml", "")] + [f for f in files if f[0] == preset_group]
     writers: dict[str, list[tuple[str, object]]] = {}
-    for group, path in ordered:
-        package = "" if _is_global(path) else group.replace("/", ".")
-        for key, value in _leaves(yaml.safe_load(path.read_text()) or {}, package):
+    for _, path, package in ordered:
+        for key, value in _leaves(
+            yaml.safe_load(path.read_text()) or {}, package.replace("/", ".")
+        ):
             writers.setdefault(key, []).append((str(path.relative_to(CONF_DIR)), value))
     return writers
 
