@@ -36,6 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from speechssl.checkpoint_format import Checkpoint, read_checkpoint
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.encoders import build_encoder
@@ -51,7 +52,7 @@ from speechssl.tasks.pooled_head import (
     pools_linearly,
 )
 from speechssl.train import Trainer
-from speechssl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from speechssl.train.checkpoint import latest_checkpoint, save_checkpoint
 from speechssl.train.config import EarlyStoppingConfig, OptimConfig, ParamGroupConfig, TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -306,15 +307,15 @@ def train_classifier(
     best_path = Path(run_dir) / "checkpoints" / "best.pt"
     best = None
     if valid_loader is not None and best_path.is_file():
-        state = load_checkpoint(best_path)
-        trained.load_state_dict(state["model"])  # the pooled model shares model.head
-        best = state.get("trainer", {}).get("best_value")
+        kept = read_checkpoint(best_path)
+        trained.load_state_dict(kept.model)  # the pooled model shares model.head
+        best = kept.best_value
     model.eval()
     checkpoint = best_path if best is not None else latest_checkpoint(best_path.parent)
     if trained is not model:
         # the Trainer saved the head alone: keep the whole model (encoder + head) beside it
         checkpoint = save_checkpoint(
-            {"model": model.state_dict(), "step": result.get("step", 0)},
+            Checkpoint(model=model.state_dict(), step=result.get("step", 0)),
             best_path.parent,
             step=0,
             name="model.pt",

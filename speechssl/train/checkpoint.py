@@ -1,13 +1,10 @@
-"""Atomic, safely loadable training checkpoints.
+"""A run's checkpoint folder: step-numbered files, the newest usable one, pruning, and the
+random streams an exact resume restores.
 
-A checkpoint is a ``torch.save`` dict with keys ``model``, ``optimizer``, ``scheduler``,
-``scaler``, ``sampler``, ``rng``, ``step``, ``epoch``, ``config``, ``trainer`` and optionally
-``encoder_spec``. It is written to a temporary file in the same folder, fsynced and
-renamed over the final name, so a process killed at any moment leaves either the old
-or the new file, never a half-written one under a final name. It is read with
-``torch.load(weights_only=True)`` (:func:`speechssl.safe_io.load_torch_file`): only
-tensors and plain containers/numbers/strings come back, so a file carrying a pickled object
-that would run code is refused; resuming skips such a file like any other unusable one.
+What one checkpoint holds, and how it is written and read (atomically, weights-only), is
+:mod:`speechssl.checkpoint_format`'s: this module names the files and picks among them.
+A file carrying a pickled object that would run code is refused there; resuming skips such
+a file like any other unusable one.
 
 Example:
     >>> import tempfile, torch
@@ -30,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechssl.safe_io import (
-    UnreadableFileError,
-    UnsafeFileError,
-    load_torch_file,
-    save_torch_atomic,
+from speechssl.checkpoint_format import (
+    Checkpoint,
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    write_checkpoint,
 )
 
 __all__ = [
@@ -52,29 +50,6 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
-# Leaf types a checkpoint may hold; anything else would need unpickling of arbitrary classes.
-_SAFE_LEAVES = (
-    str,
-    int,
-    float,
-    bool,
-    type(None),
-    torch.Tensor,
-    torch.Size,
-    torch.dtype,
-    torch.device,
-)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (truncated, not a checkpoint, missing keys)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint holding objects outside the safe types: refused, never unpickled.
-
-    Resuming skips it like any other unusable checkpoint (with a warning); loading it by
-    name raises this."""
 
 
 def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
@@ -82,63 +57,16 @@ def checkpoint_path(folder: str | os.PathLike, step: int) -> Path:
     return Path(folder) / f"step_{step:08d}.pt"
 
 
-def _check_safe(value, where: str = "checkpoint") -> None:
-    """Refuse, at save time, anything that ``torch.load(weights_only=True)`` could not read."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, (str, int)):
-                raise TypeError(
-                    f"{where}: key {key!r} of type {type(key).__name__} is not saveable"
-                )
-            _check_safe(item, f"{where}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_safe(item, f"{where}[{index}]")
-    elif not isinstance(value, _SAFE_LEAVES):
-        raise TypeError(
-            f"{where} is a {type(value).__name__}; checkpoints hold only tensors, numbers, "
-            "strings and lists/dicts of them (convert it, e.g. enum -> str, ndarray -> tensor)"
-        )
-
-
 def save_checkpoint(
-    state: dict, folder: str | os.PathLike, step: int, name: str | None = None
+    state: Checkpoint | dict, folder: str | os.PathLike, step: int, name: str | None = None
 ) -> Path:
     """Write ``state`` atomically as ``folder/step_XXXXXXXX.pt`` (or ``folder/name``).
 
     Temp file + flush + fsync + rename + fsync of the folder: after a crash the final
     name holds either the previous complete file or the new complete file.
     """
-    _check_safe(state)
     folder = Path(folder)
-    path = folder / name if name else checkpoint_path(folder, step)
-    return save_torch_atomic(state, path, durable=True)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``.
-
-    Raises:
-        UnsafeCheckpointError: the file holds a pickled object outside the safe types
-            (it is not executed).
-        CheckpointError: missing, truncated or otherwise unreadable file, or not a
-            speechssl checkpoint dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state = load_torch_file(path, "checkpoint", map_location=map_location)
-    except UnsafeFileError as error:
-        raise UnsafeCheckpointError(str(error)) from None
-    except UnreadableFileError as error:
-        raise CheckpointError(str(error)) from None
-    if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        found = type(state).__name__ if not isinstance(state, dict) else "a dict without them"
-        raise CheckpointError(
-            f"{path}: not a speechssl checkpoint (no 'model'/'step' keys: {found})"
-        )
-    return state
+    return write_checkpoint(state, folder / name if name else checkpoint_path(folder, step))
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:

@@ -54,6 +54,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from speechssl.checkpoint_format import Checkpoint, EncoderSpec
 from speechssl.data.dataset import append_skipped
 from speechssl.safe_io import (
     RunDirBusyError,
@@ -605,22 +606,24 @@ class Trainer:
         )
         path = None
         if distributed.is_main():
-            state = {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "sampler": self._sampler_state(),
-                "rng": rng_states,
-                "step": self.loop.step,
-                "epoch": self.loop.epoch,
-                "config": self.config,
-                "trainer": self._trainer_state(),
-            }
-            encoder_spec = getattr(getattr(self.model, "encoder", None), "spec", None)
-            if callable(encoder_spec):
-                state["encoder_spec"] = {**encoder_spec(), "prefix": "encoder."}
-            path = save_checkpoint(state, self.checkpoint_dir, self.loop.step, name=name)
+            encoder = getattr(self.model, "encoder", None)
+            record = Checkpoint(
+                model=self.model.state_dict(),
+                step=self.loop.step,
+                epoch=self.loop.epoch,
+                config=self.config,
+                trainer=self._trainer_state(),
+                # a model that keeps an encoder at model.encoder: load_encoder rebuilds it
+                encoder_spec=EncoderSpec.of(encoder, prefix="encoder.")
+                if callable(getattr(encoder, "spec", None))
+                else None,
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(),
+                sampler=self._sampler_state(),
+                rng=rng_states,
+            )
+            path = save_checkpoint(record, self.checkpoint_dir, self.loop.step, name=name)
             if name is None:
                 prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
         distributed.barrier()

@@ -227,6 +227,7 @@ def test_run_directory_holds_config_checkpoints_metrics_tensorboard_and_plot(cor
     assert written == {"trainer": {"max_steps": 4}, "data": {"name": "demo", "path": 4}}  # resolved
     state = load_checkpoint(tmp_path / "checkpoints/step_00000004.pt")
     assert set(state) == {
+        "format_version",
         "model",
         "optimizer",
         "scheduler",
