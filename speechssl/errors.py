@@ -8,7 +8,9 @@ Expected failures — bad input, not bugs — end the process with one stderr li
 - ``OSError`` (missing files, permissions, a file where a folder should be), with a plain
   ``disk full at PATH`` for ``ENOSPC``;
 - ``pickle.UnpicklingError`` and safetensors' ``SafetensorError`` (damaged weight files);
-- torch's ``enforce fail at inline_container.cc`` write failure (a full disk in disguise).
+- torch's ``enforce fail at inline_container.cc`` write failure (a full disk in disguise);
+- a diverging training run (:class:`speechssl.train.NonFiniteLossError`: the step, where the
+  last good weights are, and what to change).
 
 Everything else is a bug and keeps its traceback: there is no catch-all.
 
@@ -40,6 +42,7 @@ from safetensors import SafetensorError
 
 from speechssl.config import check_types, check_values, compose
 from speechssl.safe_io import RunLock, short_reason
+from speechssl.train.trainer import NonFiniteLossError
 
 __all__ = [
     "MAX_LINE",
@@ -79,7 +82,7 @@ def one_line(error: BaseException) -> str | None:
         if error.strerror and where:
             return f"{error.strerror}: {where}"
         return str(error)
-    if isinstance(error, (ValueError, pickle.UnpicklingError, SafetensorError)):
+    if isinstance(error, (ValueError, pickle.UnpicklingError, SafetensorError, NonFiniteLossError)):
         return str(error) or type(error).__name__
     if isinstance(error, RuntimeError) and (
         "inline_container.cc" in str(error) or "PytorchStreamWriter" in str(error)
