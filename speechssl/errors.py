@@ -58,6 +58,7 @@ from speechssl.safe_io import (
     format_bytes,
     short_reason,
 )
+from speechssl.typed import to_plain
 
 __all__ = [
     "MAX_LINE",
@@ -71,6 +72,9 @@ __all__ = [
 ]
 
 Result = TypeVar("Result")
+# an encoder option above this (embed_dim, ff_dim, ...) is beyond every preset's: its
+# encoder is built on the meta device at the door to see whether its weights fit
+_LARGEST_PLAIN_SIZE = 65536
 # a recipe's own checks of its options: one line per problem, nothing when all is well
 Door = Callable[[object], list[str]]
 
@@ -242,10 +246,25 @@ def _problems(program: str, cfg, door: Door | None = None) -> list[str]:
     return problems
 
 
+def _integers(node):
+    """Every integer (not bool) in plain dicts and lists."""
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _integers(item)
+    elif isinstance(node, int) and not isinstance(node, bool):
+        yield node
+
+
 def _encoder_size_problems(cfg) -> list[str]:
     """The encoder built on the meta device (no memory): its weights must fit this machine
     (``encoder.embed_dim=1000000000`` is one line before any data preparation)."""
     if not isinstance(cfg.get("encoder"), (dict, DictConfig)):
+        return []
+    # building even on the meta device costs seconds (torch imports its compiler for the
+    # filterbank's ops): only a config with a size beyond any preset's is built
+    if not any(value > _LARGEST_PLAIN_SIZE for value in _integers(to_plain(cfg.encoder))):
         return []
     try:
         with torch.device("meta"):
