@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,8 +173,19 @@ def run(args: argparse.Namespace) -> int:
     # the source opens first: a bad source leaves the folder as it was
     loaded = load_run(source) if is_run else None
     encoder = None if is_run else load_encoder(args.checkpoint)
-    claim_export_folder(args.out_dir, force=args.force)
-    if is_run:
+    out_dir = Path(args.out_dir)
+    existed = out_dir.exists()
+    claim_export_folder(out_dir, force=args.force)
+    try:
+        return _export(args, encoder, loaded, source)
+    except BaseException:
+        if not existed:  # a failed export leaves no folder it created
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _export(args: argparse.Namespace, encoder, loaded, source: Path) -> int:
+    if loaded is not None:
         return _export_run(loaded, source, Path(args.out_dir), args.format)
     parameters = sum(parameter.numel() for parameter in encoder.parameters())
     if args.format == "onnx":
