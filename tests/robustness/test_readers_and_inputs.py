@@ -74,24 +74,17 @@ def test_predict_with_a_deeply_nested_model_json_is_one_line(cli, finetuned_run)
 
 
 @pytest.mark.parametrize(
-    "data, expect",
-    [
-        ("16 kHz", "'data' is not a data config"),
-        ({"max_batch_seconds": "lots"}, "'data' is not a data config"),
-        ({"no_such_option": 1}, "'data' is not a data config"),
-    ],
-    ids=["a-string", "a-string-value", "unknown-key"],
+    "data",
+    [{"max_batch_seconds": "lots"}, {"no_such_option": 1}],
+    ids=["a-string-value", "unknown-key"],
 )
-def test_model_json_data_section_is_checked_before_use(cli, finetuned_run, data, expect):  # noqa: F811
+def test_model_json_data_section_is_checked_before_use(cli, finetuned_run, data):  # noqa: F811
     run_dir, audio = finetuned_run
     info = json.loads((run_dir / "model.json").read_text())
-    (run_dir / "model.json").write_text(json.dumps({**info, "data": data}))
+    (run_dir / "model.json").write_text(json.dumps({**info, "data": {**info["data"], **data}}))
     code, stdout, stderr = cli("predict", run_dir, audio)
     assert stdout == ""
-    # a string is refused as a wrong type of model.json, the others as a bad data config
-    assert_one_line_error(code, stderr, "model.json")
-    if isinstance(data, dict):
-        assert expect in stderr
+    assert_one_line_error(code, stderr, "'data' is not a data config")
 
 
 def test_repeated_labels_are_refused_not_printed_under_the_wrong_name(cli, finetuned_run):  # noqa: F811
