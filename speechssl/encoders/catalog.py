@@ -5,7 +5,7 @@
 rate from its config (``config.frame_rate``, the waveform-CNN families) or, where the
 family declares none, measures it: the difference in output frames of a one-layer copy
 between two clip lengths. ``speechssl presets`` prints :func:`preset_table`; the
-README's preset table is this table (``tests/unit/encoders/test_catalog.py`` checks it).
+README's preset table is this table (``tests/test_readme_examples.py`` checks it).
 
 Example:
     >>> rows = preset_rows(["hubert_tiny", "tpc_tiny"])

@@ -41,6 +41,7 @@ from speechssl.audio import file_identity
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.encoders.base import Encoder
+from speechssl.progress_bar import progress_bar
 from speechssl.safe_io import UnreadableFileError, load_torch_file, save_torch_atomic
 
 __all__ = ["FeatureCache", "encoder_fingerprint", "manifest_fingerprint", "pool_hidden_states"]
@@ -158,6 +159,9 @@ class FeatureCache:
             train=False,
         )
         pooled, indices = [], []
+        name = getattr(encoder, "family", "") or type(encoder).__name__
+        # a bar on a terminal, a line every 30 s in a log: encoding is the long step
+        progress = progress_bar(total=len(manifest), desc=f"encode {name}", unit="utt", leave=False)
         try:
             for batch in loader:
                 if len(batch) == 0:
@@ -167,7 +171,9 @@ class FeatureCache:
                 pooled.append(pool_hidden_states(output.hidden_states, output.lengths).cpu())
                 indices.append(batch.indices.cpu())
                 self.encoded_utterances += len(batch)
+                progress.update(len(batch))
         finally:
+            progress.close()
             encoder.train(was_training)
         if not pooled:
             raise ValueError("no utterance of the manifest could be read")
