@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable
 from typing import IO
 
@@ -115,6 +116,29 @@ class LineStream:
         return False
 
 
+class _LogBar(tqdm.tqdm):
+    """tqdm for a log: whatever asks for a redraw (an update, tqdm's monitor thread, a
+    message written above the bar), a line goes out at most every ``mininterval`` seconds;
+    closing still writes the final state."""
+
+    _closing = False
+    _last_line: float | None = None
+
+    def display(self, msg=None, pos=None):
+        if msg is None and not self._closing:
+            now = time.monotonic()
+            if self._time() - self.start_t < self.delay:
+                return True  # nothing before the first interval, whoever asks
+            if self._last_line is not None and now - self._last_line < self.mininterval:
+                return True
+            self._last_line = now
+        return super().display(msg, pos)
+
+    def close(self) -> None:
+        self._closing = True
+        super().close()
+
+
 def progress_bar(
     iterable: Iterable | None = None,
     *,
@@ -155,7 +179,7 @@ def progress_bar(
         else prefix + "{n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
     )
     options["total"] = total
-    return tqdm.tqdm(
+    return _LogBar(
         iterable,
         file=LineStream(stream),
         mininterval=interval,
