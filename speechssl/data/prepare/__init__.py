@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from speechssl.data.prepare import (
+    cutset,
     folder,
     iemocap,
     librispeech,
@@ -43,7 +44,7 @@ __all__ = ["PREPARERS", "Preparer", "add_arguments", "prepare", "run"]
 
 PREPARERS: dict[str, Preparer] = {
     module.PREPARER.name: module.PREPARER
-    for module in (librispeech, voxceleb1, iemocap, ljspeech, libritts, vctk, folder, table)
+    for module in (librispeech, voxceleb1, iemocap, ljspeech, libritts, vctk, folder, table, cutset)
 }
 
 
@@ -59,8 +60,8 @@ def prepare(
 
     Args:
         corpus: a key of :data:`PREPARERS` (``librispeech``, ``voxceleb1``, ``iemocap``,
-            ``ljspeech``, ``libritts``, ``vctk``, ``folder``, ``csv``).
-        src: the corpus folder (for ``csv``: the CSV file).
+            ``ljspeech``, ``libritts``, ``vctk``, ``folder``, ``csv``, ``lhotse``).
+        src: the corpus folder (for ``csv``: the CSV file; ``lhotse``: the CutSet file).
         out: output folder, created if needed.
         verify: decode every file (True) or read headers only (False).
         labels: for ``folder`` / ``csv`` only, the allowed label set.
