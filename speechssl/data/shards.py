@@ -780,6 +780,8 @@ class ShardLoader:
         return len(self.dataset)
 
     def __iter__(self) -> Iterator[Batch]:
+        # not a generator: the DataLoader iterator (which draws a seed from torch's global
+        # RNG) is made now, inside the Trainer's fork_rng, not at the first batch
         stream = self.dataset
         stream.start_epoch()  # plans in this process; workers get the plan with the stream
         loader = DataLoader(
@@ -789,8 +791,11 @@ class ShardLoader:
             pin_memory=self.pin_memory,
             persistent_workers=False,
         )
-        for batch in loader:
-            stream._position += 1
+        return self._counted(iter(loader))
+
+    def _counted(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            self.dataset._position += 1
             yield batch
 
 
