@@ -36,6 +36,7 @@ def test_registry_lists_every_corpus():
         "vctk",
         "folder",
         "csv",
+        "lhotse",
     }
 
 
