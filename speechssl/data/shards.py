@@ -704,7 +704,9 @@ class ShardStream(IterableDataset):
             wav, rate = sample.decode(start, count)
         except Exception as error:  # noqa: BLE001 -- a decoder's failure on bad bytes
             return SkippedItem(number, sample.where, "unreadable", str(error).splitlines()[0])
-        wav = audio.resample(audio.to_mono(torch.from_numpy(wav)), rate, self.sample_rate)
+        wav = torch.from_numpy(wav)  # (T, C)
+        wav = wav[:, 0] if wav.shape[1] == 1 else audio.to_mono(wav)  # a view, no copy, if mono
+        wav = audio.resample(wav, rate, self.sample_rate)
         if wav.numel() == 0:
             return SkippedItem(number, sample.where, "empty", "no samples in the read window")
         item = {"index": number}
