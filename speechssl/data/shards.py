@@ -35,7 +35,8 @@ is planned from the durations alone, identically in every process:
 Resuming: the DataLoader takes batch ``j`` of a rank from worker ``j mod W`` (every
 worker has the same count), so ``batches_consumed`` alone says where every reader stands;
 :meth:`ShardStream.load_state_dict` makes each worker skip its consumed batches (their
-bytes are read, not decoded). :class:`ShardLoader` exposes the stream as ``batch_sampler``
+shards wholly consumed are not opened, the rest of the current block is read, not
+decoded). :class:`ShardLoader` exposes the stream as ``batch_sampler``
 too, the attribute the Trainer checkpoints and resumes, so the Trainer needs no change.
 
 A shard that is missing, corrupt or truncated costs only its unread samples: one line on
@@ -648,11 +649,16 @@ class ShardStream(IterableDataset):
         plan = self.plan()[reader]
         yield from self._read(plan, skip_mine)
 
-    def _samples(self, plan: ReaderPlan) -> Iterator[ShardSample | SkippedItem]:
-        """The reader's samples in order; a shard that breaks off yields SkippedItems."""
+    def _samples(self, plan: ReaderPlan, skip: int = 0) -> Iterator[ShardSample | SkippedItem]:
+        """The reader's samples in order from its ``skip``-th (shards wholly before it are
+        not opened); a shard that breaks off yields SkippedItems for its unread samples."""
         for shard in plan.shards:
             source, k = self.shards[shard]
             first, count = self._first_number[shard], self._shard_size(shard)
+            if skip >= count:
+                skip -= count
+                continue
+            leading, skip = skip, 0  # read (not decoded) and dropped
             path = self.sources[source].root / self.sources[source].shards[k]["path"]
             read = 0
             try:
@@ -660,7 +666,8 @@ class ShardStream(IterableDataset):
                     if read == count:
                         break
                     read += 1
-                    yield sample
+                    if read > leading:
+                        yield sample
                 error = "ended early" if read < count else ""
             except (OSError, tarfile.TarError, ValueError, EOFError, StopIteration) as problem:
                 error = str(problem).splitlines()[0] if str(problem) else type(problem).__name__
@@ -673,16 +680,21 @@ class ShardStream(IterableDataset):
                     file=sys.stderr,
                     flush=True,
                 )
-                for number in range(first + read, first + count):
+                for number in range(first + max(read, leading), first + count):
                     yield SkippedItem(number, str(path), "unreadable-shard", error)
 
     def _read(self, plan: ReaderPlan, skip: int) -> Iterator[Batch]:
-        samples = self._samples(plan)
+        sizes = [sum(len(batch) for batch in block) for block in plan.blocks]
+        # on a resume, the blocks whose batches were all consumed are not read at all
+        done, consumed = 0, 0
+        while done < len(plan.blocks) and consumed + len(plan.blocks[done]) <= skip:
+            consumed += len(plan.blocks[done])
+            done += 1
+        samples = self._samples(plan, sum(sizes[:done]))
         held: dict[int, ShardSample | SkippedItem] = {}
-        position = 0
-        for block in plan.blocks:
+        position = consumed
+        for block, size in zip(plan.blocks[done:], sizes[done:], strict=True):
             # a block is the reader's next consecutive samples (a lost one: a SkippedItem)
-            size = sum(len(batch) for batch in block)
             for sample in itertools.islice(samples, size):
                 held[sample.number if isinstance(sample, ShardSample) else sample.index] = sample
             for batch in block:
