@@ -34,6 +34,7 @@ from speechssl.data.prepare import (
     librispeech,
     libritts,
     ljspeech,
+    speech_commands,
     table,
     vctk,
     voxceleb1,
@@ -44,7 +45,18 @@ __all__ = ["PREPARERS", "Preparer", "add_arguments", "prepare", "run"]
 
 PREPARERS: dict[str, Preparer] = {
     module.PREPARER.name: module.PREPARER
-    for module in (librispeech, voxceleb1, iemocap, ljspeech, libritts, vctk, folder, table, cutset)
+    for module in (
+        librispeech,
+        voxceleb1,
+        iemocap,
+        ljspeech,
+        libritts,
+        vctk,
+        speech_commands,
+        folder,
+        table,
+        cutset,
+    )
 }
 
 
@@ -60,7 +72,8 @@ def prepare(
 
     Args:
         corpus: a key of :data:`PREPARERS` (``librispeech``, ``voxceleb1``, ``iemocap``,
-            ``ljspeech``, ``libritts``, ``vctk``, ``folder``, ``csv``, ``lhotse``).
+            ``ljspeech``, ``libritts``, ``vctk``, ``speech_commands``, ``folder``, ``csv``,
+            ``lhotse``).
         src: the corpus folder (for ``csv``: the CSV file; ``lhotse``: the CutSet file).
         out: output folder, created if needed.
         verify: decode every file (True) or read headers only (False).
