@@ -180,6 +180,26 @@ def _status_kb(key: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(key))
 
 
+def coverage(root: Path, ranks: int, workers: int) -> dict:
+    """Plan one epoch over ``ranks x workers`` readers from the index alone: every sample
+    exactly once, equal batch counts, and the planning time (what each process pays at
+    each epoch start)."""
+    from speechssl.data.shards import ShardStream
+
+    options = {"max_batch_seconds": 80.0, "max_duration": 15.0, "num_workers": workers}
+    start = time.process_time()
+    plans = ShardStream([root / "shards"], num_replicas=ranks, rank=0, **options).plan(0)
+    plan_cpu = time.process_time() - start
+    numbers = np.concatenate([b for p in plans for block in p.blocks for b in block])
+    return {
+        "readers": f"{ranks} x {workers}",
+        "samples": len(numbers),
+        "each once": bool(np.array_equal(np.sort(numbers), np.arange(len(numbers)))),
+        "batches per reader": sorted({p.num_batches for p in plans}),
+        "plan CPU s": round(plan_cpu, 2),
+    }
+
+
 def run_child(reader: str, root: Path, audio_seconds: float, cold: bool) -> dict:
     paths = corpus_paths(root, reader)
     (evict if cold else warm)(paths)
@@ -218,6 +238,9 @@ def main() -> None:
     for hours in args.hours:
         generation[hours] = generate(root / f"{hours:g}h", hours, pool, args.shard_seconds)
         print(f"{hours:g} h corpus: {json.dumps(generation[hours])}")
+    for hours in args.hours:
+        for ranks, workers in ((2, 2), (4, 2)):
+            print(f"{hours:g} h plan: {json.dumps(coverage(root / f'{hours:g}h', ranks, workers))}")
     results: dict[tuple, list[dict]] = {}
     for repeat in range(args.repeats):
         for hours in args.hours:

@@ -62,6 +62,7 @@ Example:
 
 from __future__ import annotations
 
+import heapq
 import io
 import itertools
 import json
@@ -761,21 +762,41 @@ class ShardStream(IterableDataset):
 def _equalise(plans: list[ReaderPlan]) -> None:
     """Split the largest batches of the lighter readers until every reader has the same
     count (see the module docstring); a reader left with single-sample batches only is
-    padded with empty batches at its end."""
+    padded with empty batches at its end. A heap finds the largest batch; a split batch
+    is replaced by its two halves, side by side, in its block."""
     target = max(plan.num_batches for plan in plans)
     for plan in plans:
-        while plan.num_batches < target:
-            block, position = max(
-                ((b, i) for b, block in enumerate(plan.blocks) for i in range(len(block))),
-                key=lambda where: len(plan.blocks[where[0]][where[1]]),
-            )
-            batch = plan.blocks[block][position]
-            if len(batch) < 2:
-                empty = np.zeros(0, dtype=np.int64)
-                plan.blocks[-1].extend([empty] * (target - plan.num_batches))
-                break
-            half = len(batch) // 2
-            plan.blocks[block][position : position + 1] = [batch[:half], batch[half:]]
+        missing = target - plan.num_batches
+        if not missing:
+            continue
+        pieces: list[np.ndarray] = []  # every batch and half, by id
+        layout = []  # per block: the ids of its batches
+        for block in plan.blocks:
+            layout.append(list(range(len(pieces), len(pieces) + len(block))))
+            pieces.extend(block)
+        heap = [(-len(batch), key) for key, batch in enumerate(pieces)]
+        heapq.heapify(heap)
+        halves: dict[int, tuple[int, int]] = {}
+        while missing and heap and -heap[0][0] >= 2:
+            _, key = heapq.heappop(heap)
+            middle = len(pieces[key]) // 2
+            halves[key] = (len(pieces), len(pieces) + 1)
+            pieces += [pieces[key][:middle], pieces[key][middle:]]
+            for half in halves[key]:
+                heapq.heappush(heap, (-len(pieces[half]), half))
+            missing -= 1
+        plan.blocks = [
+            [pieces[leaf] for key in keys for leaf in _leaves(key, halves)] for keys in layout
+        ]
+        plan.blocks[-1].extend([np.zeros(0, dtype=np.int64)] * missing)
+
+
+def _leaves(key: int, halves: dict[int, tuple[int, int]]) -> list[int]:
+    """The unsplit pieces a batch became, in order."""
+    if key not in halves:
+        return [key]
+    first, second = halves[key]
+    return _leaves(first, halves) + _leaves(second, halves)
 
 
 class ShardLoader:
