@@ -18,7 +18,8 @@ cache with ``posix_fadvise(POSIX_FADV_DONTNEED)`` (only our files; dropping the 
 cache would disturb other work on a shared machine). Runs interleave (the order
 alternates per repeat); medians over repeats; ratios against ``files``.
 
-    nice -n 5 python benchmarks/streaming.py --hours 10 2 --repeats 3
+    nice -n 5 python benchmarks/streaming.py --hours 50 10 --repeats 3 --audio-seconds 10000 | tee log
+    python benchmarks/streaming.py --summarise log     # the table of a (part-way) log
 """
 
 from __future__ import annotations
@@ -211,9 +212,65 @@ def run_child(reader: str, root: Path, audio_seconds: float, cold: bool) -> dict
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def summary_rows(results: dict[tuple, list[dict]], hours_of: dict[float, float]) -> list[dict]:
+    """Medians over the repeats of each (corpus, cache, reader), and ratios to ``files``."""
+    rows = []
+    for (hours, cold, reader), outcomes in sorted(
+        results.items(), key=lambda item: (-item[0][0], item[0][1], READERS.index(item[0][2]))
+    ):
+
+        def median(key, outcomes=outcomes):
+            return statistics.median(outcome[key] for outcome in outcomes)
+
+        base = results[hours, cold, "files"]
+        base_rate = statistics.median(o["audio_s"] / o["cpu_s"] for o in base)
+        base_wall = statistics.median(o["audio_s"] / o["wall_s"] for o in base)
+        rate = statistics.median(o["audio_s"] / o["cpu_s"] for o in outcomes)
+        wall_rate = statistics.median(o["audio_s"] / o["wall_s"] for o in outcomes)
+        rows.append(
+            {
+                "corpus h": f"{hours_of[hours]:.1f}",
+                "cache": "cold" if cold else "warm",
+                "reader": reader,
+                "runs": len(outcomes),
+                "audio-s / CPU-s": f"{rate:.0f}",
+                "x files (CPU)": f"{rate / base_rate:.2f}",
+                "audio-s / wall-s": f"{wall_rate:.0f}",
+                "x files (wall)": f"{wall_rate / base_wall:.2f}",
+                "peak RSS MB": f"{median('peak_rss_mb'):.0f}",
+                "RSS over imports MB": f"{median('rss_over_imports_mb'):.0f}",
+                "setup s": f"{median('setup_s'):.2f}",
+            }
+        )
+    return rows
+
+
+def summarise_log(path: str) -> None:
+    """The table of a log this script printed (also of a run stopped part-way)."""
+    from common import markdown_table
+
+    results: dict[tuple, list[dict]] = {}
+    hours_of = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) == 4 and parts[1] in ("warm", "cold") and parts[2] in READERS:
+            key = (float(parts[0]), parts[1] == "cold", parts[2])
+            results.setdefault(key, []).append(json.loads(parts[3]))
+        elif " h corpus: " in line:
+            hours, generation = line.split(" h corpus: ")
+            hours_of[float(hours)] = json.loads(generation)["hours"]
+    complete = {
+        key: value for key, value in results.items() if (key[0], key[1], "files") in results
+    }
+    print(markdown_table(summary_rows(complete, hours_of)))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(measure(sys.argv[2], Path(sys.argv[3]), float(sys.argv[4]))))
+        return
+    if len(sys.argv) > 2 and sys.argv[1] == "--summarise":
+        summarise_log(sys.argv[2])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, nargs="+", default=[10.0, 2.0])
@@ -250,31 +307,7 @@ def main() -> None:
                     outcome = run_child(reader, root / f"{hours:g}h", args.audio_seconds, cold)
                     results.setdefault((hours, cold, reader), []).append(outcome)
                     print(hours, "cold" if cold else "warm", reader, json.dumps(outcome))
-    rows = []
-    for (hours, cold, reader), outcomes in results.items():
-
-        def median(key, outcomes=outcomes):
-            return statistics.median(outcome[key] for outcome in outcomes)
-
-        base = results[hours, cold, "files"]
-        base_rate = statistics.median(o["audio_s"] / o["cpu_s"] for o in base)
-        base_wall = statistics.median(o["audio_s"] / o["wall_s"] for o in base)
-        rate = statistics.median(o["audio_s"] / o["cpu_s"] for o in outcomes)
-        wall_rate = statistics.median(o["audio_s"] / o["wall_s"] for o in outcomes)
-        rows.append(
-            {
-                "corpus h": f"{generation[hours]['hours']:.1f}",
-                "cache": "cold" if cold else "warm",
-                "reader": reader,
-                "audio-s / CPU-s": f"{rate:.0f}",
-                "x files (CPU)": f"{rate / base_rate:.2f}",
-                "audio-s / wall-s": f"{wall_rate:.0f}",
-                "x files (wall)": f"{wall_rate / base_wall:.2f}",
-                "peak RSS MB": f"{median('peak_rss_mb'):.0f}",
-                "RSS over imports MB": f"{median('rss_over_imports_mb'):.0f}",
-                "setup s": f"{median('setup_s'):.2f}",
-            }
-        )
+    rows = summary_rows(results, {h: g["hours"] for h, g in generation.items()})
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     total_cpu = time.process_time() - cpu + children.ru_utime + children.ru_stime
     print()
