@@ -108,12 +108,16 @@ SHARD_PATTERN = "shard-{:06d}.tar"
 FRAME_LABELS = "frame_labels.npy"
 
 
+class MissingExtraError(ImportError, ValueError):
+    """An optional dependency is not installed (a ValueError too: the CLI's one line)."""
+
+
 def _webdataset():
     # optional dependency: only shard users need it
     try:
         import webdataset
     except ImportError:
-        raise ImportError(f"shards need webdataset: {EXTRA}") from None
+        raise MissingExtraError(f"shards need webdataset: {EXTRA}") from None
     return webdataset
 
 
@@ -122,7 +126,7 @@ def _lhotse():
     try:
         import lhotse
     except ImportError:
-        raise ImportError(f"lhotse CutSets and Shar need lhotse: {EXTRA}") from None
+        raise MissingExtraError(f"lhotse Shar needs lhotse: {EXTRA}") from None
     return lhotse
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections import Counter
 
 import numpy as np
@@ -265,3 +266,12 @@ def test_shard_command_writes_the_shards_with_labels(corpus, tmp_path, capsys):
         ["shard", str(tmp_path / "none.jsonl"), str(tmp_path / "y"), "--shard-seconds", "9"]
     )
     assert code == 1 and "not found" in capsys.readouterr().err
+
+
+def test_without_the_extra_the_command_says_what_to_install(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "webdataset", None)  # as if not installed
+    code = cli_main(["shard", str(corpus[2]), str(tmp_path / "out"), "--shard-seconds", "60"])
+    error = capsys.readouterr().err.strip()
+    assert code == 1 and error == (
+        "speechssl shard: error: shards need webdataset: pip install 'speechssl[shards]'"
+    )
