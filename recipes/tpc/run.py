@@ -58,18 +58,24 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
     out = run_dir / "pretrain" if seed is None else run_dir / "pretrain" / f"seed_{seed}"
     seed = cfg.seed if seed is None else seed
     # rank 0 prepares the corpora; the other ranks then find them prepared
+    # {corpus: shards, src: DIR}: a speechssl shard or lhotse Shar directory, streamed
+    shards = [source.src for source in cfg.pretrain.sources if source.corpus == "shards"]
+    corpora = [source for source in cfg.pretrain.sources if source.corpus != "shards"]
+    if shards and corpora:
+        raise ValueError("pretrain.sources: pool shard directories or corpora, not both")
     with distributed.main_process_first("data preparation"):
-        train_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits")
-        valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
-    train = load_manifests(train_paths)
+        train_paths = prepared_manifests(corpora, run_dir, "train_splits")
+        valid_paths = prepared_manifests(corpora, run_dir, "valid_splits")
+    train = load_manifests(train_paths) if train_paths else None
     valid = load_manifests(valid_paths) if valid_paths else None
     # the initial weights come from the seed alone (torch's global generator starts at random)
     torch.manual_seed(seed)
     encoder = build_encoder(cfg.encoder)
     model = build_objective(cfg.objective, encoder)
+    data = f"{len(train)} utterances, {train.total_duration / 3600:.2f} h" if train else shards
     print(
         f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
-        f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h"
+        f"parameters) on {data}"
     )
     return pretrain_on_manifests(
         model,
@@ -81,6 +87,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
         out,
         full_config=cfg,
         seed=seed,
+        train_shards=shards,
     )
 
 
