@@ -112,6 +112,11 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
         deterministic_head=isinstance(head, LinearProbeConfig),
         n_mels=cfg.encoder.n_mels,
     )
+    if cfg.finetune_seeds is not None:
+        # fine-tuning is the grid's costly cell: it runs its own (shorter) list of seeds
+        for upstream in upstreams:
+            if upstream.mode == "finetune":
+                upstream.seeds = list(cfg.finetune_seeds)
     outcomes = []
     for upstream in upstreams:
         print(

@@ -40,6 +40,7 @@ from torch import nn
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.encoders.base import Encoder
+from speechssl.heads.pooling import pool_hidden_states
 from speechssl.progress_bar import progress_bar
 from speechssl.safe_io import UnreadableFileError, file_identity, load_torch_file, save_torch_atomic
 
@@ -73,26 +74,6 @@ def manifest_fingerprint(manifest: Manifest) -> str:
         identity = file_identity(row["audio"], content=True)
         digest.update(f"{row['id']}\t{row['audio']}\t{row['duration']:.4f}\t{identity}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def pool_hidden_states(hidden_states, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean and std over valid frames of each hidden state.
-
-    Args:
-        hidden_states: ``L + 1`` tensors ``(B, F, D)``.
-        lengths: ``(B,)`` valid frames per row; padding never enters a statistic.
-
-    Returns:
-        ``(B, L + 1, 2, D)`` float32: ``[..., 0, :]`` the mean, ``[..., 1, :]`` the std.
-    """
-    stacked = torch.stack([hidden.float() for hidden in hidden_states], dim=1)  # (B, L+1, F, D)
-    frames = torch.arange(stacked.shape[2], device=stacked.device)
-    # (B, F) -> (B, 1, F, 1): broadcasts over layers and channels
-    valid = (frames[None, :] < lengths[:, None])[:, None, :, None].to(stacked.dtype)
-    count = valid.sum(dim=2).clamp(min=1)  # (B, 1, 1)
-    mean = (stacked * valid).sum(dim=2) / count  # (B, L+1, D)
-    variance = (((stacked - mean[:, :, None, :]) * valid) ** 2).sum(dim=2) / count
-    return torch.stack([mean, variance.clamp(min=0).sqrt()], dim=2)  # (B, L+1, 2, D)
 
 
 class FeatureCache:

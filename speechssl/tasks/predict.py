@@ -34,7 +34,7 @@ from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig
 from speechssl.data.prepare.common import check_audio
 from speechssl.encoders import build_encoder
-from speechssl.heads import ClassifierHeadConfig, FbankUpstream, build_transfer_model
+from speechssl.heads import FbankUpstream, build_transfer_model, head_config
 from speechssl.safe_io import load_state_strict, read_json, short_reason, write_text_atomic
 from speechssl.tasks.classification import TransferConfig, predict
 from speechssl.train.checkpoint import CheckpointError, load_checkpoint
@@ -116,7 +116,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
             encoder = FbankUpstream.from_config(spec["config"])
         else:
             encoder = build_encoder(spec)
-        head = to_dataclass(info["head"], ClassifierHeadConfig)
+        head = head_config(info["head"])
         model = build_transfer_model(head, encoder, num_classes=len(info["labels"]))
     except (TypeError, KeyError, RuntimeError, ValueError) as error:
         # a hand-edited or damaged model.json: options the classes do not take, values of
