@@ -155,6 +155,11 @@ class Checkpoint:
         value = self.trainer.get("best_value")
         return None if value is None else float(value)
 
+    @property
+    def last_evaluation(self) -> dict[str, float]:
+        """The dev metrics of the evaluation just before this checkpoint (empty: none)."""
+        return dict(self.trainer.get("last_evaluation") or {})
+
     def to_dict(self) -> dict:
         """The plain dict ``torch.save`` writes (optional parts left out when None)."""
         state = {

@@ -130,9 +130,17 @@ def _to_device(batch, device: torch.device):
 
 
 def _batch_size(batch) -> int | None:
-    """Utterances in a batch (``lengths.numel()``), or None when the batch has no lengths."""
+    """Items in a batch: ``lengths.numel()``, else ``len(batch)`` of a batch object that has
+    a length (e.g. cached vectors), else None (a plain tuple, list or dict of tensors).
+
+    Evaluation weighs each batch's metrics by it, so every dev item counts once whatever
+    the batch size (a short last batch weighs what it holds, not a whole batch)."""
     lengths = getattr(batch, "lengths", None)
-    return None if lengths is None else int(lengths.numel())
+    if lengths is not None:
+        return int(lengths.numel())
+    if isinstance(batch, (tuple, list, dict)) or not callable(getattr(batch, "__len__", None)):
+        return None
+    return len(batch)
 
 
 class Trainer:

@@ -88,7 +88,7 @@ def test_too_many_nonfinite_losses_in_a_row_stop_with_a_checkpoint(corpus, tmp_p
         max_consecutive_nonfinite=3,
     )
     with pytest.raises(
-        NonFiniteLossError, match="step 4: 3 non-finite losses in a row.*step_00000004.pt"
+        NonFiniteLossError, match=r"step 4 \(3 non-finite losses in a row\).*step_00000004.pt"
     ):
         trainer.fit()
     assert (
