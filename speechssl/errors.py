@@ -207,7 +207,9 @@ class RecipeDoor(Callback):
     def on_run_start(self, config, config_name: str | None = None, **kwargs) -> None:
         program = config_name or "recipe"
         user = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        _exit_on_bad_values(program, _problems(program, user))
+        _exit_on_bad_values(
+            program, _experiment_problems(program, config) + _problems(program, user)
+        )
         if "run_dir" in user and _is_main_process():
             self.lock = RunLock(user.run_dir)
             exit_on_bad_input(program, self.lock.acquire)
@@ -229,6 +231,15 @@ def _claim_run_dir(program: str, cfg) -> None:
 def _defaults(program: str):
     """The recipe's composed defaults (composed once per process: a second or two each)."""
     return compose(program)
+
+
+def _experiment_problems(program: str, config) -> list[str]:
+    """``experiment=<name>`` must be a preset of this recipe (``conf/experiment/<recipe>_*``):
+    another recipe's would add its sections here unnoticed."""
+    experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+    if experiment is None or str(experiment).startswith(f"{program}_"):
+        return []
+    return [f"experiment={experiment}: a preset of another recipe; {program}'s are {program}_*"]
 
 
 def _problems(program: str, cfg, door: Door | None = None) -> list[str]:
