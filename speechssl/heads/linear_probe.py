@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechssl.heads.pooling import pool_hidden_states
+from speechssl.progress_bar import progress_bar
 
 __all__ = [
     "LinearProbe",
@@ -192,6 +193,11 @@ class LinearProbe:
         if self.config.layer_average and len(layers) > 1:
             layers.append(-1)
         best, per_layer = None, []
+        grid = sorted(self.config.c_grid)
+        # one L-BFGS fit per (layer, C): a bar on a terminal, a line every 30 s in a log
+        progress = progress_bar(
+            total=len(layers) * len(grid), desc="probe fit", unit="fit", leave=False
+        )
         for layer in layers:
             train = self._layer_features(train_features, layer)
             mean, scale = self._standardiser(train)
@@ -199,7 +205,7 @@ class LinearProbe:
             dev = (self._layer_features(dev_features, layer).to(train.device) - mean) / scale
             layer_best, initial = -1.0, None
             # strongest regularisation first: each fit warm-starts the next
-            for c in sorted(self.config.c_grid):
+            for c in grid:
                 initial = fit_logistic_regression(
                     train,
                     train_labels.to(train.device),
@@ -215,7 +221,9 @@ class LinearProbe:
                 layer_best = max(layer_best, accuracy)
                 if best is None or accuracy > best[0]:
                     best = (accuracy, layer, c, mean, scale, weight, bias)
+                progress.update()
             per_layer.append(layer_best)
+        progress.close()
         accuracy, self.layer, c, self._mean, self._scale, self._weight, self._bias = best
         return ProbeFit(self.layer, c, accuracy, per_layer)
 

@@ -65,6 +65,7 @@ def tiny_run(corpus, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_learns_the_tones_and_writes_every_output(tiny_run):
     results = json.loads((tiny_run / "results.json").read_text())
     for name in (
@@ -89,6 +90,7 @@ def test_learns_the_tones_and_writes_every_output(tiny_run):
     assert "precision" in (tiny_run / "classification_report.txt").read_text()
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_predict_repeats_the_evaluation(tiny_run, capsys):
     with open(tiny_run / "predictions.csv") as file:
         evaluated = [row for row in csv.DictReader(file) if row["set"] == "test"]
@@ -103,6 +105,7 @@ def test_predict_repeats_the_evaluation(tiny_run, capsys):
             assert probability == pytest.approx(float(row[f"p_{label}"]), abs=1e-4)
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_predict_reports_a_missing_file_and_still_predicts_the_others(tiny_run, corpus, capsys):
     root, _ = corpus
     good = str(root / "audio" / "test" / "low_0.wav")
@@ -197,6 +200,7 @@ def test_bad_data_is_one_line_and_exit_code_1(case, bad_cases, monkeypatch, capf
     assert expected in lines[0], lines[0]
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_onnx_export_of_the_run_predicts_like_speechssl_predict(tiny_run, tmp_path, capsys):
     """``speechssl export RUN_DIR OUT --format onnx`` holds encoder + head: onnxruntime's
     probabilities on test tones and demo speech equal ``speechssl predict``'s."""

@@ -222,6 +222,7 @@ EXPECTED_KIND = {"wavlm": "unilm"}
         ("wavlm", "finetune"),
     ],
 )
+@pytest.mark.slow  # a whole-recipe run
 def test_public_upstream_runs_the_recipe(
     kind, mode, tones, upstreams, recipe_main, tmp_path, monkeypatch
 ):
@@ -258,6 +259,7 @@ def test_public_upstream_runs_the_recipe(
         )
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_fbank_upstream_in_finetune_mode_trains_the_head(tones, recipe_main, tmp_path, monkeypatch):
     """FBANK has no weights: finetune mode trains the head alone instead of failing on an
     optimiser group for an encoder with no parameters."""

@@ -34,8 +34,10 @@ def test_registry_lists_every_corpus():
         "ljspeech",
         "libritts",
         "vctk",
+        "speech_commands",
         "folder",
         "csv",
+        "lhotse",
     }
 
 
