@@ -39,7 +39,7 @@ from .encoders.checkpoint_files import read_checkpoint
 from .encoders.fbank_upstream import FbankUpstream
 from .encoders.wav2vec2 import convert as wav2vec2_convert
 from .encoders.wavlm import convert as wavlm_convert
-from .safe_io import atomic_path, load_state_strict, short_reason, write_text_atomic
+from .safe_io import atomic_path, load_state_strict, read_json, short_reason, write_text_atomic
 
 __all__ = [
     "CONFIG_NAME",
@@ -224,10 +224,7 @@ def _build(spec: dict, source: Path) -> Encoder:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no readable {CONFIG_NAME} in {path.parent}")
-    try:
-        values = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    values = read_json(path, CONFIG_NAME)  # bounded size and depth, one-line failures
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")  # noqa: TRY004 - bad data
     return values

@@ -27,6 +27,11 @@ keeps what it finished; run again with the same ``run_dir``, it reuses every cel
 key still matches and encodes nothing the feature cache holds. Progress: a bar (a line
 every 30 s in a log) over the seeds and folds, the encoding and the probe's fits.
 
+Results are checked before they are scored: an upstream whose pooled features, or a
+trained head whose probabilities, are not finite (NaN, inf) stops the cell with one line
+naming the task, the upstream and the seed (:class:`NonFiniteResultError`), never a
+chance-level score.
+
 Example (FBANK on tones of two classes):
     >>> import tempfile
     >>> from speechssl.data.compact import Manifest
@@ -92,6 +97,7 @@ from speechssl.tasks.speaker_protocol import speakers_of
 
 __all__ = [
     "METRICS",
+    "NonFiniteResultError",
     "Suite",
     "TaskOutcome",
     "Upstream",
@@ -120,6 +126,28 @@ TASK_METRICS = {
     "emotion": ("accuracy", "ua"),
     "classification": ("accuracy", "ua"),
 }
+
+
+class NonFiniteResultError(ValueError):
+    """An upstream's features or a head's outputs hold NaN or inf: no score is given."""
+
+
+def check_finite(values: torch.Tensor, what: str, where: str) -> torch.Tensor:
+    """``values (N, ...)`` unchanged when every entry is finite; else one-line refusal.
+
+    Example:
+        >>> check_finite(torch.tensor([[1.0], [float("nan")]]), "features", "emotion / x / seed 0")
+        Traceback (most recent call last):
+            ...
+        speechssl.tasks.suite.NonFiniteResultError: emotion / x / seed 0: the features are NaN or inf for 1 of 2 utterances; no score is given (a diverged or damaged upstream?)
+    """
+    bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)  # (N,)
+    if bool(bad.any()):
+        raise NonFiniteResultError(
+            f"{where}: the {what} are NaN or inf for {int(bad.sum())} of {len(values)} "
+            "utterances; no score is given (a diverged or damaged upstream?)"
+        )
+    return values
 
 
 @dataclass
@@ -239,7 +267,7 @@ class Suite:
             self.progress(f"{run_dir.relative_to(self.run_dir).as_posix()}: finished earlier")
             return saved
         predicted, detail = self._fit(
-            encoder, head, upstream, seed, train, dev, test, labels, label_column, run_dir
+            encoder, head, upstream, seed, train, dev, test, labels, label_column, run_dir, task
         )
         _write_cell(run_dir / CELL_FILE, key, predicted, detail)
         return predicted, detail
@@ -256,17 +284,19 @@ class Suite:
         labels: Sequence[str],
         label_column: str,
         run_dir: Path,
+        task: str,
     ) -> tuple[np.ndarray, dict]:
+        where = f"{task} / {upstream.name} / seed {seed}"
         if isinstance(head, LinearProbeConfig):
             probe = LinearProbe(head)
             fit = probe.fit(
-                self.cache.pooled(encoder, train),
+                self._pooled(encoder, train, where),
                 label_indices(train, label_column, labels),
-                self.cache.pooled(encoder, dev),
+                self._pooled(encoder, dev, where),
                 label_indices(dev, label_column, labels),
                 num_classes=len(labels),
             )
-            predicted = probe.predict(self.cache.pooled(encoder, test)).numpy()
+            predicted = probe.predict(self._pooled(encoder, test, where)).numpy()
             return predicted, {"probe": fit._asdict()}
         head = dataclasses.replace(head, mode=upstream.mode)
         run = train_classifier(
@@ -289,11 +319,16 @@ class Suite:
             labels=labels,
             cache=self.cache,
         )
+        check_finite(predictions.probabilities, "head's probabilities", where)
         weights = run.model.layer_weights()
         return predictions.y_pred.numpy(), {
             "training": run.result.get("training"),
             "layer_weights": None if weights is None else weights.detach().cpu().tolist(),
         }
+
+    def _pooled(self, encoder: nn.Module, manifest: Manifest, where: str) -> torch.Tensor:
+        """The cache's pooled features ``(N, L + 1, 2, D)``, checked finite."""
+        return check_finite(self.cache.pooled(encoder, manifest), "features", where)
 
     def _encoder(self, upstream: Upstream, seed: int) -> nn.Module:
         # whatever the builder draws from the global RNG is fixed by the seed
@@ -364,7 +399,8 @@ class Suite:
         outcome = TaskOutcome("speaker_verification", upstream.name, labels)
         ids = [manifest.row(index)["id"] for index in range(len(manifest))]
         for seed in upstream.seeds:
-            means = self.cache.pooled(self._encoder(upstream, seed), manifest)[:, :, 0]
+            where = f"speaker_verification / {upstream.name} / seed {seed}"
+            means = self._pooled(self._encoder(upstream, seed), manifest, where)[:, :, 0]
             chosen = (
                 range(means.shape[1])
                 if self.verification_layers is None
