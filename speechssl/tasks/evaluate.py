@@ -28,6 +28,7 @@ from speechssl.data.loaders import DataConfig, load_manifests, prepared_folder
 from speechssl.encoders import PRESETS
 from speechssl.heads import ClassifierHeadConfig
 from speechssl.heads.linear_probe import LinearProbeConfig
+from speechssl.safe_io import claim_output_folder
 from speechssl.tasks.classification import TransferConfig
 from speechssl.tasks.speaker import read_trials
 from speechssl.tasks.suite import Suite, TaskOutcome, Upstream, summarize, summary_markdown
@@ -47,7 +48,14 @@ def add_task_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
     )
     parser.add_argument("--valid", help="classify: validation set (default: 10%% of train)")
     parser.add_argument("--test", help="classify: test set")
-    parser.add_argument("--out", default=default_out, help="output folder")
+    parser.add_argument(
+        "--out",
+        default=default_out,
+        help="output folder: new, empty or this command's earlier output",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="write into --out even if other files are there"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--epochs must be >= 1 and --seeds non-negative")
     if not Path(args.data).exists():
         raise ValueError(f"--data: no such file or folder: {args.data}")
-    out = Path(args.out)
     upstream = _upstream(args)
+    # never over another command's or a run's files (a fine-tuning run's results.json)
+    out = claim_output_folder(args.out, "evaluate", force=args.force)
     head = LinearProbeConfig() if args.head == "probe" else ClassifierHeadConfig()
     suite = command_suite(head, out, epochs=args.epochs, device=args.device)
     outcome = score_task(

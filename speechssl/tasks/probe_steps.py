@@ -33,7 +33,7 @@ import torch
 
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
-from speechssl.safe_io import write_text_atomic
+from speechssl.safe_io import claim_output_folder, write_text_atomic
 from speechssl.tasks.classification import front_end_buffers, random_init
 from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task
 from speechssl.tasks.plots import plot_probe_over_steps
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():
         raise ValueError(f"--data: no such file or folder: {args.data}")
     checkpoints = checkpoints_by_step(args.checkpoints)
-    out = Path(args.out)
+    out = claim_output_folder(args.out, "probe-steps", force=args.force)
     suite = command_suite(LinearProbeConfig(), out)
 
     def score(upstream: Upstream) -> TaskOutcome:

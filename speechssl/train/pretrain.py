@@ -20,7 +20,7 @@ from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.data.shards import make_shard_loader
 from speechssl.objectives.signals import BASELINE_SUFFIX, learning_warnings
 from speechssl.train import distributed
-from speechssl.train.checkpoint import latest_checkpoint
+from speechssl.train.checkpoint import DOWNSTREAM_SECTIONS, latest_checkpoint
 from speechssl.train.progress import read_metrics
 from speechssl.train.trainer import Trainer
 from speechssl.typed import to_dataclass
@@ -93,6 +93,8 @@ def pretrain_on_manifests(
         full_config=full_config,
         run_dir=run_dir,
         sample_rate=data_config.sample_rate,
+        # a rerun with other downstream options resumes the same pre-training
+        resume_ignores=DOWNSTREAM_SECTIONS,
     )
     result = trainer.fit()
     checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")
