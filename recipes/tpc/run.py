@@ -57,12 +57,12 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
     ``seed`` (one of ``pretrain_seeds``) under ``run_dir/pretrain/seed_<seed>``."""
     out = run_dir / "pretrain" if seed is None else run_dir / "pretrain" / f"seed_{seed}"
     seed = cfg.seed if seed is None else seed
-    # rank 0 prepares the corpora; the other ranks then find them prepared
     # {corpus: shards, src: DIR}: a speechssl shard or lhotse Shar directory, streamed
     shards = [source.src for source in cfg.pretrain.sources if source.corpus == "shards"]
     corpora = [source for source in cfg.pretrain.sources if source.corpus != "shards"]
     if shards and corpora:
         raise ValueError("pretrain.sources: pool shard directories or corpora, not both")
+    # rank 0 prepares the corpora; the other ranks then find them prepared
     with distributed.main_process_first("data preparation"):
         train_paths = prepared_manifests(corpora, run_dir, "train_splits")
         valid_paths = prepared_manifests(corpora, run_dir, "valid_splits")
