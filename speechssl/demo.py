@@ -1,10 +1,12 @@
 """Paths to the small demo corpus shipped inside the package.
 
 ``speechssl/demo_data`` holds corpora in the real on-disk layouts of LibriSpeech, IEMOCAP,
-VoxCeleb1, LJSpeech and LibriTTS (built by ``tools/make_demo_corpus.py``), so every recipe
-and test runs without downloads. LibriSpeech, VoxCeleb1, LJSpeech and IEMOCAP hold real
-speech (LibriSpeech and LJ Speech clips, EmoDB's acted emotions, stored as Ogg Opus/Vorbis;
-``demo_data/NOTICE.md`` names the sources and licences); LibriTTS is espeak-ng voices.
+VoxCeleb1, LJSpeech, LibriTTS and Google Speech Commands (built by
+``tools/make_demo_corpus.py``), so every recipe and test runs without downloads.
+LibriSpeech, VoxCeleb1, LJSpeech, IEMOCAP and SpeechCommands hold real speech (LibriSpeech
+and LJ Speech clips, EmoDB's acted emotions, FSDD's spoken digits, stored as Ogg
+Opus/Vorbis; ``demo_data/NOTICE.md`` names the sources and licences); LibriTTS is espeak-ng
+voices.
 
 Example:
     >>> from speechssl.demo import demo_path
@@ -28,6 +30,7 @@ CORPUS_DIRECTORIES = {
     "voxceleb1": "VoxCeleb1",
     "ljspeech": "LJSpeech-1.1",
     "libritts": "LibriTTS",
+    "speech_commands": "SpeechCommands",
 }
 
 

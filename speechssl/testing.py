@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from speechssl.data.layouts import folder, iemocap, librispeech, libritts, ljspeech, vctk, voxceleb1
+from speechssl.data.layouts import (
+    folder,
+    iemocap,
+    librispeech,
+    libritts,
+    ljspeech,
+    speech_commands,
+    vctk,
+    voxceleb1,
+)
 from speechssl.data.layouts.folder import write_labelled_csv
 
 __all__ = [
@@ -34,6 +43,7 @@ __all__ = [
     "make_librispeech_tree",
     "make_libritts_tree",
     "make_ljspeech_tree",
+    "make_speech_commands_tree",
     "make_vctk_tree",
     "make_voxceleb1_tree",
     "plant_bad_audio",
@@ -435,6 +445,44 @@ def make_vctk_tree(
         info.append(f"{speaker}  {23 + index}  {'FM'[index % 2]}    English    Southern  England")
     vctk.write_speaker_info(corpus, info)
     (corpus / "README.txt").write_text("CSTR VCTK Corpus 0.92 (synthetic fixture)\n")
+    return corpus
+
+
+def make_speech_commands_tree(
+    root: str | os.PathLike,
+    words: tuple[str, ...] = ("no", "yes", "zero"),
+    speakers: tuple[str, ...] = ("0a2b400e", "0b40aa8e", "0c2ca723", "0d82fd99"),
+    takes: int = 2,
+    seconds: float = 0.3,
+) -> Path:
+    """``SpeechCommands/<word>/<speaker>_nohash_<k>.wav`` + ``validation_list.txt`` /
+    ``testing_list.txt`` + ``_background_noise_/`` (a noise recording and its README).
+
+    Speakers are split as the release splits them, whole: the second-to-last speaker's clips
+    are listed for validation, the last speaker's for testing, the others train. Each word
+    is a tone of its own pitch.
+    """
+    corpus = Path(root) / speech_commands.FOLDER
+    held_out: dict[str, list[str]] = {"validation": [], "testing": []}
+    for index, word in enumerate(words):
+        for position, speaker in enumerate(speakers):
+            for number in range(takes):
+                relative = speech_commands.clip(word, speaker, number)
+                write_tone(
+                    speech_commands.audio_path(corpus, relative),
+                    seconds,
+                    16000,
+                    200 + 60 * index + 5 * number,
+                )
+                if position == len(speakers) - 2:
+                    held_out["validation"].append(relative)
+                elif position == len(speakers) - 1:
+                    held_out["testing"].append(relative)
+    for split, clips in held_out.items():
+        speech_commands.write_split_list(corpus, split, clips)
+    noise = corpus / speech_commands.BACKGROUND_NOISE
+    write_tone(noise / "white_noise.wav", 1.0, 16000, 3000.0)
+    (noise / "README.md").write_text("Background noise recordings (synthetic fixture)\n")
     return corpus
 
 

@@ -14,6 +14,10 @@ layout of its corpus:
   utterances are cut into ~3 s segments at their quietest points;
 * ``LJSpeech-1.1/`` Ogg Vorbis at 22,050 Hz (Opus has no 22,050 Hz mode), ``metadata.csv``
   lines copied from the LJ Speech release;
+* ``SpeechCommands/`` the Free Spoken Digit Dataset (6 speakers say zero..nine, 50 takes
+  each) in the Google Speech Commands layout: ``<word>/<speaker>_nohash_<take>.opus``,
+  Ogg Opus at 16 kHz (resampled from 8 kHz), ``validation_list.txt`` / ``testing_list.txt``
+  holding one speaker each (``FSDD_SPLITS``), so no held-out speaker is heard in training;
 * ``IEMOCAP_full_release/`` the Berlin Database of Emotional Speech (EmoDB, acted German,
   10 speakers) in the IEMOCAP layout: its neutral/happy/angry/sad takes, one female and one
   male speaker per session (as IEMOCAP pairs its actors), one ``script`` dialog per speaker,
@@ -46,7 +50,7 @@ import soundfile
 import torch
 import torchaudio.functional
 
-from speechssl.data.layouts import iemocap, librispeech, ljspeech, voxceleb1
+from speechssl.data.layouts import iemocap, librispeech, ljspeech, speech_commands, voxceleb1
 
 SEGMENT_SECONDS = 3.0  # VoxCeleb1 utterances are 4-20 s; ~3 s pieces give several per reader
 OPUS_LEVEL = 0.9  # libsndfile compression level: about 30 kbit/s for 16 kHz speech
@@ -88,6 +92,10 @@ SOURCES = {
     # audEERING's publication of EmoDB: the CC0-1.0 grant (README.md) and the speakers'
     # genders (1.1.1/publish.py)
     "emodb_meta": Source("audeering/emodb", "4b446d7cb4200897197ce805e8eaceef616edb4e"),
+    # Free Spoken Digit Dataset: 6 speakers x 10 digits x 50 takes, 8 kHz (CC BY-SA 4.0)
+    "fsdd": Source(
+        "Jakobovski/free-spoken-digit-dataset", "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
+    ),
 }
 RESEMBLYZER_TRAIN = "audio_data/librispeech_train-clean-100"
 RESEMBLYZER_OTHER = "audio_data/librispeech_test-other"
@@ -489,29 +497,65 @@ def write_iemocap(out: Path, repositories: Repositories) -> Summary:
     return summary
 
 
+FSDD_RECORDINGS = "recordings"
+FSDD_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# whole speakers per split: four train; the held-out two each share an accent with one
+# training speaker (lucas/yweweler German, theo/jackson US English)
+FSDD_SPLITS = {"validation": ("lucas",), "testing": ("theo",)}
+
+
+def write_speech_commands(out: Path, repositories: Repositories) -> Summary:
+    """FSDD's ``recordings/<digit>_<speaker>_<take>.wav`` as
+    ``<word>/<speaker>_nohash_<take>.opus`` at 16 kHz + the two split lists."""
+    summary = Summary()
+    held_out = {split: [] for split in FSDD_SPLITS}
+    speakers = set()
+    for path in repositories.list("fsdd", FSDD_RECORDINGS):
+        digit, speaker, take = Path(path).stem.split("_")
+        wav, rate = repositories.audio("fsdd", path)
+        wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, 16000).numpy()
+        relative = speech_commands.clip(FSDD_WORDS[int(digit)], speaker, int(take))
+        summary.add(write_ogg(out, f"{relative}.opus", wav, 16000))
+        speakers.add(speaker)
+        for split, members in FSDD_SPLITS.items():
+            if speaker in members:
+                held_out[split].append(relative)
+    for split, clips in held_out.items():
+        speech_commands.write_split_list(out, split, sorted(clips))
+    summary.speakers = len(speakers)
+    return summary
+
+
 def folder_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-CORPORA = ("LibriSpeech", "VoxCeleb1", "LJSpeech-1.1", "IEMOCAP_full_release")
+CORPORA = ("LibriSpeech", "VoxCeleb1", "LJSpeech-1.1", "IEMOCAP_full_release", "SpeechCommands")
 
 
 def build(
     out: Path, mirror: Path, seed: int = 0, corpora: tuple[str, ...] = CORPORA
 ) -> dict[str, Summary]:
-    """Write the ``corpora`` (default all: LibriSpeech/, VoxCeleb1/, LJSpeech-1.1/ and
-    IEMOCAP_full_release/) under ``out``, replacing them."""
+    """Write the ``corpora`` (default all: LibriSpeech/, VoxCeleb1/, LJSpeech-1.1/,
+    IEMOCAP_full_release/ and SpeechCommands/) under ``out``, replacing them."""
     repositories = Repositories(mirror)
     for name in corpora:
         shutil.rmtree(out / name, ignore_errors=True)  # a rerun replaces, never appends
-    readers = assign_readers(repositories, num_voxceleb=90, num_dev=10, seed=seed)
+    readers = {}  # drawn only when LibriSpeech or VoxCeleb1 is built
+
+    def assigned() -> dict[str, list[tuple[str, str, str]]]:
+        if not readers:
+            readers.update(assign_readers(repositories, num_voxceleb=90, num_dev=10, seed=seed))
+        return readers
+
     writers = {
-        "LibriSpeech": lambda: write_librispeech(out / "LibriSpeech", repositories, readers),
+        "LibriSpeech": lambda: write_librispeech(out / "LibriSpeech", repositories, assigned()),
         "VoxCeleb1": lambda: write_voxceleb1(
-            out / "VoxCeleb1", repositories, readers["voxceleb"], seed
+            out / "VoxCeleb1", repositories, assigned()["voxceleb"], seed
         ),
         "LJSpeech-1.1": lambda: write_ljspeech(out / "LJSpeech-1.1", repositories),
         "IEMOCAP_full_release": lambda: write_iemocap(out / "IEMOCAP_full_release", repositories),
+        "SpeechCommands": lambda: write_speech_commands(out / "SpeechCommands", repositories),
     }
     return {name: writers[name]() for name in corpora}
 

@@ -99,6 +99,7 @@ def test_total_size_fits_the_budget():
         ("voxceleb1", "wav/id*/*/*.opus", 16000, "OGG", "OPUS", (1.5, 5.0)),
         ("ljspeech", "wavs/*.ogg", 22050, "OGG", "VORBIS", (1.0, 11.0)),
         ("libritts", "train-clean-100/*/*/*.wav", 24000, "WAV", "PCM_16", (0.4, 3.0)),
+        ("speech_commands", "*/*.opus", 16000, "OGG", "OPUS", (0.1, 2.5)),
     ],
 )
 def test_audio_has_the_real_corpus_format(
@@ -122,7 +123,14 @@ def test_notice_lists_every_source_folder_with_its_commit():
     sections = {block.split("\n", 1)[0].strip(): block for block in notice.split("\n## ")[1:]}
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in demo_root().iterdir())
     assert sorted(sections) == sorted(e for e in entries if e != "NOTICE.md")
-    for corpus in ("LibriSpeech/", "VoxCeleb1/", "LJSpeech-1.1/", "IEMOCAP_full_release/"):
+    real = (
+        "LibriSpeech/",
+        "VoxCeleb1/",
+        "LJSpeech-1.1/",
+        "IEMOCAP_full_release/",
+        "SpeechCommands/",
+    )
+    for corpus in real:
         assert re.search(r"`[\w.-]+/[\w.-]+` at `[0-9a-f]{40}`", sections[corpus]), corpus
         assert "Licence" in sections[corpus]
     assert sections["LibriTTS/"].startswith("LibriTTS/\n\nSynthetic")

@@ -14,10 +14,29 @@ it to.
 * :mod:`~speechssl.data.layouts.iemocap`: ``IEMOCAP_full_release/Session<n>/...``
 * :mod:`~speechssl.data.layouts.ljspeech`: ``LJSpeech-1.1/metadata.csv`` + ``wavs/``
 * :mod:`~speechssl.data.layouts.libritts`: ``LibriTTS/<subset>/<speaker>/<chapter>/``
+* :mod:`~speechssl.data.layouts.speech_commands`: ``SpeechCommands/<word>/<speaker>_nohash_<k>.wav`` + lists
 * :mod:`~speechssl.data.layouts.vctk`: ``VCTK-Corpus-0.92/wav48_silence_trimmed/`` + ``txt/``
 * :mod:`~speechssl.data.layouts.folder`: a user's ``<label>/<file>`` folder or ``path,label`` CSV
 """
 
-from speechssl.data.layouts import folder, iemocap, librispeech, libritts, ljspeech, vctk, voxceleb1
+from speechssl.data.layouts import (
+    folder,
+    iemocap,
+    librispeech,
+    libritts,
+    ljspeech,
+    speech_commands,
+    vctk,
+    voxceleb1,
+)
 
-__all__ = ["folder", "iemocap", "librispeech", "libritts", "ljspeech", "vctk", "voxceleb1"]
+__all__ = [
+    "folder",
+    "iemocap",
+    "librispeech",
+    "libritts",
+    "ljspeech",
+    "speech_commands",
+    "vctk",
+    "voxceleb1",
+]

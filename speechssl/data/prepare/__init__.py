@@ -33,6 +33,7 @@ from speechssl.data.prepare import (
     librispeech,
     libritts,
     ljspeech,
+    speech_commands,
     table,
     vctk,
     voxceleb1,
@@ -43,7 +44,17 @@ __all__ = ["PREPARERS", "Preparer", "add_arguments", "prepare", "run"]
 
 PREPARERS: dict[str, Preparer] = {
     module.PREPARER.name: module.PREPARER
-    for module in (librispeech, voxceleb1, iemocap, ljspeech, libritts, vctk, folder, table)
+    for module in (
+        librispeech,
+        voxceleb1,
+        iemocap,
+        ljspeech,
+        libritts,
+        vctk,
+        speech_commands,
+        folder,
+        table,
+    )
 }
 
 
@@ -59,7 +70,7 @@ def prepare(
 
     Args:
         corpus: a key of :data:`PREPARERS` (``librispeech``, ``voxceleb1``, ``iemocap``,
-            ``ljspeech``, ``libritts``, ``vctk``, ``folder``, ``csv``).
+            ``ljspeech``, ``libritts``, ``vctk``, ``speech_commands``, ``folder``, ``csv``).
         src: the corpus folder (for ``csv``: the CSV file).
         out: output folder, created if needed.
         verify: decode every file (True) or read headers only (False).

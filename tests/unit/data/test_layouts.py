@@ -18,7 +18,16 @@ from speechssl.data.prepare import prepare
 from speechssl.demo import demo_path
 from speechssl.testing import make_vctk_tree
 
-MODULES = ["folder", "iemocap", "librispeech", "libritts", "ljspeech", "vctk", "voxceleb1"]
+MODULES = [
+    "folder",
+    "iemocap",
+    "librispeech",
+    "libritts",
+    "ljspeech",
+    "speech_commands",
+    "vctk",
+    "voxceleb1",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -61,6 +61,7 @@ def _manifests(src: Path, corpus: str, out: Path) -> dict[str, list[tuple[str, s
         ("voxceleb1", testing.make_voxceleb1_tree, ".wav"),
         ("ljspeech", testing.make_ljspeech_tree, ".wav"),
         ("libritts", testing.make_libritts_tree, ".wav"),
+        ("speech_commands", testing.make_speech_commands_tree, ".wav"),
     ],
 )
 def test_compressed_layout_lists_the_same_utterances(tmp_path, corpus, make_tree, suffix):

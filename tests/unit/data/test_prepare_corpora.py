@@ -34,6 +34,7 @@ def test_registry_lists_every_corpus():
         "ljspeech",
         "libritts",
         "vctk",
+        "speech_commands",
         "folder",
         "csv",
     }
