@@ -36,6 +36,7 @@ from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.targets import TargetConfig
 from speechssl.tasks.classification import TransferConfig
+from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_tsne
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.speaker import read_trials
@@ -91,7 +92,8 @@ def transfer_config(cfg: DictConfig) -> TransferConfig:
 
 
 def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> dict:
-    """Speaker ID, verification and emotion LOSO for every upstream and seed, one suite."""
+    """Speaker ID, verification, emotion LOSO and (frozen upstreams, ``keyword.src``) keyword
+    spotting for every upstream and seed, one suite."""
     vox_dir = prepared_folder(cfg.speaker.corpus, cfg.speaker.src, run_dir / "data")
     identification = [
         load_manifests([vox_dir / f"{split}.jsonl"]) for split in ("train", "dev", "test")
@@ -141,6 +143,10 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
                 max_folds=cfg.emotion.max_folds,
             )
         )
+        if cfg.keyword.src is not None and upstream.mode == "frozen":
+            # speaker-independent spoken words: the content task filterbank statistics
+            # do not solve
+            outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
         (name, baseline)
@@ -210,6 +216,7 @@ def run(cfg: DictConfig) -> None:
             "pretrain.src": cfg.pretrain.src,
             "speaker.src": cfg.speaker.src,
             "emotion.src": cfg.emotion.src,
+            "keyword.src": cfg.keyword.src,
         }
     )
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)

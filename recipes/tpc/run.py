@@ -30,6 +30,7 @@ from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.objectives import build_objective
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
+from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
@@ -84,7 +85,8 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
 
 
 def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
-    """Leave-one-session-out emotion for every upstream and seed; the summary with CIs."""
+    """Leave-one-session-out emotion for every upstream and seed, and keyword spotting for
+    the frozen ones (``keyword.src``); the summary with CIs."""
     source = cfg.emotion
     data_dir = run_dir / "data" / source.corpus
     prepare_once(source.corpus, source.src, data_dir)
@@ -118,6 +120,12 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
                 max_folds=source.max_folds,
             )
         )
+    if cfg.keyword.src is not None:
+        # speaker-independent spoken words: the content task filterbank statistics do not
+        # solve; the frozen upstreams under the probe
+        for upstream in upstreams:
+            if upstream.mode == "frozen":
+                outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
         (name, baseline)
@@ -129,7 +137,14 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
     plot_layer_usage(run_dir, outcomes)
     summary = summarize(outcomes, comparisons)
     summary["emotion"] = {}
+    summary["keyword"] = {
+        outcome.upstream: {"seeds": outcome.seeds, "runs": outcome.details}
+        for outcome in outcomes
+        if outcome.task == "keyword"
+    }
     for outcome in outcomes:
+        if outcome.task != "emotion":
+            continue
         first = outcome.details[0]["loso"]  # the first seed's folds and confusion matrix
         plot_confusion_matrix(
             first["confusion"],
@@ -155,6 +170,7 @@ def run(cfg: DictConfig) -> None:
                 for index, source in enumerate(cfg.pretrain.sources)
             },
             "emotion.src": cfg.emotion.src,
+            "keyword.src": cfg.keyword.src,
         }
     )
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)

@@ -10,6 +10,9 @@ the baseline a pre-training claim must beat. The task reads ``--data``:
 * ``emotion``: an IEMOCAP-layout folder (leave-one-session-out, WA/UA);
 * ``speaker-id``: a VoxCeleb1-layout folder (``iden_split.txt``: train/dev/test, top-1);
 * ``speaker-verification``: a VoxCeleb1-layout folder (``veri_test.txt`` trials, EER);
+* ``keyword``: a Google Speech Commands-layout folder (``<word>/<speaker>_nohash_<k>``,
+  ``validation_list.txt``/``testing_list.txt`` with no speaker in two splits; SUPERB KS
+  style word accuracy); ``--data`` defaults to the demo's spoken digits;
 * ``classify``: a training set (CSV ``path,label``, JSONL manifest or label folder) with
   ``--valid`` (or a stratified 10 % of train) and ``--test``.
 
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, load_manifests, prepared_folder
+from speechssl.demo import demo_path
 from speechssl.encoders import PRESETS
 from speechssl.heads import ClassifierHeadConfig
 from speechssl.heads.linear_probe import LinearProbeConfig
@@ -42,7 +46,7 @@ from speechssl.tasks.suite import Suite, TaskOutcome, Upstream, summarize, summa
 from speechssl.tasks.user_data import FinetuneDataConfig, load_upstream, load_user_data
 from speechssl.train.config import TrainerConfig
 
-TASKS = ("emotion", "speaker-id", "speaker-verification", "classify")
+TASKS = ("emotion", "speaker-id", "speaker-verification", "keyword", "classify")
 HEADS = ("probe", "mean_pool")
 EMOTION_LABELS = ["neu", "hap", "ang", "sad"]
 # ``random:<spec>``: the architecture of <spec> at random init, with its front-end statistics
@@ -53,7 +57,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
     """``--task``, ``--data``, ``--valid``, ``--test`` and ``--out`` (read by :func:`score_task`)."""
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument(
-        "--data", required=True, help="corpus folder (or training set for classify)"
+        "--data",
+        help="corpus folder (or training set for classify); keyword: default the demo's",
     )
     parser.add_argument("--valid", help="classify: validation set (default: 10%% of train)")
     parser.add_argument("--test", help="classify: test set")
@@ -155,6 +160,10 @@ def score_task(
             load_manifests([folder / "verification.jsonl"]),
             read_trials(folder / "trials.txt"),
         )
+    if task == "keyword":
+        folder = prepared_folder("speech_commands", data, out / "data")
+        splits = [load_manifests([folder / f"{name}.jsonl"]) for name in ("train", "dev", "test")]
+        return suite.keyword(upstream, *splits)
     if test is None:
         raise ValueError("--task classify needs --test (and --valid, or 10% of train is held out)")
     user = load_user_data(
@@ -164,6 +173,17 @@ def score_task(
         Manifest.from_rows(rows) for rows in (user.train, user.valid, user.test)
     )
     return suite.classification(upstream, train, valid_rows, test_rows, user.labels)
+
+
+def task_data(task: str, data: str | Path | None) -> Path:
+    """``--data`` checked: it exists; the keyword task defaults to the demo's spoken digits."""
+    if data is None:
+        if task != "keyword":
+            raise ValueError(f"--task {task} needs --data (a corpus folder or training set)")
+        return demo_path("speech_commands")
+    if not Path(data).exists():
+        raise ValueError(f"--data: no such file or folder: {data}")
+    return Path(data)
 
 
 def command_suite(head, out: Path, *, epochs: int = 60, device: str = "cpu") -> Suite:
@@ -181,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl evaluate``."""
     if args.epochs < 1 or any(seed < 0 for seed in args.seeds):
         raise ValueError("--epochs must be >= 1 and --seeds non-negative")
-    if not Path(args.data).exists():
-        raise ValueError(f"--data: no such file or folder: {args.data}")
+    data = task_data(args.task, args.data)
     out = Path(args.out)
     specs = [str(spec) for spec in args.upstream]
     upstreams = [
@@ -199,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
             suite,
             upstream,
             args.task,
-            args.data,
+            data,
             out,
             valid=args.valid,
             test=args.test,

@@ -33,7 +33,7 @@ from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
 from speechssl.safe_io import write_text_atomic
 from speechssl.tasks.classification import random_init_like
-from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task
+from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task, task_data
 from speechssl.tasks.plots import plot_probe_over_steps
 from speechssl.tasks.report import layer_readings
 from speechssl.tasks.suite import METRIC_TITLES, TaskOutcome, Upstream, summarize
@@ -149,8 +149,7 @@ def steps_markdown(task: str, rows: Sequence[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl probe-steps``."""
-    if not Path(args.data).exists():
-        raise ValueError(f"--data: no such file or folder: {args.data}")
+    data = task_data(args.task, args.data)
     checkpoints = checkpoints_by_step(args.checkpoints)
     out = Path(args.out)
     suite = command_suite(LinearProbeConfig(), out)
@@ -160,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             suite,
             upstream,
             args.task,
-            args.data,
+            data,
             out,
             valid=args.valid,
             test=args.test,

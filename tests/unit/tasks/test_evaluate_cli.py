@@ -88,7 +88,18 @@ def _tone_sets(folder):
     return ["--data", sets["train"], "--valid", sets["valid"], "--test", sets["test"]]
 
 
-def test_several_upstreams_give_one_paired_delta_per_pair_on_the_same_items(tmp_path, capsys):
+@pytest.fixture()
+def one_thread():
+    # the probe's small L-BFGS fits run several times faster on one thread of a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_several_upstreams_give_one_paired_delta_per_pair_on_the_same_items(
+    tmp_path, capsys, one_thread
+):
     out = tmp_path / "out"
     upstreams = ["fbank", "random:fbank_transformer_tiny", "fbank"]
     arguments = ["evaluate", *upstreams, "--task", "classify", *_tone_sets(tmp_path)]
@@ -161,6 +172,7 @@ def test_random_spec_is_the_checkpoints_architecture_and_front_end_without_its_w
         (["fbank", "--task", "speaker-id", "--data", "EMPTY"], "VoxCeleb1"),
         (["random:fbank", "--task", "emotion", "--data", "DEMO"], "no learned weights"),
         (["fbank", "random:/no/such.pt", "--task", "emotion", "--data", "DEMO"], "upstream="),
+        (["fbank", "--task", "emotion"], "needs --data"),
     ],
 )
 def test_bad_upstream_or_data_is_one_line_and_exit_1(tmp_path, capsys, arguments, message):
