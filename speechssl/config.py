@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import math
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from speechssl.demo import demo_path
+from speechssl.encoders import FAMILIES, PRESETS
 from speechssl.typed import to_plain
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "check_values",
     "compose",
     "config_schemas",
+    "encoder_preset_yaml",
     "register_configs",
 ]
 
@@ -128,6 +133,52 @@ def compose(config_name: str | None = None, overrides: Sequence[str] = ()) -> Di
         raise ValueError(
             f"cannot compose {config_name or 'config'} {list(overrides)}: {reason}"
         ) from error
+
+
+# ---------------------------------------------------------------------------------------
+# conf/encoder/<preset>.yaml, written from the Python presets (tools/write_encoder_configs.py)
+
+
+def encoder_preset_yaml(name: str) -> str:
+    """The text of ``conf/encoder/<name>.yaml``: the Python preset ``PRESETS[name]`` as the
+    fields that differ from its family's defaults, under its docstring.
+
+    The Python preset is the one place of the values; ``tools/write_encoder_configs.py``
+    writes every file and a test keeps them equal.
+
+    Example:
+        >>> print(encoder_preset_yaml("tpc_tiny").split("defaults:")[1])
+        <BLANKLINE>
+          - predictive_transformer_schema
+          - _self_
+        <BLANKLINE>
+        family: predictive_transformer
+        n_mels: 40
+        embed_dim: 64
+        num_layers: 2
+        num_heads: 4
+        ffn_dim: 128
+        <BLANKLINE>
+    """
+    factory = PRESETS[name]
+    config = factory()
+    defaults = dataclasses.asdict(FAMILIES[config.family][0]())
+    values = dataclasses.asdict(config)
+    changed = {"family": config.family} | {
+        key: value for key, value in values.items() if value != defaults[key]
+    }
+    summary = " ".join(inspect.getdoc(factory).split("\n\n")[0].split())
+    header = [
+        f"GENERATED from {factory.__module__}.{factory.__qualname__} by",
+        "tools/write_encoder_configs.py: edit the Python preset, then rerun the tool.",
+        *textwrap.wrap(summary, width=96),
+    ]
+    lines = [f"# {line}" for line in header]
+    lines += ["defaults:", f"  - {config.family}_schema", "  - _self_", ""]
+    for key, value in changed.items():  # lists in flow style: `conv_channels: [32, 32]`
+        flow = isinstance(value, (list, tuple))
+        lines.append(yaml.safe_dump({key: value}, default_flow_style=flow).strip().strip("{}"))
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------

@@ -25,11 +25,12 @@ from omegaconf import DictConfig
 from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
-from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
+from speechssl.errors import run_hydra_main, run_recipe, source_folder_problems
 from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.objectives import build_objective
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
+from speechssl.tasks.door import label_problems, mode_problems, seed_problems, validation_problems
 from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
@@ -58,18 +59,24 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
     out = run_dir / "pretrain" if seed is None else run_dir / "pretrain" / f"seed_{seed}"
     seed = cfg.seed if seed is None else seed
     # rank 0 prepares the corpora; the other ranks then find them prepared
+    # {corpus: shards, src: DIR}: a speechssl shard or lhotse Shar directory, streamed
+    shards = [source.src for source in cfg.pretrain.sources if source.corpus == "shards"]
+    corpora = [source for source in cfg.pretrain.sources if source.corpus != "shards"]
+    if shards and corpora:
+        raise ValueError("pretrain.sources: pool shard directories or corpora, not both")
     with distributed.main_process_first("data preparation"):
-        train_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits")
-        valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
-    train = load_manifests(train_paths)
+        train_paths = prepared_manifests(corpora, run_dir, "train_splits")
+        valid_paths = prepared_manifests(corpora, run_dir, "valid_splits")
+    train = load_manifests(train_paths) if train_paths else None
     valid = load_manifests(valid_paths) if valid_paths else None
     # the initial weights come from the seed alone (torch's global generator starts at random)
     torch.manual_seed(seed)
     encoder = build_encoder(cfg.encoder)
     model = build_objective(cfg.objective, encoder)
+    data = f"{len(train)} utterances, {train.total_duration / 3600:.2f} h" if train else shards
     print(
         f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
-        f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h"
+        f"parameters) on {data}"
     )
     return pretrain_on_manifests(
         model,
@@ -81,6 +88,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
         out,
         full_config=cfg,
         seed=seed,
+        train_shards=shards,
     )
 
 
@@ -106,6 +114,11 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
         deterministic_head=isinstance(head, LinearProbeConfig),
         n_mels=cfg.encoder.n_mels,
     )
+    if cfg.finetune_seeds is not None:
+        # fine-tuning is the grid's costly cell: it runs its own (shorter) list of seeds
+        for upstream in upstreams:
+            if upstream.mode == "finetune":
+                upstream.seeds = list(cfg.finetune_seeds)
     outcomes = []
     for upstream in upstreams:
         print(
@@ -161,18 +174,28 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
     return summary
 
 
-def run(cfg: DictConfig) -> None:
-    # every corpus folder the run will read, checked before any work
-    check_source_folders(
-        {
-            **{
-                f"pretrain.sources[{index}].src": source.src
-                for index, source in enumerate(cfg.pretrain.sources)
-            },
-            "emotion.src": cfg.emotion.src,
-            "keyword.src": cfg.keyword.src,
-        }
+def door(cfg: DictConfig) -> list[str]:
+    """Every corpus folder and option the run reads, checked before any work: one line per
+    problem (``run_hydra_main`` and ``run_recipe`` call it first)."""
+    sources = list(cfg.pretrain.sources)
+    return (
+        (["pretrain.sources=[]: give at least one pre-training corpus"] if not sources else [])
+        + source_folder_problems(
+            {
+                **{f"pretrain.sources[{i}].src": source.src for i, source in enumerate(sources)},
+                "emotion.src": cfg.emotion.src,
+                "keyword.src": cfg.keyword.src,
+            }
+        )
+        + seed_problems("seeds", cfg.seeds)
+        + seed_problems("pretrain_seeds", cfg.pretrain_seeds, allow_none=True)
+        + mode_problems("emotion.modes", cfg.emotion.modes)
+        + label_problems("emotion.labels", cfg.emotion.labels)
+        + validation_problems("emotion.validation", cfg.emotion.validation)
     )
+
+
+def run(cfg: DictConfig) -> None:
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)
     distributed.init_from_env(cfg.trainer.device)
     if cfg.trainer.threads > 0:
@@ -221,8 +244,8 @@ def run(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
     # code 1; a second run on the same run_dir stops at its lock
-    run_recipe("tpc", run, cfg)
+    run_recipe("tpc", run, cfg, door)
 
 
 if __name__ == "__main__":
-    run_hydra_main("tpc", main)
+    run_hydra_main("tpc", main, door)

@@ -1,6 +1,6 @@
 """TTS pre-training study (Zhang et al., ICASSP 2022): data size x text similarity.
 
-    python recipes/tts_pretrain/run.py scale=small   # the study on the demo corpus
+    python recipes/tts_pretrain/run.py experiment=tts_pretrain_small  # the study on the demo
     python recipes/tts_pretrain/run.py debug=tiny    # a few steps of every stage
 
 Wiring only (the steps are ``speechssl.tts.study``; recipes/tts_pretrain/README.md has the
@@ -95,8 +95,8 @@ def run(cfg: DictConfig) -> None:
     check_source_folders({"pretrain.src": cfg.pretrain.src, "target.src": cfg.target.src})
     study.selection_metric(cfg.finetune.select_on)  # an unknown criterion: before any work
     started = time.perf_counter()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.trainer.threads > 0:
+        torch.set_num_threads(cfg.trainer.threads)
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)
     distributed.init_from_env(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)

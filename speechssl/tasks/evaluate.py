@@ -39,7 +39,7 @@ from speechssl.demo import demo_path
 from speechssl.encoders import PRESETS
 from speechssl.heads import ClassifierHeadConfig
 from speechssl.heads.linear_probe import LinearProbeConfig
-from speechssl.safe_io import write_text_atomic
+from speechssl.safe_io import claim_output_folder, write_text_atomic
 from speechssl.tasks.classification import TransferConfig, random_init_like
 from speechssl.tasks.speaker import read_trials
 from speechssl.tasks.suite import Suite, TaskOutcome, Upstream, summarize, summary_markdown
@@ -62,7 +62,14 @@ def add_task_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
     )
     parser.add_argument("--valid", help="classify: validation set (default: 10%% of train)")
     parser.add_argument("--test", help="classify: test set")
-    parser.add_argument("--out", default=default_out, help="output folder")
+    parser.add_argument(
+        "--out",
+        default=default_out,
+        help="output folder: new, empty or this command's earlier output",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="write into --out even if other files are there"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1 or any(seed < 0 for seed in args.seeds):
         raise ValueError("--epochs must be >= 1 and --seeds non-negative")
     data = task_data(args.task, args.data)
-    out = Path(args.out)
+    # never over another command's or a run's files (a fine-tuning run's results.json)
+    out = claim_output_folder(args.out, "evaluate", force=args.force)
     specs = [str(spec) for spec in args.upstream]
     upstreams = [
         command_upstream(

@@ -31,7 +31,7 @@ import numpy as np
 
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
-from speechssl.safe_io import write_text_atomic
+from speechssl.safe_io import claim_output_folder, write_text_atomic
 from speechssl.tasks.classification import random_init_like
 from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task, task_data
 from speechssl.tasks.plots import plot_probe_over_steps
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl probe-steps``."""
     data = task_data(args.task, args.data)
     checkpoints = checkpoints_by_step(args.checkpoints)
-    out = Path(args.out)
+    out = claim_output_folder(args.out, "probe-steps", force=args.force)
     suite = command_suite(LinearProbeConfig(), out)
 
     def score(upstream: Upstream) -> TaskOutcome:

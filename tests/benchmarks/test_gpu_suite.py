@@ -33,6 +33,7 @@ def _rows(part: dict) -> dict:
     return {row["case"]: row for row in part["rows"]}
 
 
+@pytest.mark.slow  # every benchmark part, end to end
 def test_quick_cpu_run_reports_every_part(gpu_suite, tmp_path):
     first = [name for name in gpu_suite.PARTS if name != "ddp"]
     common = ["--device", "cpu", "--quick", "--threads", "1", "--no-compile", "--out"]

@@ -40,6 +40,7 @@ FREQUENCIES = {"low": 250.0, "mid": 1000.0, "high": 3500.0}
 # 0.92, fairseq finetune 0.92, Hugging Face frozen 1.00 and finetune 1.00; chance is 1/3
 RUN = [
     "debug=tiny",
+    "head=mean_pool",  # SUPERB's trained head, frozen or fine-tuned
     "transfer.epochs=30",
     "transfer.lr=2e-2",
     "head.projector_dim=32",
@@ -221,6 +222,7 @@ EXPECTED_KIND = {"wavlm": "unilm"}
         ("wavlm", "finetune"),
     ],
 )
+@pytest.mark.slow  # a whole-recipe run
 def test_public_upstream_runs_the_recipe(
     kind, mode, tones, upstreams, recipe_main, tmp_path, monkeypatch
 ):
@@ -257,6 +259,7 @@ def test_public_upstream_runs_the_recipe(
         )
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_fbank_upstream_in_finetune_mode_trains_the_head(tones, recipe_main, tmp_path, monkeypatch):
     """FBANK has no weights: finetune mode trains the head alone instead of failing on an
     optimiser group for an encoder with no parameters."""

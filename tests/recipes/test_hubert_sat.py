@@ -134,6 +134,7 @@ def ecapa_run(tmp_path_factory, speaker_root, emotion_root):
     return run_dir
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_results_table_covers_every_upstream_and_task(tiny_run, speaker_root):
     run_dir, stdout = tiny_run
     num_test, num_trials, _ = _speaker_set(speaker_root)
@@ -173,6 +174,7 @@ def test_results_table_covers_every_upstream_and_task(tiny_run, speaker_root):
     assert "| unispeech_sat_frozen |" in (run_dir / "results.md").read_text()
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_labels_beside_manifests_use_the_train_kmeans_for_both_splits(tiny_run, speaker_root):
     run_dir, _ = tiny_run
     pretrain = json.loads((run_dir / "results.json").read_text())["pretrain"]
@@ -203,6 +205,7 @@ def test_labels_beside_manifests_use_the_train_kmeans_for_both_splits(tiny_run, 
     assert speakers and not speakers & _speaker_set(speaker_root)[2]
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_arms_switch_the_speaker_aware_parts_and_checkpoints_reload(tiny_run):
     run_dir, _ = tiny_run
     pretrain = json.loads((run_dir / "results.json").read_text())["pretrain"]
@@ -235,6 +238,7 @@ def test_configs_compose():
     assert compose("hubert_sat", ["head=ecapa"]).head.embedding_dim == 192  # paper's speaker head
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_run, speaker_root):
     results = json.loads((ecapa_run / "results.json").read_text())
     assert results["heads"]["pretrained_frozen"] == {"speaker_id": "ecapa", "emotion": "classifier"}
@@ -262,6 +266,7 @@ def test_ecapa_head_identifies_speakers_and_emotion_keeps_the_classifier(ecapa_r
     assert (ecapa_run / "layer_weights_speaker_id_pretrained_frozen.png").is_file()
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_wavlm_pretrains_with_the_unispeech_sat_objective(ecapa_run):
     arm = json.loads((ecapa_run / "results.json").read_text())["pretrain"]["pretrained"]
     assert arm["mixing"] and arm["contrastive"] and math.isfinite(arm["valid/loss"])

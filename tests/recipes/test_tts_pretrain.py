@@ -36,6 +36,7 @@ def tiny_run(tmp_path_factory):
     return run_dir, json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_table_cis_deltas_bins_wavs_and_plots(tiny_run):
     run_dir, results = tiny_run
     assert results["bins"]["names"] == ["low", "high"] and len(results["bins"]["thresholds"]) == 1
@@ -77,6 +78,7 @@ def test_table_cis_deltas_bins_wavs_and_plots(tiny_run):
     assert "| 1/8 - 1 |" in markdown  # the deltas table
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_budgets_scale_with_the_subset_and_finetuning_early_stops(tiny_run):
     _, results = tiny_run
     budget = results["budget"]
@@ -102,6 +104,7 @@ def test_budgets_scale_with_the_subset_and_finetuning_early_stops(tiny_run):
     assert (tiny_run[0] / "finetune_dev_curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_subsets_nested_and_no_test_text_in_training_sets(tiny_run):
     run_dir, results = tiny_run
     subsets = json.loads((run_dir / "subsets.json").read_text())
@@ -142,6 +145,7 @@ def test_a_target_set_too_small_or_an_unknown_criterion_stops_with_one_line(
     assert len(lines) == 1 and message in lines[0], completed.stderr[-2000:]
 
 
+@pytest.mark.slow  # a whole-recipe run
 def test_finetuning_starts_from_the_pretrained_weights(tiny_run):
     _, results = tiny_run
     assert math.isnan(results["stages"]["0"]["finetune"]["init_max_abs_difference"])

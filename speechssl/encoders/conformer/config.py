@@ -9,7 +9,7 @@ Conv2d subsampling. Large (L): 17 layers, d=512, 8 heads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass
@@ -38,8 +38,15 @@ class ConformerConfig:
             raise ValueError("depthwise_conv_kernel_size must be odd")
 
 
+def conformer_base() -> ConformerConfig:
+    """Conformer (S) (Gulati et al., 2020; the config's defaults)."""
+    return ConformerConfig()
+
+
 def conformer_tiny() -> ConformerConfig:
-    return ConformerConfig(
+    """Filterbank Conformer sized for CPU tests: 2 layers, 64 wide, 40 log-mel."""
+    return replace(
+        conformer_base(),
         n_mels=40,
         embed_dim=64,
         num_layers=2,
@@ -49,14 +56,9 @@ def conformer_tiny() -> ConformerConfig:
     )
 
 
-def conformer_base() -> ConformerConfig:
-    """Conformer (S)."""
-    return ConformerConfig()
-
-
 def conformer_large() -> ConformerConfig:
     """Conformer (L): 17 layers, 512 wide, 8 heads, FFN 2048."""
-    return ConformerConfig(embed_dim=512, num_layers=17, num_heads=8, ffn_dim=2048)
+    return replace(conformer_base(), embed_dim=512, num_layers=17, num_heads=8, ffn_dim=2048)
 
 
 PRESETS = {"tiny": conformer_tiny, "base": conformer_base, "large": conformer_large}

@@ -8,7 +8,7 @@ dropout 0.1). fairseq's ``speech_to_text`` names are given where they exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass
@@ -37,19 +37,22 @@ class FbankTransformerConfig:
             )
 
 
-def fbank_transformer_tiny() -> FbankTransformerConfig:
-    """Two narrow layers for CPU tests and debug runs."""
-    return FbankTransformerConfig(n_mels=40, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128)
-
-
 def fbank_transformer_base() -> FbankTransformerConfig:
-    """Karita et al. (2019) encoder: 12 layers, 256 wide, 4 heads, FFN 2048."""
+    """Karita et al. (2019) encoder: 12 layers, 256 wide, 4 heads, FFN 2048 (the config's
+    defaults)."""
     return FbankTransformerConfig()
+
+
+def fbank_transformer_tiny() -> FbankTransformerConfig:
+    """Filterbank Transformer sized for CPU tests and debug runs: 2 layers, 64 wide, 40 log-mel."""
+    return replace(
+        fbank_transformer_base(), n_mels=40, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128
+    )
 
 
 def fbank_transformer_large() -> FbankTransformerConfig:
     """ESPnet's large LibriSpeech encoder: 12 layers, 512 wide, 8 heads, FFN 2048."""
-    return FbankTransformerConfig(embed_dim=512, num_heads=8, ffn_dim=2048)
+    return replace(fbank_transformer_base(), embed_dim=512, num_heads=8, ffn_dim=2048)
 
 
 PRESETS = {

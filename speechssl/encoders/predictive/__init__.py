@@ -10,6 +10,7 @@ from .config import (
     apc_tiny,
     tpc_base,
     tpc_large,
+    tpc_small,
     tpc_tiny,
 )
 from .model import APCEncoder, CausalTransformerEncoder
@@ -26,5 +27,6 @@ __all__ = [
     "apc_tiny",
     "tpc_base",
     "tpc_large",
+    "tpc_small",
     "tpc_tiny",
 ]

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass
@@ -60,31 +60,43 @@ class APCConfig:
     residual: bool = True  # rnn_residual
 
 
-def tpc_tiny() -> CausalTransformerConfig:
-    return CausalTransformerConfig(n_mels=40, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128)
-
-
 def tpc_base() -> CausalTransformerConfig:
+    """Causal Transformer predictive coding encoder (Lian et al., 2018): 6 layers, 512 wide,
+    8 heads, FFN 2048 on 80 log-mel (the config's defaults)."""
     return CausalTransformerConfig()
+
+
+def tpc_tiny() -> CausalTransformerConfig:
+    """Causal Transformer sized for CPU tests and debug runs: 2 layers, 64 wide, 40 log-mel."""
+    return replace(tpc_base(), n_mels=40, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=128)
+
+
+def tpc_small() -> CausalTransformerConfig:
+    """Causal Transformer that learns on 2 CPU cores (``experiment=tpc_small``): 4 layers,
+    256 wide, 4 heads, FFN 1024, 40 log-mel."""
+    return replace(tpc_base(), n_mels=40, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024)
 
 
 def tpc_large() -> CausalTransformerConfig:
     """BERT-base width: 12 layers, 768 wide, 12 heads, FFN 3072."""
-    return CausalTransformerConfig(embed_dim=768, num_layers=12, num_heads=12, ffn_dim=3072)
-
-
-def apc_tiny() -> APCConfig:
-    return APCConfig(n_mels=40, hidden_size=64, num_layers=2)
+    return replace(tpc_base(), embed_dim=768, num_layers=12, num_heads=12, ffn_dim=3072)
 
 
 def apc_base() -> APCConfig:
+    """APC (Chung et al., 2019): 3 residual GRU layers of 512 units on 80-dim log-mel (the
+    config's defaults)."""
     return APCConfig()
+
+
+def apc_tiny() -> APCConfig:
+    """APC sized for CPU tests: 2 GRU layers of 64 units on 40 log-mel."""
+    return replace(apc_base(), n_mels=40, hidden_size=64, num_layers=2)
 
 
 def apc_large() -> APCConfig:
     """Chung et al. (2019) also report 4-layer, 512-unit stacks; here 4 x 1024."""
-    return APCConfig(hidden_size=1024, num_layers=4)
+    return replace(apc_base(), hidden_size=1024, num_layers=4)
 
 
-PRESETS = {"tiny": tpc_tiny, "base": tpc_base, "large": tpc_large}
+PRESETS = {"tiny": tpc_tiny, "small": tpc_small, "base": tpc_base, "large": tpc_large}
 APC_PRESETS = {"tiny": apc_tiny, "base": apc_base, "large": apc_large}

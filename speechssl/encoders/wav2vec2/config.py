@@ -10,7 +10,7 @@ hyperparameter is given in the comment beside it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 def _default_conv_channels() -> list[int]:
@@ -115,62 +115,72 @@ class Wav2Vec2Config:
             raise ValueError("embed_dim must be divisible by pos_conv_groups")
 
 
+# The Transformer of every waveform family's ``tiny`` test preset (HuBERT, mel HuBERT, WavLM).
+TINY_TRANSFORMER = {
+    "embed_dim": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "ffn_dim": 128,
+    "pos_conv_kernel": 16,
+    "pos_conv_groups": 4,
+}
+# The Large shape shared by HuBERT Large (fairseq ``hubert_large_ll60k.yaml``) and WavLM
+# Large (torchaudio ``wavlm_large``): 24 pre-LN layers, 1024 wide, 16 heads, FFN 4096 and a
+# layer-norm feature extractor with conv bias.
+LARGE_SHAPE = {
+    "conv_bias": True,
+    "extractor_mode": "layer_norm",
+    "feature_grad_mult": 1.0,
+    "embed_dim": 1024,
+    "num_layers": 24,
+    "num_heads": 16,
+    "ffn_dim": 4096,
+    "layer_norm_first": True,
+}
+
+
 def hubert_base() -> Wav2Vec2Config:
-    """HuBERT Base: 12 layers, 768 wide, 12 heads, FFN 3072, ~95 M parameters."""
+    """HuBERT Base (Hsu et al., 2021): 12 layers, 768 wide, 12 heads, FFN 3072, ~95 M
+    parameters (the config's defaults)."""
     return Wav2Vec2Config()
 
 
 def hubert_large() -> Wav2Vec2Config:
-    """HuBERT Large (fairseq ``hubert_large_ll60k.yaml``): 24 pre-LN layers, 1024 wide."""
-    return Wav2Vec2Config(
-        conv_bias=True,
-        extractor_mode="layer_norm",
-        feature_grad_mult=1.0,
-        embed_dim=1024,
-        num_layers=24,
-        num_heads=16,
-        ffn_dim=4096,
-        layer_norm_first=True,
-        dropout_input=0.0,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        layer_drop=0.0,
-    )
+    """HuBERT Large (Hsu et al., 2021; fairseq ``hubert_large_ll60k.yaml``): 24 pre-LN
+    layers, 1024 wide, 16 heads, FFN 4096, no dropout."""
+    no_dropout = {
+        name: 0.0
+        for name in ("dropout_input", "dropout", "attention_dropout", "activation_dropout")
+    }
+    return replace(hubert_base(), **LARGE_SHAPE, **no_dropout, layer_drop=0.0)
 
 
 def hubert_tiny() -> Wav2Vec2Config:
-    """A laptop-sized model with the Base conv arithmetic (320x down-sampling) for CPU tests."""
-    return Wav2Vec2Config(
-        conv_channels=[32] * 7,
-        embed_dim=64,
-        num_layers=2,
-        num_heads=4,
-        ffn_dim=128,
-        pos_conv_kernel=16,
-        pos_conv_groups=4,
-    )
+    """HuBERT-architecture encoder sized for CPU tests and debug runs: the Base conv
+    arithmetic (320x down-sampling) with 32 channels, a 2-layer 64-wide Transformer."""
+    return replace(hubert_base(), conv_channels=[32] * 7, **TINY_TRANSFORMER)
+
+
+def hubert_mel_base() -> Wav2Vec2Config:
+    """MelHuBERT Base (Lin et al., 2022): HuBERT Base's Transformer (12 layers, 768 wide) on
+    80 log-mel filterbanks stacked to 50 Hz instead of the waveform CNN."""
+    return replace(hubert_base(), front_end="fbank")
 
 
 def hubert_mel_tiny() -> Wav2Vec2Config:
-    """:func:`hubert_tiny`'s Transformer on the filterbank front end (80 log-mel, 50 Hz)."""
-    return Wav2Vec2Config(
-        front_end="fbank",
-        embed_dim=64,
-        num_layers=2,
-        num_heads=4,
-        ffn_dim=128,
-        pos_conv_kernel=16,
-        pos_conv_groups=4,
-    )
+    """:func:`hubert_tiny`'s Transformer on 80 log-mel filterbanks stacked to 50 Hz
+    (MelHuBERT style), sized for CPU tests and debug runs."""
+    return replace(hubert_mel_base(), **TINY_TRANSFORMER)
 
 
 def hubert_mel_small() -> Wav2Vec2Config:
     """A CPU-trainable mel-input HuBERT: 6 post-LN layers, 256 wide, 4 heads, FFN 1024
-    (~5 M parameters), 80 log-mel stacked to 50 Hz. Between MelHuBERT's Base and the tiny
-    test model: the encoder of recipes/hubert_sat ``scale=small`` on 2 CPU cores."""
-    return Wav2Vec2Config(
-        front_end="fbank",
+    (~5 M parameters), 80 log-mel stacked to 50 Hz (``stack_frames=4``: 25 Hz, Fast-HuBERT
+    style). Between MelHuBERT's Base and the tiny test model: the encoder of
+    ``experiment=hubert_sat_small`` on 2 CPU cores, where the waveform CNN of a HuBERT this
+    wide would cost more than the Transformer (benchmarks/README.md, front-end FLOPs)."""
+    return replace(
+        hubert_mel_base(),
         embed_dim=256,
         num_layers=6,
         num_heads=4,
@@ -181,15 +191,10 @@ def hubert_mel_small() -> Wav2Vec2Config:
     )
 
 
-def hubert_mel_base() -> Wav2Vec2Config:
-    """MelHuBERT Base: HuBERT Base's Transformer on 80 log-mel frames stacked to 50 Hz
-    (Lin et al., 2022) instead of the waveform CNN."""
-    return Wav2Vec2Config(front_end="fbank")
-
-
 def wav2vec2_base() -> Wav2Vec2Config:
-    """wav2vec 2.0 Base (fairseq ``wav2vec2_base_librispeech.yaml``): HuBERT Base's encoder."""
-    return Wav2Vec2Config(activation_dropout=0.0, layer_drop=0.05)
+    """wav2vec 2.0 Base (Baevski et al., 2020; fairseq ``wav2vec2_base_librispeech.yaml``):
+    HuBERT Base's encoder, no activation dropout, layer drop 0.05."""
+    return replace(hubert_base(), activation_dropout=0.0, layer_drop=0.05)
 
 
 PRESETS = {"tiny": hubert_tiny, "base": hubert_base, "large": hubert_large}

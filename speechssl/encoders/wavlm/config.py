@@ -13,9 +13,9 @@ maximum distance 800. The fairseq/unilm name of each new hyperparameter is given
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..wav2vec2.config import Wav2Vec2Config
+from ..wav2vec2.config import LARGE_SHAPE, TINY_TRANSFORMER, Wav2Vec2Config
 
 
 @dataclass
@@ -46,50 +46,31 @@ class WavLMConfig(Wav2Vec2Config):
 
 
 def wavlm_base() -> WavLMConfig:
-    """WavLM Base (94.7 M parameters): HuBERT Base's shape, gated relative position bias."""
+    """WavLM Base (Chen et al., 2022; 94.7 M parameters): HuBERT Base's shape + gated
+    relative position bias (320 buckets, max distance 800); torchaudio ``wavlm_base``'s
+    dropouts (the config's defaults)."""
     return WavLMConfig()
 
 
 def wavlm_base_plus() -> WavLMConfig:
-    """WavLM Base+: the Base architecture, pre-trained on 94k hours (same config)."""
-    return WavLMConfig()
+    """WavLM Base+ (Chen et al., 2022): the Base architecture, pre-trained on 94k hours."""
+    return wavlm_base()
 
 
 def wavlm_large() -> WavLMConfig:
-    """WavLM Large (316.6 M parameters): 24 pre-LN layers, 1024 wide, 16 heads, FFN 4096,
-    layer-norm feature extractor with conv bias (torchaudio ``wavlm_large``)."""
-    return WavLMConfig(
-        conv_bias=True,
-        extractor_mode="layer_norm",
-        feature_grad_mult=1.0,
-        embed_dim=1024,
-        num_layers=24,
-        num_heads=16,
-        ffn_dim=4096,
-        layer_norm_first=True,
-        dropout_input=0.1,
-        dropout=0.1,
-        attention_dropout=0.1,
-        activation_dropout=0.0,  # torchaudio wavlm_large: encoder_ff_interm_dropout 0.0
-        layer_drop=0.1,
-    )
+    """WavLM Large (Chen et al., 2022; torchaudio ``wavlm_large``; 316.6 M parameters): 24
+    pre-LN layers, 1024 wide, 16 heads, FFN 4096, layer-norm feature extractor with conv
+    bias, gated relative position bias; Base's dropouts but none in the FFN
+    (``encoder_ff_interm_dropout`` 0.0)."""
+    return replace(wavlm_base(), **LARGE_SHAPE, activation_dropout=0.0)
 
 
 def wavlm_tiny() -> WavLMConfig:
-    """A laptop-sized WavLM with the Base conv arithmetic (320x down-sampling) for CPU tests.
-
-    Fewer buckets (32, max distance 128) suit the short clips it sees.
-    """
-    return WavLMConfig(
-        conv_channels=[32] * 7,
-        embed_dim=64,
-        num_layers=2,
-        num_heads=4,
-        ffn_dim=128,
-        pos_conv_kernel=16,
-        pos_conv_groups=4,
-        num_buckets=32,
-        max_distance=128,
+    """WavLM-architecture encoder sized for CPU tests and debug runs: :func:`hubert_tiny`'s
+    shape with a gated relative position bias of 32 buckets (max distance 128, for the
+    short clips it sees)."""
+    return replace(
+        wavlm_base(), conv_channels=[32] * 7, **TINY_TRANSFORMER, num_buckets=32, max_distance=128
     )
 
 

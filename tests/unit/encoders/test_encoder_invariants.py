@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from speechssl.config import compose
+from speechssl.config import CONF_DIR, compose, encoder_preset_yaml
 from speechssl.encoders import CONFIG_SCHEMAS, PRESETS, build_config, build_encoder
 from speechssl.encoders.wav2vec2 import conv_output_lengths
 
@@ -217,29 +217,27 @@ def test_build_encoder_specs_and_errors():
         build_encoder("hubert_tiny")(torch.zeros(2, 400), torch.tensor([400, 500]))
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "hubert_tiny",
-        "hubert_base",
-        "hubert_large",
-        "hubert_mel_tiny",
-        "hubert_mel_small",
-        "hubert_mel_base",
-        "wav2vec2_base",
-        "fbank_transformer_tiny",
-        "conformer_tiny",
-        "tpc_tiny",
-        "tpc_base",
-        "apc",
-    ],
-)
+@pytest.mark.parametrize("name", sorted(PRESETS))
 def test_encoder_yaml_composes_to_the_preset(name):
     config = compose(overrides=[f"+encoder={name}"])
     built = build_config(config.encoder)
     assert built == PRESETS[name]()
     assert type(built) in CONFIG_SCHEMAS["encoder"].values()
     assert dataclasses.asdict(built)["family"] == built.family
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_encoder_yaml_is_the_generated_text_of_its_preset(name):
+    """conf/encoder/<name>.yaml is written from the Python preset, never by hand."""
+    path = CONF_DIR / "encoder" / f"{name}.yaml"
+    assert path.exists() and path.read_text() == encoder_preset_yaml(name), (
+        f"{path} differs from PRESETS[{name!r}]: run tools/write_encoder_configs.py"
+    )
+
+
+def test_every_encoder_yaml_is_a_python_preset():
+    files = {path.stem for path in (CONF_DIR / "encoder").glob("*.yaml")}
+    assert files == set(PRESETS), "run tools/write_encoder_configs.py"
 
 
 def test_masked_group_norm_paths_agree_with_group_norm_on_valid_frames():

@@ -1,6 +1,3 @@
-import doctest
-import importlib
-
 import pytest
 import torch
 
@@ -53,23 +50,6 @@ def test_config_schemas_and_bad_values():
         ClassifierHeadConfig(use_layer_sum=False), FbankUpstream(n_mels=24), 3
     )
     assert model.head.layer_sum is None and model.layer_weights() is None
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "speechssl.heads.layer_sum",
-        "speechssl.heads.pooling",
-        "speechssl.heads.classifier",
-        "speechssl.heads.speaker",
-        "speechssl.encoders.fbank_upstream",
-        "speechssl.heads.transfer",
-        "speechssl.heads.config",
-    ],
-)
-def test_docstring_examples(module):
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.failed == 0 and result.attempted > 0
 
 
 def tone_batch(num_per_class: int, seed: int) -> Batch:

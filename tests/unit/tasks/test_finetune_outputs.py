@@ -1,13 +1,11 @@
 """speechssl.tasks.finetune: scores of a set's predictions and the finetune run's files."""
 
 import csv
-import doctest
 import json
 
 import pytest
 import torch
 
-import speechssl.tasks.finetune
 from speechssl.tasks.classification import Predictions
 from speechssl.tasks.finetune import budget_line, score_predictions, write_finetune_outputs
 
@@ -24,10 +22,6 @@ def _scored(num: int, wrong: set[int]) -> tuple[list[dict], dict]:
     probabilities = torch.full((num, 3), 0.1)
     probabilities[torch.arange(num), y_pred] = 0.8
     return rows, score_predictions(rows, Predictions(y_true, y_pred, probabilities), LABELS)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(speechssl.tasks.finetune).failed == 0
 
 
 def test_scores_match_the_predictions():

@@ -1,6 +1,3 @@
-import doctest
-import importlib
-
 import numpy as np
 import pytest
 import torch
@@ -124,17 +121,3 @@ def test_plots_write_readable_pngs(tmp_path):
     check_png(plot_tsne(points, [speakers[name] for name in names], tmp_path / "tsne.png"))
     with pytest.raises(ValueError, match="cm must be"):
         plot_confusion_matrix(cm, ["a", "b"], tmp_path / "bad.png")
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "speechssl.tasks.metrics",
-        "speechssl.tasks.emotion",
-        "speechssl.tasks.speaker",
-        "speechssl.tasks.plots",
-    ],
-)
-def test_docstring_examples(module):
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.failed == 0 and result.attempted > 0

@@ -1,11 +1,8 @@
 """speechssl.train.hubert: the pre-training audio, the objective of each arm, and the
 iterations (teacher, hidden targets, arms) on a fabricated corpus."""
 
-import doctest
-
 import pytest
 
-import speechssl.train.hubert
 from speechssl.data.manifest import read_jsonl
 from speechssl.encoders import PRESETS
 from speechssl.objectives import MaskedPredictionConfig
@@ -21,10 +18,6 @@ from speechssl.train.hubert import (
     write_if_changed,
 )
 from speechssl.typed import to_plain
-
-
-def test_docstring_examples():
-    assert doctest.testmod(speechssl.train.hubert).failed == 0
 
 
 def test_evenly_spaced_keeps_the_ends_of_a_concatenation():

@@ -12,6 +12,7 @@ from speechssl.config import compose
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_path, demo_root
 from speechssl.tts import OOD_BIN, GriffinLimVocoder, TacotronConfig, TacotronTTS, study
+from speechssl.tts.study.training import _loader
 from speechssl.tts.text import normalize_text
 from speechssl.typed import to_dataclass
 
@@ -229,7 +230,9 @@ def test_cis_and_paired_deltas_come_from_speechssl_stats(monkeypatch):
     calls = []
     original = stats.paired_bootstrap_delta
     monkeypatch.setattr(
-        study, "paired_bootstrap_delta", lambda *a, **k: calls.append(a) or original(*a, **k)
+        study.summary,
+        "paired_bootstrap_delta",
+        lambda *a, **k: calls.append(a) or original(*a, **k),
     )
     summary = study.summarize(rows, ["low"], num_resamples=300)
     cell = next(
@@ -274,7 +277,7 @@ def test_bin_contrasts_compare_a_bins_delta_with_the_high_bins(monkeypatch):
     calls = []
     original = stats.unpaired_bootstrap_difference
     monkeypatch.setattr(
-        study,
+        study.summary,
         "unpaired_bootstrap_difference",
         lambda *a, **k: calls.append(a) or original(*a, **k),
     )
@@ -430,7 +433,7 @@ def test_each_torchrun_rank_trains_on_its_own_clips(demo_rows, monkeypatch):
     for rank in (0, 1):
         info = distributed.DistributedInfo(rank=rank, local_rank=rank, world_size=2)
         monkeypatch.setattr(distributed, "get_info", lambda info=info: info)
-        loader = study._loader(pool, model, None, 0, batch_size=4, seed=0, workers=0)
+        loader = _loader(pool, model, None, 0, batch_size=4, seed=0, workers=0)
         assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
         seen[rank] = list(loader.sampler)
     assert seen[0] and len(seen[0]) == len(seen[1]) == len(pool) // 2
