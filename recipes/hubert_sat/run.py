@@ -93,8 +93,7 @@ def transfer_config(cfg: DictConfig) -> TransferConfig:
 
 
 def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> dict:
-    """Speaker ID, verification, emotion LOSO and (frozen upstreams, ``keyword.src``) keyword
-    spotting for every upstream and seed, one suite."""
+    """Speaker ID, verification, emotion LOSO, keyword spotting (frozen), one suite."""
     vox_dir = prepared_folder(cfg.speaker.corpus, cfg.speaker.src, run_dir / "data")
     identification = [
         load_manifests([vox_dir / f"{split}.jsonl"]) for split in ("train", "dev", "test")
@@ -144,9 +143,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
                 max_folds=cfg.emotion.max_folds,
             )
         )
-        if cfg.keyword.src is not None and upstream.mode == "frozen":
-            # speaker-independent spoken words: the content task filterbank statistics
-            # do not solve
+        if cfg.keyword.src is not None and upstream.mode == "frozen":  # spoken words
             outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
@@ -213,9 +210,8 @@ def report(run_dir: Path, summary: dict, pretraining: dict, title: str) -> str:
 def door(cfg: DictConfig) -> list[str]:
     """Every corpus folder and option the run reads, checked before any work: one line per
     problem (``run_hydra_main`` and ``run_recipe`` call it first)."""
-    folders = {
-        f"{name}.src": cfg[name].src for name in ("pretrain", "speaker", "emotion", "keyword")
-    }
+    names = ("pretrain", "speaker", "emotion", "keyword")
+    folders = {f"{name}.src": cfg[name].src for name in names}
     return (
         source_folder_problems(folders)
         + seed_problems("seeds", cfg.seeds)

@@ -93,8 +93,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
 
 
 def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
-    """Leave-one-session-out emotion for every upstream and seed, and keyword spotting for
-    the frozen ones (``keyword.src``); the summary with CIs."""
+    """Emotion LOSO for every upstream and seed, keywords for the frozen; the summary."""
     source = cfg.emotion
     data_dir = run_dir / "data" / source.corpus
     prepare_once(source.corpus, source.src, data_dir)
