@@ -31,6 +31,7 @@ from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.objectives import build_objective
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
 from speechssl.tasks.door import label_problems, mode_problems, seed_problems, validation_problems
+from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
@@ -92,7 +93,7 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
 
 
 def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
-    """Leave-one-session-out emotion for every upstream and seed; the summary with CIs."""
+    """Emotion LOSO for every upstream and seed, keywords for the frozen; the summary."""
     source = cfg.emotion
     data_dir = run_dir / "data" / source.corpus
     prepare_once(source.corpus, source.src, data_dir)
@@ -131,6 +132,12 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
                 max_folds=source.max_folds,
             )
         )
+    if cfg.keyword.src is not None:
+        # speaker-independent spoken words: the content task filterbank statistics do not
+        # solve; the frozen upstreams under the probe
+        for upstream in upstreams:
+            if upstream.mode == "frozen":
+                outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
         (name, baseline)
@@ -142,7 +149,14 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
     plot_layer_usage(run_dir, outcomes)
     summary = summarize(outcomes, comparisons)
     summary["emotion"] = {}
+    summary["keyword"] = {
+        outcome.upstream: {"seeds": outcome.seeds, "runs": outcome.details}
+        for outcome in outcomes
+        if outcome.task == "keyword"
+    }
     for outcome in outcomes:
+        if outcome.task != "emotion":
+            continue
         first = outcome.details[0]["loso"]  # the first seed's folds and confusion matrix
         plot_confusion_matrix(
             first["confusion"],
@@ -169,6 +183,7 @@ def door(cfg: DictConfig) -> list[str]:
             {
                 **{f"pretrain.sources[{i}].src": source.src for i, source in enumerate(sources)},
                 "emotion.src": cfg.emotion.src,
+                "keyword.src": cfg.keyword.src,
             }
         )
         + seed_problems("seeds", cfg.seeds)

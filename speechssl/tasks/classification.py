@@ -25,6 +25,7 @@ Example (frozen FBANK baseline on two tones):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import logging
@@ -76,7 +77,10 @@ __all__ = [
     "TransferConfig",
     "default_cache",
     "fit_probe_classifier",
+    "front_end_buffers",
     "predict",
+    "random_init",
+    "random_init_like",
     "reads_cached_features",
     "train_classifier",
     "training_report",
@@ -571,6 +575,22 @@ def random_init(encoder_config, front_end_state: dict[str, torch.Tensor] | None 
     if front_end_state:
         encoder.load_state_dict(front_end_state, strict=False)
     return encoder
+
+
+def random_init_like(encoder: nn.Module, seed: int) -> nn.Module:
+    """A freshly initialised encoder of ``encoder``'s architecture (seeded; the global RNG is
+    left as it was) that shares its weight-free front end (e.g. global CMVN statistics), as
+    the recipes' ``random_frozen`` baseline does: only the learned weights differ.
+
+    Raises:
+        ValueError: ``encoder`` has no learned weights to redraw (FBANK) or no config.
+    """
+    config = getattr(encoder, "config", None)
+    if config is None or not any(True for _ in encoder.parameters()):
+        raise ValueError(f"{type(encoder).__name__} has no learned weights to re-initialise")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return random_init(copy.deepcopy(config), front_end_buffers(encoder)).eval()
 
 
 def upstream_factory(
