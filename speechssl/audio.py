@@ -22,7 +22,15 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-__all__ = ["AudioError", "AudioInfo", "info", "load", "resample", "save", "to_mono"]
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "info",
+    "load",
+    "resample",
+    "save",
+    "to_mono",
+]
 
 
 class AudioError(ValueError):

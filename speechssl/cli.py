@@ -1,4 +1,6 @@
-"""``speechssl`` command line: ``prepare``, ``export``, ``predict``, ``evaluate``, ``probe-steps``.
+"""``speechssl`` command line: prepare, export, predict, evaluate, probe-steps, presets.
+
+``shard`` packs a manifest into tar shards for streaming.
 
 Each subcommand lives beside the code it drives and exposes ``add_arguments(parser)``
 and ``run(args) -> int``; this module only dispatches. Bad input ends with one line on
@@ -25,9 +27,17 @@ SUBCOMMANDS = {
         "speechssl.tasks.evaluate",
         "score an upstream on emotion / speaker ID / verification / your labels, with 95% CIs",
     ),
+    "shard": (
+        "speechssl.data.shard_command",
+        "pack a manifest into WebDataset tar shards for streaming (pip install 'speechssl[shards]')",
+    ),
     "probe-steps": (
         "speechssl.tasks.probe_steps",
         "probe every checkpoint of a pre-training run (and its random init) layer by layer",
+    ),
+    "presets": (
+        "speechssl.encoders.catalog",
+        "list the encoder presets: family, size, parameters, frame rate",
     ),
 }
 
@@ -36,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechssl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats a help string (``%(default)s``): a literal % is written %%
+        sub = commands.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         sub.set_defaults(_module=module_name)
         importlib.import_module(module_name).add_arguments(sub)
     return parser

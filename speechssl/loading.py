@@ -33,13 +33,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .checkpoint_format import Checkpoint
 from .encoders import PRESETS, build_encoder
 from .encoders.base import Encoder
 from .encoders.checkpoint_files import read_checkpoint
 from .encoders.fbank_upstream import FbankUpstream
 from .encoders.wav2vec2 import convert as wav2vec2_convert
 from .encoders.wavlm import convert as wavlm_convert
-from .safe_io import atomic_path, load_state_strict, short_reason, write_text_atomic
+from .safe_io import atomic_path, load_state_strict, read_json, short_reason, write_text_atomic
 
 __all__ = [
     "CONFIG_NAME",
@@ -175,18 +176,18 @@ def _open_checkpoint(path: Path, payload) -> tuple[Encoder, str]:
     )
 
 
-def _open_training_checkpoint(path: Path, checkpoint: dict) -> Encoder:
-    spec = checkpoint.get("encoder_spec")
-    if not isinstance(spec, dict) or "family" not in spec:
+def _open_training_checkpoint(path: Path, payload: dict) -> Encoder:
+    if not isinstance(payload.get("model"), dict):
+        raise ValueError(f"{path}: the checkpoint has no 'model' state dict")  # noqa: TRY004 - bad data, not a bad call
+    checkpoint = Checkpoint.from_dict({"step": 0, **payload}, str(path))
+    spec = checkpoint.encoder_spec
+    if spec is None:
         raise ValueError(
             f"{path}: a training checkpoint with no encoder_spec; it must come from a speechssl "
             "Trainer run whose model keeps its encoder at model.encoder"
         )
-    state = checkpoint.get("model")
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: the checkpoint has no 'model' state dict")  # noqa: TRY004 - bad data, not a bad call
-    encoder = _build(spec, path)
-    load_state(encoder, state, prefix=spec.get("prefix", ""), source=str(path))
+    encoder = _build(spec.to_dict(), path)
+    load_state(encoder, checkpoint.model, prefix=spec.prefix, source=str(path))
     return encoder
 
 
@@ -224,10 +225,7 @@ def _build(spec: dict, source: Path) -> Encoder:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no readable {CONFIG_NAME} in {path.parent}")
-    try:
-        values = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    values = read_json(path, CONFIG_NAME)  # bounded size and depth, one-line failures
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(values).__name__}")  # noqa: TRY004 - bad data
     return values

@@ -10,7 +10,10 @@ was shown. A task shorter than ``interval`` writes nothing, so a command that fa
 input after a moment still ends with its one error line alone.
 
 Every progress display of the library goes through here (the Trainer's bar, k-means
-labelling, corpus preparation), so one place decides how progress reads in a log.
+labelling, corpus preparation, feature encoding, probe fitting, each evaluation cell),
+so one place decides how progress reads in a log. The interval of a log is
+``SPEECHSSL_PROGRESS_INTERVAL`` seconds where that is set (e.g. ``5`` for a short job's
+log), else :data:`DEFAULT_LOG_INTERVAL`.
 
 Example:
     >>> import io
@@ -29,21 +32,50 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import time
 from collections.abc import Iterable
 from typing import IO
 
 import tqdm
 import tqdm.auto
 
-__all__ = ["DEFAULT_LOG_INTERVAL", "LineStream", "is_interactive", "progress_bar"]
+__all__ = [
+    "DEFAULT_LOG_INTERVAL",
+    "INTERVAL_VARIABLE",
+    "LineStream",
+    "is_interactive",
+    "log_interval",
+    "progress_bar",
+]
 
 # seconds between two progress lines in a log file: a 1-hour run logs ~120 lines
 DEFAULT_LOG_INTERVAL = 30.0
+# the environment variable that sets it (seconds, > 0)
+INTERVAL_VARIABLE = "SPEECHSSL_PROGRESS_INTERVAL"
 
 # cursor movements tqdm writes for nested bars (position > 0): meaningless in a file
 _CURSOR_MOVES = re.compile(r"\x1b\[[0-9]*[A-Za-z]")
+
+
+def log_interval() -> float:
+    """Seconds between progress lines in a log: ``$SPEECHSSL_PROGRESS_INTERVAL`` or 30.
+
+    Raises:
+        ValueError: the variable is set to something other than a positive number.
+    """
+    text = os.environ.get(INTERVAL_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_LOG_INTERVAL
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{INTERVAL_VARIABLE} must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def is_interactive(stream: IO) -> bool:
@@ -84,6 +116,29 @@ class LineStream:
         return False
 
 
+class _LogBar(tqdm.tqdm):
+    """tqdm for a log: whatever asks for a redraw (an update, tqdm's monitor thread, a
+    message written above the bar), a line goes out at most every ``mininterval`` seconds;
+    closing still writes the final state."""
+
+    _closing = False
+    _last_line: float | None = None
+
+    def display(self, msg=None, pos=None):
+        if msg is None and not self._closing:
+            now = time.monotonic()
+            if self._time() - self.start_t < self.delay:
+                return True  # nothing before the first interval, whoever asks
+            if self._last_line is not None and now - self._last_line < self.mininterval:
+                return True
+            self._last_line = now
+        return super().display(msg, pos)
+
+    def close(self) -> None:
+        self._closing = True
+        super().close()
+
+
 def progress_bar(
     iterable: Iterable | None = None,
     *,
@@ -93,7 +148,7 @@ def progress_bar(
     disable: bool = False,
     leave: bool = True,
     stream: IO | None = None,
-    interval: float = DEFAULT_LOG_INTERVAL,
+    interval: float | None = None,
     **tqdm_options,
 ) -> tqdm.tqdm:
     """A tqdm bar over ``iterable`` (or updated by hand) on ``stream`` (default stderr).
@@ -101,10 +156,12 @@ def progress_bar(
     Args:
         iterable, desc, total, unit, disable, leave: as tqdm's.
         stream: where progress goes; a terminal gets the animated bar.
-        interval: seconds between progress lines when ``stream`` is not a terminal.
+        interval: seconds between progress lines when ``stream`` is not a terminal
+            (default :func:`log_interval`).
         tqdm_options: more tqdm keywords (``initial``, ``unit_scale``, ...).
     """
     stream = sys.stderr if stream is None else stream
+    interval = log_interval() if interval is None else interval
     options = {"desc": desc, "total": total, "unit": unit, "disable": disable, "leave": leave}
     if is_interactive(stream):
         return tqdm.auto.tqdm(iterable, file=stream, dynamic_ncols=True, **options, **tqdm_options)
@@ -122,7 +179,7 @@ def progress_bar(
         else prefix + "{n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
     )
     options["total"] = total
-    return tqdm.tqdm(
+    return _LogBar(
         iterable,
         file=LineStream(stream),
         mininterval=interval,

@@ -15,6 +15,13 @@
   module is touched, so a refused state leaves the module as it was.
 - :class:`RunLock`: an ``flock``'d ``.lock`` file holding the owner's pid; a second run on
   the same folder stops with one line naming that pid, and a lock whose owner died is free.
+- :func:`claim_output_folder`: a folder holds the outputs of one kind of writer (an export,
+  an evaluation, a recipe's run); another writer's folder, or a non-empty folder of unknown
+  origin, is refused unless forced.
+- :func:`read_json` / :func:`parse_json`: JSON of bounded size and nesting depth, whose
+  every failure is one line (never a ``RecursionError``).
+- :func:`files_digest`: the identity of files (path, size, mtime; optionally their first
+  and last blocks), what a cache key needs to notice changed audio.
 
 This module imports nothing from speechssl (it is the bottom layer).
 
@@ -36,6 +43,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
+import hashlib
+import json
 import os
 import pickle
 import re
@@ -47,6 +57,7 @@ from typing import ClassVar, Self
 import torch
 
 __all__ = [
+    "OUTPUT_MARKER",
     "RunDirBusyError",
     "RunLock",
     "StateMismatchError",
@@ -54,9 +65,17 @@ __all__ = [
     "UnsafeFileError",
     "atomic_path",
     "atomic_write",
+    "check_allocation",
     "check_state_fits",
+    "claim_output_folder",
+    "file_identity",
+    "files_digest",
+    "format_bytes",
     "load_state_strict",
     "load_torch_file",
+    "parse_json",
+    "physical_memory_bytes",
+    "read_json",
     "remove_orphaned_temporaries",
     "save_torch_atomic",
     "short_reason",
@@ -146,6 +165,20 @@ def _write_error(error: BaseException, path: Path, temporary: Path) -> BaseExcep
     return None
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux says it (``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (no threads write files here)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -179,6 +212,8 @@ def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path
                 os.fsync(descriptor)  # the data, whichever handle wrote it
             finally:
                 os.close(descriptor)
+        # some writers (safetensors) create their file as 0600: an output follows the umask
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException as error:
         replacement = _write_error(error, path, temporary)
@@ -337,6 +372,256 @@ def load_torch_file(
         # (RuntimeError, EOFError, IndexError, KeyError, TypeError, struct.error, ...):
         # each means the bytes are not a torch file, and the first bytes say what they are
         raise UnreadableFileError(f"{path}: not a readable {what}: {_found(path)}") from None
+
+
+# at most this many bytes and this nesting depth of a JSON file anyone may hand us (a config,
+# a model.json, a manifest line): a run's own files are far smaller and flatter
+MAX_JSON_BYTES = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+
+def _depth_beyond(value, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(text: str, source: str = "JSON", max_depth: int = MAX_JSON_DEPTH):
+    """``json.loads(text)`` whose failures are one ``ValueError`` naming ``source``.
+
+    Nesting deeper than ``max_depth`` is refused (Python's parser would otherwise raise a
+    ``RecursionError`` at about 1,000 levels, or accept a structure no config has).
+
+    Example:
+        >>> parse_json('{"a": [1, 2]}')
+        {'a': [1, 2]}
+        >>> parse_json("[" * 5000 + "]" * 5000, "config.json")
+        Traceback (most recent call last):
+            ...
+        ValueError: config.json: not usable JSON (nested deeper than 64 levels)
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value, deep = None, True
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source}: not valid JSON ({short_reason(error)})") from None
+    else:
+        deep = _depth_beyond(value, max_depth)
+    if deep:
+        raise ValueError(f"{source}: not usable JSON (nested deeper than {max_depth} levels)")
+    return value
+
+
+def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_JSON_BYTES):
+    """The parsed JSON of ``path``: at most ``max_bytes``, UTF-8, nested at most
+    :data:`MAX_JSON_DEPTH` levels; every failure one line naming the file.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: too large, not UTF-8, not JSON, or nested too deep.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"{what} not found", str(path))
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{path}: {size:,} bytes is too large for a {what} (at most {max_bytes:,})"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text {what} ({short_reason(error)})") from None
+    return parse_json(text, str(path))
+
+
+# ---------------------------------------------------------------------------------------
+# file identity
+
+
+# bytes read at each end of a file for its content digest
+IDENTITY_BLOCK = 65536
+
+
+def file_identity(path: str | os.PathLike, content: bool = False) -> str:
+    """What a cache keyed on a file must change with: ``"<size>:<mtime_ns>"``, and with
+    ``content`` also ``":<digest>"`` (SHA-1) of its first and last :data:`IDENTITY_BLOCK`
+    bytes, so a clip replaced by another of the same length changes it even where the copy
+    kept the old mtime. A missing file is ``"missing"``; the digest of each (path, size,
+    mtime, ctime) is read once per process.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.bin")
+        >>> _ = open(path, "wb").write(b"x" * 10)
+        >>> before = file_identity(path, content=True)
+        >>> stat = os.stat(path)
+        >>> _ = open(path, "wb").write(b"y" * 10)
+        >>> os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime
+        >>> after = file_identity(path, content=True)
+        >>> size = file_identity(path).split(":")[0]
+        >>> size, before.rsplit(":", 1)[0] == after.rsplit(":", 1)[0], before == after
+        ('10', True, False)
+    """
+    path = os.fspath(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "missing"
+    identity = f"{stat.st_size}:{stat.st_mtime_ns}"
+    if not content:
+        return identity
+    try:
+        digest = _ends_digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    except OSError:
+        return identity + ":unreadable"
+    return f"{identity}:{digest}"
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _ends_digest(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    # size, mtime and ctime are part of the cache key: a rewritten file is read again
+    digest = hashlib.sha1()
+    with open(path, "rb") as file:
+        digest.update(file.read(IDENTITY_BLOCK))
+        if size > IDENTITY_BLOCK:
+            file.seek(max(IDENTITY_BLOCK, size - IDENTITY_BLOCK))
+            digest.update(file.read(IDENTITY_BLOCK))
+    return digest.hexdigest()[:16]
+
+
+def files_digest(paths, content: bool = False) -> str:
+    """Hex digest of every path (in the given order) and its :func:`file_identity`."""
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(f"{os.fspath(path)}\t{file_identity(path, content)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# memory
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(count: float) -> str:
+    """``4.0 TB``, ``1.5 GB``, ``12 kB``: a size as a person reads it.
+
+    Example:
+        >>> format_bytes(4e12), format_bytes(1536e6), format_bytes(999)
+        ('4.0 TB', '1.5 GB', '999 B')
+    """
+    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{int(count)} B"
+
+
+def check_allocation(num_bytes: int, what: str) -> None:
+    """Refuse, in one line, to allocate more than this machine's RAM: ``what`` would need
+    ``num_bytes`` (a model's weights: check on the meta device before building it).
+
+    Raises:
+        ValueError: ``"<what> need 4.0 TB of memory; this machine has 24.0 GB"``.
+    """
+    available = physical_memory_bytes()
+    if available is not None and num_bytes > available:
+        raise ValueError(
+            f"{what} need {format_bytes(num_bytes)} of memory; this machine has "
+            f"{format_bytes(available)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# output folders
+
+# written into every folder an output writer claims: {"kind": ...}
+OUTPUT_MARKER = ".speechssl-output.json"
+
+
+def claim_output_folder(
+    folder: str | os.PathLike,
+    kind: str,
+    *,
+    force: bool = False,
+    force_hint: str = "--force",
+    reuse: bool = True,
+) -> Path:
+    """Create ``folder`` for outputs of ``kind`` (``"export"``, ``"evaluate"``, a recipe's
+    name), or check that it already holds outputs of that kind; returns the folder.
+
+    A folder with another kind's marker, or non-empty without a marker (files of unknown
+    origin), is refused unless ``force`` (the message says how: ``force_hint``); then it is
+    claimed for ``kind``. With ``reuse=False`` (a folder holds one export) an earlier output
+    of the same kind is refused too. Hidden files a
+    run leaves before writing (``.lock``, ``.hydra``) do not make a folder non-empty.
+
+    Raises:
+        ValueError: the folder is a file, holds another kind's outputs, or other files.
+
+    Example:
+        >>> import tempfile
+        >>> folder = claim_output_folder(tempfile.mkdtemp() + "/out", "export")
+        >>> claim_output_folder(folder, "evaluate")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: .../out holds an export, not evaluate outputs; choose another folder or force (--force)
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not a folder")
+    marker = folder / OUTPUT_MARKER
+    owner = None
+    if marker.is_file():
+        try:
+            owner = parse_json(marker.read_text(encoding="utf-8"), str(marker)).get("kind")
+        except (ValueError, AttributeError, OSError, UnicodeDecodeError):
+            owner = "unknown"
+    if not reuse and owner == kind and not force:
+        raise ValueError(
+            f"{folder} already holds {kind} outputs; choose another folder or force ({force_hint})"
+        )
+    if owner != kind and not force:
+        if owner is not None:
+            article = "an" if owner[:1] in "aeiou" else "a"
+            what = "an export" if owner == "export" else f"{article} {owner} run"
+            raise ValueError(
+                f"{folder} holds {what}, not {kind} outputs; choose another folder or force "
+                f"({force_hint})"
+            )
+        others = (
+            sorted(
+                entry.name
+                for entry in folder.iterdir()
+                if not entry.name.startswith(".") or entry.name == OUTPUT_MARKER
+            )
+            if folder.is_dir()
+            else []
+        )
+        if others:
+            shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+            raise ValueError(
+                f"{folder} is not empty ({shown}) and was not written by {kind}; choose an "
+                f"empty folder or force ({force_hint})"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    if owner != kind:
+        write_text_atomic(marker, json.dumps({"kind": kind}) + "\n")
+    return folder
 
 
 # ---------------------------------------------------------------------------------------

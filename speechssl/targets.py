@@ -12,6 +12,10 @@ trained on iteration 1's targets (50 Hz). One call per iteration does the whole 
 3. label every split with it into ``<stem>.<tag>.km`` beside the manifest
    (:mod:`speechssl.data.frame_labels`), unless a label file made by the same model from
    the same manifest is there;
+
+   Both reuses are keyed by what the result depends on: the manifest's bytes, the
+   identity (path, size, mtime) of every audio file it names, the features (MFCC, or the
+   teacher's name, layer and weights) and the fit's settings; anything changed is made again;
 4. load the labels back, dropping rows whose label count does not fit their duration.
 
 The training split's audio is decoded once for both the fit and its labels when its
@@ -64,8 +68,10 @@ from speechssl.data.frame_labels import (
 from speechssl.data.manifest import ManifestError, parse_jsonl, read_jsonl
 from speechssl.data.prepare.common import write_text_atomic
 from speechssl.encoders import Encoder
+from speechssl.encoders.base import weights_digest
 from speechssl.features import MFCC
 from speechssl.objectives.signals import count_statistics
+from speechssl.safe_io import files_digest, read_json
 
 __all__ = [
     "MFCC_LABEL_RATE",
@@ -246,16 +252,34 @@ def fit_kmeans(
     return kmeans.fit(manifest_features(manifest_path, feature_fn, sample_rate))
 
 
-def kmeans_once(path: str | os.PathLike, num_clusters: int, fit: Callable[[], KMeans]) -> KMeans:
-    """Load the k-means model at ``path`` (same cluster count) or ``fit()`` and save it."""
+def kmeans_once(
+    path: str | os.PathLike,
+    num_clusters: int,
+    fit: Callable[[], KMeans],
+    fitted_on: dict | None = None,
+) -> KMeans:
+    """Load the k-means model at ``path`` (same cluster count, and fitted on the same data:
+    ``fitted_on``, recorded at ``<path>.json``) or ``fit()`` and save it."""
     path = Path(path)
-    if path.is_file():
+    stamp = path.with_name(path.name + ".json")
+    if path.is_file() and (fitted_on is None or _stored_stamp(stamp) == fitted_on):
         kmeans = KMeans.load(path, device="cpu")
         if kmeans.n_clusters == num_clusters:
             return kmeans
     kmeans = fit()
     kmeans.save(path)
+    if fitted_on is not None:
+        write_text_atomic(stamp, json.dumps(fitted_on, sort_keys=True))
     return kmeans
+
+
+def _stored_stamp(path: Path) -> dict | None:
+    """A stamp file's dict, or None when it is missing or damaged (then remade)."""
+    try:
+        stored = read_json(path, "stamp")
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,11 +288,14 @@ def kmeans_once(path: str | os.PathLike, num_clusters: int, fit: Callable[[], KM
 
 @dataclass
 class _Split:
-    """A manifest read once: its path, the digest of its bytes and its rows."""
+    """A manifest read once: its path, the digest of its bytes, its rows and the digest of
+    its audio files' identities (path, size, mtime: audio replaced under the same manifest
+    is noticed)."""
 
     path: Path
     digest: str
     rows: list[dict]
+    audio_digest: str = ""
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> _Split:
@@ -278,7 +305,8 @@ class _Split:
         data = path.read_bytes()
         # rows and digest from the same bytes: what the digest names is what is labelled
         rows = list(parse_jsonl(data.decode("utf-8").split("\n"), path))
-        return cls(path, manifest_digest(path, data), rows)
+        audio_digest = files_digest(row["audio"] for row in rows)
+        return cls(path, manifest_digest(path, data), rows, audio_digest)
 
 
 # The features kept for labelling after a fit take at most this much memory (1M frames of
@@ -365,6 +393,7 @@ def _label_stamp(split: _Split, kmeans: KMeans, label_rate: float) -> dict:
         "kmeans_fingerprint": kmeans.fingerprint,
         "num_clusters": kmeans.n_clusters,
         "manifest_sha256": split.digest,
+        "audio": split.audio_digest,
         "label_rate": float(label_rate),
     }
 
@@ -373,7 +402,9 @@ def _labels_are_current(split: _Split, kmeans: KMeans, tag: str, label_rate: flo
     label_path, meta_path = label_paths(split.path, tag)
     if not (label_path.is_file() and meta_path.is_file()):
         return False
-    stored = json.loads(meta_path.read_text())
+    stored = _stored_stamp(meta_path)
+    if stored is None:
+        return False  # a damaged stamp: the labels are made again
     expected = _label_stamp(split, kmeans, label_rate)
     return all(stored.get(key) == value for key, value in expected.items())
 
@@ -414,6 +445,7 @@ def fit_and_label(
     seed: int = 0,
     sample_rate: int = 16000,
     report: Callable[[str], None] | None = print,
+    features_key: str = "",
 ) -> Targets:
     """One label iteration: k-means on the features of ``manifests[0]`` (the training split;
     fitted once, kept at ``kmeans_path``), labels of ``manifests`` (train, valid) with it,
@@ -433,7 +465,15 @@ def fit_and_label(
             cache.stream(_utterance_features(splits[0].rows, feature_fn, sample_rate))
         )
 
-    kmeans = kmeans_once(kmeans_path, num_clusters, fit)
+    fitted_on = {
+        "train_manifest_sha256": splits[0].digest,
+        "train_audio": splits[0].audio_digest,
+        "features": features_key or tag,
+        "seed": seed,
+        "max_fit_frames": config.max_fit_frames,
+        "sample_rate": sample_rate,
+    }
+    kmeans = kmeans_once(kmeans_path, num_clusters, fit, fitted_on)
     loaded = []
     for index, split in enumerate(splits):
         label_path = label_paths(split.path, tag)[0]
@@ -486,6 +526,7 @@ def mfcc_targets(
         seed=seed,
         sample_rate=sample_rate,
         report=report,
+        features_key="mfcc39",
     )
 
 
@@ -516,4 +557,5 @@ def hidden_targets(
         seed=seed,
         sample_rate=sample_rate,
         report=report,
+        features_key=f"{teacher_name}:layer{layer}:{weights_digest(encoder)}",
     )

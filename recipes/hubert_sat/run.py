@@ -31,11 +31,13 @@ from threadpoolctl import threadpool_limits
 
 from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepared_folder
-from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
+from speechssl.errors import run_hydra_main, run_recipe, source_folder_problems
 from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.targets import TargetConfig
 from speechssl.tasks.classification import TransferConfig
+from speechssl.tasks.door import label_problems, mode_problems, seed_problems, validation_problems
+from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_tsne
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.speaker import read_trials
@@ -91,7 +93,7 @@ def transfer_config(cfg: DictConfig) -> TransferConfig:
 
 
 def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> dict:
-    """Speaker ID, verification and emotion LOSO for every upstream and seed, one suite."""
+    """Speaker ID, verification, emotion LOSO, keyword spotting (frozen), one suite."""
     vox_dir = prepared_folder(cfg.speaker.corpus, cfg.speaker.src, run_dir / "data")
     identification = [
         load_manifests([vox_dir / f"{split}.jsonl"]) for split in ("train", "dev", "test")
@@ -141,6 +143,8 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
                 max_folds=cfg.emotion.max_folds,
             )
         )
+        if cfg.keyword.src is not None and upstream.mode == "frozen":  # spoken words
+            outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
         (name, baseline)
@@ -203,15 +207,21 @@ def report(run_dir: Path, summary: dict, pretraining: dict, title: str) -> str:
     )
 
 
-def run(cfg: DictConfig) -> None:
-    # every corpus folder the run will read, checked before any work
-    check_source_folders(
-        {
-            "pretrain.src": cfg.pretrain.src,
-            "speaker.src": cfg.speaker.src,
-            "emotion.src": cfg.emotion.src,
-        }
+def door(cfg: DictConfig) -> list[str]:
+    """Every corpus folder and option the run reads, checked before any work: one line per
+    problem (``run_hydra_main`` and ``run_recipe`` call it first)."""
+    names = ("pretrain", "speaker", "emotion", "keyword")
+    folders = {f"{name}.src": cfg[name].src for name in names}
+    return (
+        source_folder_problems(folders)
+        + seed_problems("seeds", cfg.seeds)
+        + mode_problems("modes", cfg.modes)
+        + label_problems("emotion.labels", cfg.emotion.labels)
+        + validation_problems("emotion.validation", cfg.emotion.validation)
     )
+
+
+def run(cfg: DictConfig) -> None:
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)
     distributed.init_from_env(cfg.trainer.device)
     run_dir = Path(cfg.run_dir)
@@ -233,8 +243,8 @@ def run(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
     # code 1; a second run on the same run_dir stops at its lock
-    run_recipe("hubert_sat", run, cfg)
+    run_recipe("hubert_sat", run, cfg, door)
 
 
 if __name__ == "__main__":
-    run_hydra_main("hubert_sat", main)
+    run_hydra_main("hubert_sat", main, door)

@@ -25,11 +25,13 @@ from omegaconf import DictConfig
 from speechssl.config import CONF_DIR, register_configs
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.encoders import build_encoder
-from speechssl.errors import check_source_folders, run_hydra_main, run_recipe
+from speechssl.errors import run_hydra_main, run_recipe, source_folder_problems
 from speechssl.heads import head_config
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.objectives import build_objective
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
+from speechssl.tasks.door import label_problems, mode_problems, seed_problems, validation_problems
+from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
@@ -56,19 +58,25 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
     ``seed`` (one of ``pretrain_seeds``) under ``run_dir/pretrain/seed_<seed>``."""
     out = run_dir / "pretrain" if seed is None else run_dir / "pretrain" / f"seed_{seed}"
     seed = cfg.seed if seed is None else seed
+    # {corpus: shards, src: DIR}: a speechssl shard or lhotse Shar directory, streamed
+    shards = [source.src for source in cfg.pretrain.sources if source.corpus == "shards"]
+    corpora = [source for source in cfg.pretrain.sources if source.corpus != "shards"]
+    if shards and corpora:
+        raise ValueError("pretrain.sources: pool shard directories or corpora, not both")
     # rank 0 prepares the corpora; the other ranks then find them prepared
     with distributed.main_process_first("data preparation"):
-        train_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits")
-        valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
-    train = load_manifests(train_paths)
+        train_paths = prepared_manifests(corpora, run_dir, "train_splits")
+        valid_paths = prepared_manifests(corpora, run_dir, "valid_splits")
+    train = load_manifests(train_paths) if train_paths else None
     valid = load_manifests(valid_paths) if valid_paths else None
     # the initial weights come from the seed alone (torch's global generator starts at random)
     torch.manual_seed(seed)
     encoder = build_encoder(cfg.encoder)
     model = build_objective(cfg.objective, encoder)
+    data = f"{len(train)} utterances, {train.total_duration / 3600:.2f} h" if train else shards
     print(
         f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
-        f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h"
+        f"parameters) on {data}"
     )
     return pretrain_on_manifests(
         model,
@@ -80,11 +88,12 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
         out,
         full_config=cfg,
         seed=seed,
+        train_shards=shards,
     )
 
 
 def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
-    """Leave-one-session-out emotion for every upstream and seed; the summary with CIs."""
+    """Emotion LOSO for every upstream and seed, keywords for the frozen; the summary."""
     source = cfg.emotion
     data_dir = run_dir / "data" / source.corpus
     prepare_once(source.corpus, source.src, data_dir)
@@ -104,6 +113,11 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
         deterministic_head=isinstance(head, LinearProbeConfig),
         n_mels=cfg.encoder.n_mels,
     )
+    if cfg.finetune_seeds is not None:
+        # fine-tuning is the grid's costly cell: it runs its own (shorter) list of seeds
+        for upstream in upstreams:
+            if upstream.mode == "finetune":
+                upstream.seeds = list(cfg.finetune_seeds)
     outcomes = []
     for upstream in upstreams:
         print(
@@ -118,6 +132,12 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
                 max_folds=source.max_folds,
             )
         )
+    if cfg.keyword.src is not None:
+        # speaker-independent spoken words: the content task filterbank statistics do not
+        # solve; the frozen upstreams under the probe
+        for upstream in upstreams:
+            if upstream.mode == "frozen":
+                outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
         (name, baseline)
@@ -129,7 +149,14 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
     plot_layer_usage(run_dir, outcomes)
     summary = summarize(outcomes, comparisons)
     summary["emotion"] = {}
+    summary["keyword"] = {
+        outcome.upstream: {"seeds": outcome.seeds, "runs": outcome.details}
+        for outcome in outcomes
+        if outcome.task == "keyword"
+    }
     for outcome in outcomes:
+        if outcome.task != "emotion":
+            continue
         first = outcome.details[0]["loso"]  # the first seed's folds and confusion matrix
         plot_confusion_matrix(
             first["confusion"],
@@ -146,17 +173,28 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
     return summary
 
 
-def run(cfg: DictConfig) -> None:
-    # every corpus folder the run will read, checked before any work
-    check_source_folders(
-        {
-            **{
-                f"pretrain.sources[{index}].src": source.src
-                for index, source in enumerate(cfg.pretrain.sources)
-            },
-            "emotion.src": cfg.emotion.src,
-        }
+def door(cfg: DictConfig) -> list[str]:
+    """Every corpus folder and option the run reads, checked before any work: one line per
+    problem (``run_hydra_main`` and ``run_recipe`` call it first)."""
+    sources = list(cfg.pretrain.sources)
+    return (
+        (["pretrain.sources=[]: give at least one pre-training corpus"] if not sources else [])
+        + source_folder_problems(
+            {
+                **{f"pretrain.sources[{i}].src": source.src for i, source in enumerate(sources)},
+                "emotion.src": cfg.emotion.src,
+                "keyword.src": cfg.keyword.src,
+            }
+        )
+        + seed_problems("seeds", cfg.seeds)
+        + seed_problems("pretrain_seeds", cfg.pretrain_seeds, allow_none=True)
+        + mode_problems("emotion.modes", cfg.emotion.modes)
+        + label_problems("emotion.labels", cfg.emotion.labels)
+        + validation_problems("emotion.validation", cfg.emotion.validation)
     )
+
+
+def run(cfg: DictConfig) -> None:
     # one process group for the whole recipe under torchrun (a plain run: world of size 1)
     distributed.init_from_env(cfg.trainer.device)
     if cfg.trainer.threads > 0:
@@ -205,8 +243,8 @@ def run(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     # bad option values, corpus paths, layouts, audio or checkpoints: one line and exit
     # code 1; a second run on the same run_dir stops at its lock
-    run_recipe("tpc", run, cfg)
+    run_recipe("tpc", run, cfg, door)
 
 
 if __name__ == "__main__":
-    run_hydra_main("tpc", main)
+    run_hydra_main("tpc", main, door)

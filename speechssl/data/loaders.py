@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,16 @@ from speechssl.data.manifest import read_jsonl
 from speechssl.data.prepare import prepare
 from speechssl.data.prepare.common import write_text_atomic
 from speechssl.data.sampler import DurationBucketSampler
+from speechssl.safe_io import files_digest, read_json
 
-__all__ = ["DataConfig", "load_manifests", "make_loader", "prepare_once", "prepared_folder"]
+__all__ = [
+    "DataConfig",
+    "load_manifests",
+    "make_loader",
+    "prepare_once",
+    "prepared_folder",
+    "source_files",
+]
 
 
 @dataclass
@@ -101,20 +110,70 @@ def make_loader(
     )
 
 
+def source_files(src: str | os.PathLike, out: str | os.PathLike) -> list[str]:
+    """The files a preparation of ``src`` into ``out`` depends on, sorted: every file under
+    the corpus folder (hidden ones and ``out`` itself aside), or for a file source (a CSV)
+    the file and every audio file ``out``'s manifests name."""
+    src, out = Path(src).resolve(), Path(out).resolve()
+    if not src.is_dir():
+        audio = {
+            row["audio"]
+            for manifest in sorted(out.glob("*.jsonl"))
+            if manifest.name not in ("skipped.jsonl",)
+            for row in read_jsonl(manifest, skipped=[])
+            if isinstance(row.get("audio"), str)
+        }
+        return [str(src), *sorted(audio)]
+    files = []
+    for folder, subfolders, names in os.walk(src):
+        # sorted in place: os.walk then descends in a stable order
+        subfolders[:] = sorted(
+            name
+            for name in subfolders
+            if not name.startswith(".") and Path(folder, name).resolve() != out
+        )
+        files += [os.path.join(folder, name) for name in sorted(names) if not name.startswith(".")]
+    return files
+
+
+def _source_listing(src: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """How many files the preparation read and a digest of their paths, sizes and mtimes."""
+    files = source_files(src, out)
+    return {"files": len(files), "digest": files_digest(files)}
+
+
 def prepare_once(corpus: str, src: str | os.PathLike, out: str | os.PathLike, **options) -> dict:
     """``speechssl prepare`` unless ``out`` already holds a preparation of the same source.
 
-    Recipes call this at every start, so a resumed run does not re-read a corpus. Returns
-    the summary (``out/summary.json``).
+    Recipes call this at every start, so a resumed run does not re-read a corpus. The
+    source is listed again each time (paths, sizes and modification times of its files,
+    a stat each: :func:`source_files`); a corpus whose audio was replaced, removed or added
+    since is prepared again, which one line on stderr says. Returns the summary
+    (``out/summary.json``).
     """
     out = Path(out)
     stamp = out / "source.json"
     source = {"corpus": corpus, "src": str(Path(src).resolve()), **options}
     summary_path = out / "summary.json"
-    if summary_path.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == source:
-        return json.loads(summary_path.read_text())
+    if summary_path.is_file() and stamp.is_file():
+        try:
+            stored = read_json(stamp, "preparation stamp")
+        except ValueError:
+            stored = None  # a damaged stamp: prepared again
+        if isinstance(stored, dict) and stored.get("source") == source:
+            listing = _source_listing(src, out)
+            if stored.get("listing") == listing:
+                return read_json(summary_path, "preparation summary")
+            before = (stored.get("listing") or {}).get("files", "?")
+            print(
+                f"{corpus}: {source['src']} changed since it was prepared into {out} "
+                f"({before} files then, {listing['files']} now; audio replaced, added or "
+                "removed); preparing it again",
+                file=sys.stderr,
+            )
     summary = prepare(corpus, src, out, **options)
-    write_text_atomic(stamp, json.dumps(source))
+    stamp_text = json.dumps({"source": source, "listing": _source_listing(src, out)})
+    write_text_atomic(stamp, stamp_text)
     return summary
 
 

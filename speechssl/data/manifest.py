@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 
-from speechssl.safe_io import atomic_write
+from speechssl.safe_io import atomic_write, parse_json
 
 REQUIRED_KEYS = ("id", "audio", "duration", "sample_rate")
 OPTIONAL_KEYS = ("speaker", "label", "text", "session", "fold", "split", "gender")
@@ -61,9 +61,9 @@ def parse_jsonl(
             continue
         reason = None
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            reason, detail = "malformed-line", f"line {line_number}: {error.msg}"
+            row = parse_json(line, f"line {line_number}")
+        except ValueError as error:
+            reason, detail = "malformed-line", str(error)
         else:
             missing = [key for key in REQUIRED_KEYS if not isinstance(row, dict) or key not in row]
             if missing:

@@ -15,6 +15,7 @@ layer's hidden states with their frame lengths::
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, NamedTuple
 
 import torch
@@ -62,11 +63,64 @@ def attention_mask_from_padding(padding_mask: Tensor) -> Tensor:
     return allowed[:, None, None, :]  # (B, F) -> (B, 1, 1, F): broadcast over heads and queries
 
 
-def check_waveform_batch(wav: Tensor, lengths: Tensor | None) -> Tensor:
-    """Validate ``(wav (B, T), lengths (B,))`` and return int64 lengths (full length if None)."""
+# integer PCM -> float in [-1, 1): what soundfile.read(dtype="float32") gives for the file
+_PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
+
+
+def waveform_batch(wav, lengths=None) -> tuple[Tensor, Tensor]:
+    """``(wav (B, T) float32, lengths (B,) int64)`` from what a user hands an encoder.
+
+    The one input conversion of every encoder, so that all take the same things:
+    ``wav`` may be a tensor or a NumPy array (``soundfile.read`` gives float64), float of
+    any precision (float64 becomes float32; float16/bfloat16 stay as they are, for a model
+    run in that precision) or int16/int32 PCM (scaled to [-1, 1)); ``lengths`` may be a
+    tensor, a list, a tuple, a NumPy array or None (every item full length). Anything else
+    is one ``ValueError``.
+
+    Example:
+        >>> wav, lengths = waveform_batch(torch.full((2, 4), 16384, dtype=torch.int16), [4, 2])
+        >>> wav.dtype, wav[0, 0].item(), lengths.tolist()
+        (torch.float32, 0.5, [4, 2])
+    """
+    if not isinstance(wav, Tensor):
+        try:
+            wav = torch.as_tensor(wav)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"expected a waveform tensor or array (B, T), got {type(wav).__name__}"
+            ) from None
+    if wav.dtype in _PCM_SCALE:
+        wav = wav.float() / _PCM_SCALE[wav.dtype]
+    elif wav.dtype == torch.float64:
+        wav = wav.float()
+    elif not wav.is_floating_point():
+        raise ValueError(
+            f"a waveform of {str(wav.dtype).replace('torch.', '')} is not audio: pass float "
+            "samples in [-1, 1] or int16/int32 PCM"
+        )
     if wav.ndim != 2:
-        raise ValueError(f"expected a waveform batch of shape (B, T), got {tuple(wav.shape)}")
-    return check_lengths(lengths, wav.shape[0], wav.shape[1], wav.device)
+        hint = " (one clip: wav[None])" if wav.ndim == 1 else ""
+        raise ValueError(f"expected a waveform batch of shape (B, T), got {tuple(wav.shape)}{hint}")
+    if lengths is not None and not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(lengths, device=wav.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"expected lengths (B,) as a tensor or a list of integers, got {lengths!r}"[:200]
+            ) from None
+    if lengths is not None and lengths.is_floating_point():
+        if not torch.compiler.is_compiling() and bool((lengths != lengths.round()).any()):
+            raise ValueError(f"lengths must be whole numbers of samples, got {lengths.tolist()}")
+        lengths = lengths.long()
+    elif lengths is not None and (lengths.dtype == torch.bool or lengths.is_complex()):
+        raise ValueError(f"lengths must be integers, got {lengths.dtype}")
+    return wav, check_lengths(lengths, wav.shape[0], wav.shape[1], wav.device)
+
+
+def check_waveform_batch(wav: Tensor, lengths: Tensor | None) -> Tensor:
+    """Validate ``(wav (B, T), lengths (B,))`` and return int64 lengths (full length if None);
+    :func:`waveform_batch` also returns the converted waveform."""
+    return waveform_batch(wav, lengths)[1]
 
 
 def check_lengths(lengths: Tensor | None, batch_size: int, max_length: int, device) -> Tensor:
@@ -79,6 +133,24 @@ def check_lengths(lengths: Tensor | None, batch_size: int, max_length: int, devi
     if not torch.compiler.is_compiling() and bool(((lengths < 0) | (lengths > max_length)).any()):
         raise ValueError(f"lengths must lie in [0, {max_length}], got {lengths.tolist()}")
     return lengths.long()
+
+
+def weights_digest(module: nn.Module) -> str:
+    """Hex digest of every parameter and buffer of ``module`` (names, shapes, dtypes,
+    values): what a cache of its outputs is keyed by.
+
+    Example:
+        >>> layer = nn.Linear(2, 2)
+        >>> before = weights_digest(layer)
+        >>> _ = layer.weight.data.add_(1.0)
+        >>> weights_digest(layer) == before
+        False
+    """
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 class Encoder(nn.Module):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from speechssl.encoders.base import Encoder, EncoderOutput
+from speechssl.encoders.base import Encoder, EncoderOutput, waveform_batch
 from speechssl.features.fbank import Fbank
 from speechssl.features.framing import lengths_to_mask
 
@@ -99,10 +99,10 @@ class FbankUpstream(Encoder):
         return 0
 
     def features(
-        self, wav: torch.Tensor, lengths: torch.Tensor
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel filterbanks ``(B, F, n_mels)`` and frame lengths ``(B,)``, not normalised."""
-        return self.fbank(wav, lengths)
+        return self.fbank(*waveform_batch(wav, lengths))
 
     def forward_features(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> EncoderOutput:
         if self.config.normalize:
@@ -110,6 +110,4 @@ class FbankUpstream(Encoder):
         return EncoderOutput(feats, (feats,), feat_lengths)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> EncoderOutput:
-        if lengths is None:
-            lengths = torch.full((wav.size(0),), wav.size(-1), dtype=torch.long, device=wav.device)
         return self.forward_features(*self.features(wav, lengths))

@@ -18,8 +18,8 @@ from .base import (
     Encoder,
     EncoderOutput,
     check_lengths,
-    check_waveform_batch,
     lengths_to_padding_mask,
+    waveform_batch,
 )
 
 NORMALIZATIONS = ("utterance", "global", "none")
@@ -136,7 +136,7 @@ class FbankEncoder(Encoder):
 
     def features(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """wav (B, T) -> normalised log-mel (B, F, n_mels) and frame lengths (B,)."""
-        lengths = check_waveform_batch(wav, lengths)
+        wav, lengths = waveform_batch(wav, lengths)
         return self.front_end(wav, lengths)
 
     def _check_features(self, feats: Tensor, lengths: Tensor | None) -> Tensor:

@@ -2,9 +2,11 @@
 
 A frozen upstream's hidden states depend only on its weights and the audio, so each
 utterance is encoded once per run and every fold, seed, head, probe and verification
-trial list reads the same cached tensor. :class:`FeatureCache` keys entries by the
-upstream's fingerprint (class, weights and buffers, hashed) and the manifest's
-(ids, audio paths, durations) plus the sample rate: a changed weight or row re-encodes.
+trial list reads the same cached tensor. :class:`FeatureCache` keys entries by what they
+depend on: the upstream's fingerprint (class, architecture, weights and buffers, hashed),
+the manifest's (ids, audio paths, durations, and each audio file's size, mtime and a
+digest of its first and last blocks: :func:`speechssl.safe_io.file_identity`) and the
+options (sample rate, pooling): a changed weight, row or audio file re-encodes.
 
 The cached tensor is ``(N, L + 1, 2, D)``: for each utterance and hidden state (0 is the
 input to the first layer), the mean and standard deviation over its valid frames. The
@@ -38,9 +40,14 @@ from torch import nn
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.encoders.base import Encoder
-from speechssl.safe_io import UnreadableFileError, load_torch_file, save_torch_atomic
+from speechssl.heads.pooling import pool_hidden_states
+from speechssl.progress_bar import progress_bar
+from speechssl.safe_io import UnreadableFileError, file_identity, load_torch_file, save_torch_atomic
 
 __all__ = ["FeatureCache", "encoder_fingerprint", "manifest_fingerprint", "pool_hidden_states"]
+
+# what each cached entry holds; a change of the statistics invalidates every entry
+POOLING = "mean+std over valid frames, float32"
 
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
@@ -58,32 +65,15 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
 
 
 def manifest_fingerprint(manifest: Manifest) -> str:
-    """Hex digest of the rows' ids, audio paths and durations, in order."""
+    """Hex digest of the rows' ids, audio paths and durations and of the audio itself
+    (:func:`~speechssl.safe_io.file_identity`: size, mtime, first and last blocks), in order:
+    a clip replaced by another of the same length changes it."""
     digest = hashlib.sha1()
     for index in range(len(manifest)):
         row = manifest.row(index)
-        digest.update(f"{row['id']}\t{row['audio']}\t{row['duration']:.4f}\n".encode())
+        identity = file_identity(row["audio"], content=True)
+        digest.update(f"{row['id']}\t{row['audio']}\t{row['duration']:.4f}\t{identity}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def pool_hidden_states(hidden_states, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean and std over valid frames of each hidden state.
-
-    Args:
-        hidden_states: ``L + 1`` tensors ``(B, F, D)``.
-        lengths: ``(B,)`` valid frames per row; padding never enters a statistic.
-
-    Returns:
-        ``(B, L + 1, 2, D)`` float32: ``[..., 0, :]`` the mean, ``[..., 1, :]`` the std.
-    """
-    stacked = torch.stack([hidden.float() for hidden in hidden_states], dim=1)  # (B, L+1, F, D)
-    frames = torch.arange(stacked.shape[2], device=stacked.device)
-    # (B, F) -> (B, 1, F, 1): broadcasts over layers and channels
-    valid = (frames[None, :] < lengths[:, None])[:, None, :, None].to(stacked.dtype)
-    count = valid.sum(dim=2).clamp(min=1)  # (B, 1, 1)
-    mean = (stacked * valid).sum(dim=2) / count  # (B, L+1, D)
-    variance = (((stacked - mean[:, :, None, :]) * valid) ** 2).sum(dim=2) / count
-    return torch.stack([mean, variance.clamp(min=0).sqrt()], dim=2)  # (B, L+1, 2, D)
 
 
 class FeatureCache:
@@ -112,8 +102,12 @@ class FeatureCache:
         self._entries: dict[str, torch.Tensor] = {}
 
     def key(self, encoder: nn.Module, manifest: Manifest) -> str:
-        rate = self.data_config.sample_rate
-        return f"{encoder_fingerprint(encoder)}-{manifest_fingerprint(manifest)}-{rate}"
+        """``<encoder>-<manifest and audio>-<options>``: what an entry depends on."""
+        options = hashlib.sha1(f"{self.data_config.sample_rate}\t{POOLING}".encode())
+        return (
+            f"{encoder_fingerprint(encoder)}-{manifest_fingerprint(manifest)}-"
+            f"{options.hexdigest()[:8]}"
+        )
 
     def pooled(self, encoder: nn.Module, manifest: Manifest) -> torch.Tensor:
         """``(N, L + 1, 2, D)`` float32 features of ``manifest`` in manifest order."""
@@ -145,6 +139,9 @@ class FeatureCache:
             train=False,
         )
         pooled, indices = [], []
+        name = getattr(encoder, "family", "") or type(encoder).__name__
+        # a bar on a terminal, a line every 30 s in a log: encoding is the long step
+        progress = progress_bar(total=len(manifest), desc=f"encode {name}", unit="utt", leave=False)
         try:
             for batch in loader:
                 if len(batch) == 0:
@@ -154,7 +151,9 @@ class FeatureCache:
                 pooled.append(pool_hidden_states(output.hidden_states, output.lengths).cpu())
                 indices.append(batch.indices.cpu())
                 self.encoded_utterances += len(batch)
+                progress.update(len(batch))
         finally:
+            progress.close()
             encoder.train(was_training)
         if not pooled:
             raise ValueError("no utterance of the manifest could be read")

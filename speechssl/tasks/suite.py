@@ -1,5 +1,5 @@
-"""The evaluation suite: speaker ID, speaker verification, emotion LOSO and plain
-classification for any upstream, with seeds, 95 % CIs and paired deltas.
+"""The evaluation suite: speaker ID, speaker verification, emotion LOSO, keyword spotting
+and plain classification for any upstream, with seeds, 95 % CIs and paired deltas.
 
 One :class:`Suite` serves the recipes and ``speechssl evaluate``. For each upstream and
 seed it builds the encoder, runs the task and keeps every test item's prediction, so
@@ -16,7 +16,21 @@ Heads:
   protocol (SUPERB), frozen or fine-tuned; the seed also seeds the head.
 
 Frozen upstreams go through one :class:`~speechssl.tasks.pooled.FeatureCache`, so each
-utterance is encoded once per (upstream, seed) whatever the folds and heads.
+utterance is encoded once per (upstream, seed) whatever the folds and heads; its entries
+live under ``run_dir/feature_cache``.
+
+Each fit (a seed of a task, or one fold of a seed) writes its test predictions as it
+finishes, to ``cell.json`` in its folder under ``run_dir`` (``<task>/<upstream>/seed<k>
+[/fold_<session>]``), keyed by what it depends on (the encoder's weights, the three
+manifests and their audio, the head and budget, the labels, the seed). A stopped run
+keeps what it finished; run again with the same ``run_dir``, it reuses every cell whose
+key still matches and encodes nothing the feature cache holds. Progress: a bar (a line
+every 30 s in a log) over the seeds and folds, the encoding and the probe's fits.
+
+Results are checked before they are scored: an upstream whose pooled features, or a
+trained head whose probabilities, are not finite (NaN, inf) stops the cell with one line
+naming the task, the upstream and the seed (:class:`NonFiniteResultError`), never a
+chance-level score.
 
 Example (FBANK on tones of two classes):
     >>> import tempfile
@@ -30,16 +44,21 @@ Example (FBANK on tones of two classes):
     ...     "label": "low" if i % 2 else "high"} for i in range(start, start + 6)]
     >>> suite = Suite(LinearProbeConfig(c_grid=[1.0]), run_dir=root + "/suite")
     >>> fbank = Upstream("fbank", lambda seed: FbankUpstream(n_mels=40))
-    >>> outcome = suite.classification(fbank, Manifest.from_rows(rows(0)),
-    ...     Manifest.from_rows(rows(6)), Manifest.from_rows(rows(12)), ["high", "low"])
+    >>> train, dev, test = (Manifest.from_rows(rows(start)) for start in (0, 6, 12))
+    >>> outcome = suite.classification(fbank, train, dev, test, ["high", "low"])
     >>> summary = summarize([outcome])
     >>> summary["table"][0]["metric"], summary["table"][0]["mean"]
     ('accuracy', 100.0)
+    >>> again = suite.classification(fbank, train, dev, test, ["high", "low"])
+    >>> again.details[0]["reused"], suite.cache.encoded_utterances  # nothing fitted or encoded
+    (True, 18)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +71,8 @@ from torch import nn
 from speechssl.data.compact import Manifest
 from speechssl.heads.config import ClassifierHeadConfig, EcapaHeadConfig
 from speechssl.heads.linear_probe import LinearProbe, LinearProbeConfig
+from speechssl.progress_bar import progress_bar
+from speechssl.safe_io import write_text_atomic
 from speechssl.stats import (
     Delta,
     Estimate,
@@ -69,16 +90,18 @@ from speechssl.tasks.classification import (
 )
 from speechssl.tasks.emotion import EmotionResults, loso_folds, validation_split
 from speechssl.tasks.metrics import eer_and_mindcf, unweighted_accuracy
-from speechssl.tasks.pooled import FeatureCache
+from speechssl.tasks.pooled import FeatureCache, encoder_fingerprint, manifest_fingerprint
 from speechssl.tasks.pooled_head import label_indices
 from speechssl.tasks.speaker import Trial, score_trials
 from speechssl.tasks.speaker_protocol import speakers_of
 
 __all__ = [
     "METRICS",
+    "NonFiniteResultError",
     "Suite",
     "TaskOutcome",
     "Upstream",
+    "shared_speakers",
     "summarize",
     "summary_markdown",
     "transfer_upstreams",
@@ -102,8 +125,31 @@ TASK_METRICS = {
     "speaker_id": ("accuracy",),
     "speaker_verification": ("eer",),
     "emotion": ("accuracy", "ua"),
+    "keyword": ("accuracy",),
     "classification": ("accuracy", "ua"),
 }
+
+
+class NonFiniteResultError(ValueError):
+    """An upstream's features or a head's outputs hold NaN or inf: no score is given."""
+
+
+def check_finite(values: torch.Tensor, what: str, where: str) -> torch.Tensor:
+    """``values (N, ...)`` unchanged when every entry is finite; else one-line refusal.
+
+    Example:
+        >>> check_finite(torch.tensor([[1.0], [float("nan")]]), "features", "emotion / x / seed 0")
+        Traceback (most recent call last):
+            ...
+        speechssl.tasks.suite.NonFiniteResultError: emotion / x / seed 0: the features are NaN or inf for 1 of 2 utterances; no score is given (a diverged or damaged upstream?)
+    """
+    bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)  # (N,)
+    if bool(bad.any()):
+        raise NonFiniteResultError(
+            f"{where}: the {what} are NaN or inf for {int(bad.sum())} of {len(values)} "
+            "utterances; no score is given (a diverged or damaged upstream?)"
+        )
+    return values
 
 
 @dataclass
@@ -204,18 +250,55 @@ class Suite:
         run_dir: Path,
         task: str,
     ) -> tuple[np.ndarray, dict]:
-        """Test predictions ``(N,)`` class indices and what the fit reported."""
+        """Test predictions ``(N,)`` class indices and what the fit reported, read from
+        ``run_dir/cell.json`` where an earlier run finished this very fit."""
         head = self.head_for(upstream, task)
+        # before the fit: fine-tuning changes the encoder's weights in place
+        key = _cell_key(
+            encoder_fingerprint(encoder),
+            [manifest_fingerprint(split) for split in (train, dev, test)],
+            repr(head),
+            "" if isinstance(head, LinearProbeConfig) else repr(self.transfer),
+            upstream.mode,
+            list(labels),
+            label_column,
+            seed,
+        )
+        saved = _read_cell(run_dir / CELL_FILE, key, len(test))
+        if saved is not None:
+            self.progress(f"{run_dir.relative_to(self.run_dir).as_posix()}: finished earlier")
+            return saved
+        predicted, detail = self._fit(
+            encoder, head, upstream, seed, train, dev, test, labels, label_column, run_dir, task
+        )
+        _write_cell(run_dir / CELL_FILE, key, predicted, detail)
+        return predicted, detail
+
+    def _fit(
+        self,
+        encoder: nn.Module,
+        head,
+        upstream: Upstream,
+        seed: int,
+        train: Manifest,
+        dev: Manifest,
+        test: Manifest,
+        labels: Sequence[str],
+        label_column: str,
+        run_dir: Path,
+        task: str,
+    ) -> tuple[np.ndarray, dict]:
+        where = f"{task} / {upstream.name} / seed {seed}"
         if isinstance(head, LinearProbeConfig):
             probe = LinearProbe(head)
             fit = probe.fit(
-                self.cache.pooled(encoder, train),
+                self._pooled(encoder, train, where),
                 label_indices(train, label_column, labels),
-                self.cache.pooled(encoder, dev),
+                self._pooled(encoder, dev, where),
                 label_indices(dev, label_column, labels),
                 num_classes=len(labels),
             )
-            predicted = probe.predict(self.cache.pooled(encoder, test)).numpy()
+            predicted = probe.predict(self._pooled(encoder, test, where)).numpy()
             return predicted, {"probe": fit._asdict()}
         head = dataclasses.replace(head, mode=upstream.mode)
         run = train_classifier(
@@ -238,11 +321,16 @@ class Suite:
             labels=labels,
             cache=self.cache,
         )
+        check_finite(predictions.probabilities, "head's probabilities", where)
         weights = run.model.layer_weights()
         return predictions.y_pred.numpy(), {
             "training": run.result.get("training"),
             "layer_weights": None if weights is None else weights.detach().cpu().tolist(),
         }
+
+    def _pooled(self, encoder: nn.Module, manifest: Manifest, where: str) -> torch.Tensor:
+        """The cache's pooled features ``(N, L + 1, 2, D)``, checked finite."""
+        return check_finite(self.cache.pooled(encoder, manifest), "features", where)
 
     def _encoder(self, upstream: Upstream, seed: int) -> nn.Module:
         # whatever the builder draws from the global RNG is fixed by the seed
@@ -266,7 +354,7 @@ class Suite:
         outcome = TaskOutcome(
             task, upstream.name, label_indices(test, label_column, labels).numpy()
         )
-        for seed in upstream.seeds:
+        for seed in progress_bar(upstream.seeds, desc=f"{task} / {upstream.name}", unit="seed"):
             encoder = self._encoder(upstream, seed)
             predicted, detail = self._fit_predict(
                 encoder,
@@ -303,6 +391,29 @@ class Suite:
             upstream, train, dev, test, speakers, label_column="speaker", task="speaker_id"
         )
 
+    def keyword(
+        self, upstream: Upstream, train: Manifest, dev: Manifest, test: Manifest
+    ) -> TaskOutcome:
+        """Speaker-independent spoken-word recognition (SUPERB keyword spotting): the word
+        (``label``) of each ``test`` clip, from a probe trained on other speakers' clips.
+
+        The words are those of ``train``; no speaker may be in two splits (a test speaker
+        heard in training would let the speaker's voice, not the word, carry the answer).
+
+        Raises:
+            ValueError: splits share a speaker, or dev/test hold a word train lacks.
+        """
+        shared = shared_speakers({"train": train, "dev": dev, "test": test})
+        if shared:
+            pairs = ", ".join(f"{a}/{b}: {names[:3]}" for (a, b), names in shared.items())
+            raise ValueError(f"keyword splits must be speaker-disjoint; shared speakers {pairs}")
+        words = sorted({str(word) for word in train.column("label").values()})
+        for name, split in (("dev", dev), ("test", test)):
+            unknown = sorted({str(word) for word in split.column("label").values()} - set(words))
+            if unknown:
+                raise ValueError(f"keyword {name} words missing from train: {unknown[:5]}")
+        return self.classification(upstream, train, dev, test, words, task="keyword")
+
     def speaker_verification(
         self, upstream: Upstream, manifest: Manifest, trials: Sequence[Trial]
     ) -> TaskOutcome:
@@ -313,7 +424,8 @@ class Suite:
         outcome = TaskOutcome("speaker_verification", upstream.name, labels)
         ids = [manifest.row(index)["id"] for index in range(len(manifest))]
         for seed in upstream.seeds:
-            means = self.cache.pooled(self._encoder(upstream, seed), manifest)[:, :, 0]
+            where = f"speaker_verification / {upstream.name} / seed {seed}"
+            means = self._pooled(self._encoder(upstream, seed), manifest, where)[:, :, 0]
             chosen = (
                 range(means.shape[1])
                 if self.verification_layers is None
@@ -354,12 +466,12 @@ class Suite:
         y_all = label_indices(manifest, "label", labels).numpy()
         outcome = TaskOutcome("emotion", upstream.name, y_all[tested])
         position = {row: index for index, row in enumerate(tested)}
-        for seed in upstream.seeds:
+        for seed in progress_bar(upstream.seeds, desc=f"emotion / {upstream.name}", unit="seed"):
             encoder = self._encoder(upstream, seed)
             predicted = np.full(len(tested), -1)
             results = EmotionResults(labels)
             fold_details = []
-            for fold in folds:
+            for fold in progress_bar(folds, desc=f"seed {seed}", unit="fold", leave=False):
                 train_rows, dev_rows = validation_split(
                     fold, sessions, strategy=validation, speakers=speakers, seed=seed
                 )
@@ -393,6 +505,54 @@ class Suite:
             )
         outcome.seconds = time.perf_counter() - start
         return outcome
+
+
+# the file in each fit's folder that holds its finished result
+CELL_FILE = "cell.json"
+
+
+def _cell_key(*parts) -> str:
+    """Hex digest of what a fit depends on (JSON-able parts, in order)."""
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+def _read_cell(path: Path, key: str, num_items: int) -> tuple[np.ndarray, dict] | None:
+    """A finished fit's ``(predictions, detail)`` if ``path`` holds one under ``key``."""
+    try:
+        cell = json.loads(path.read_text(encoding="utf-8"))
+        if cell["key"] != key or len(cell["predicted"]) != num_items:
+            return None
+        return np.asarray(cell["predicted"], dtype=np.int64), {**cell["detail"], "reused": True}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, cut short or another run's: fit again
+
+
+def _write_cell(path: Path, key: str, predicted: np.ndarray, detail: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cell = {"key": key, "predicted": np.asarray(predicted).tolist(), "detail": detail}
+    write_text_atomic(path, json.dumps(cell, default=str) + "\n")
+
+
+def shared_speakers(splits: dict[str, Manifest]) -> dict[tuple[str, str], list[str]]:
+    """``{(split_a, split_b): [speakers in both]}`` for every pair of named splits that
+    share a speaker (empty: speaker-disjoint).
+
+    Example:
+        >>> row = lambda i, speaker: {"id": f"u{i}", "audio": "x.wav", "duration": 1.0,
+        ...     "sample_rate": 16000, "speaker": speaker}
+        >>> shared_speakers({"train": Manifest.from_rows([row(0, "a"), row(1, "b")]),
+        ...     "test": Manifest.from_rows([row(2, "b")])})
+        {('train', 'test'): ['b']}
+    """
+    speakers = {name: set(speakers_of(split)) for name, split in splits.items()}
+    names = list(speakers)
+    shared = {}
+    for index, a in enumerate(names):
+        for b in names[index + 1 :]:
+            both = sorted(speakers[a] & speakers[b])
+            if both:
+                shared[a, b] = both
+    return shared
 
 
 def transfer_upstreams(
@@ -526,6 +686,7 @@ METRIC_TITLES = {
     ("speaker_verification", "eer"): "verification EER (%)",
     ("emotion", "accuracy"): "emotion WA (%)",
     ("emotion", "ua"): "emotion UA (%)",
+    ("keyword", "accuracy"): "keyword accuracy (%)",
     ("classification", "accuracy"): "accuracy (%)",
     ("classification", "ua"): "UA (%)",
 }

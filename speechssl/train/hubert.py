@@ -91,13 +91,23 @@ def write_if_changed(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     return path
 
 
+def _split_rows(folder: Path, split: str) -> list[dict]:
+    """Rows of a prepared split ``folder/<split>.jsonl``, or of a manifest path ``*.jsonl``."""
+    if str(split).endswith(".jsonl"):
+        return list(read_jsonl(Path(split).expanduser()))
+    return list(read_jsonl(folder / f"{split}.jsonl"))
+
+
 @dataclass
 class PretrainingData:
     """The pre-training audio: splits of a prepared corpus, plus speaker-corpus audio.
 
     Attributes:
         corpus, src: the corpus (a ``speechssl prepare`` name) and its folder.
-        train_splits, valid_splits: its prepared splits that make train and valid.
+        train_splits, valid_splits: its prepared splits that make train and valid; an
+            entry ending in ``.jsonl`` is a manifest path read as it is (a corpus prepared
+            elsewhere, e.g. ``speechssl prepare folder /data/LibriLight m --unlabelled``
+            then ``train_splits=[m/all.jsonl]``).
         verify_audio: decode every file while preparing (unreadable ones are skipped).
         speaker_corpus, speaker_src: a VoxCeleb1-layout corpus whose ``speaker_splits``
             audio joins the training split (more speakers; no label is used). The speakers
@@ -120,12 +130,8 @@ class PretrainingData:
         ``data_root/<corpus>`` once; a file is rewritten only when its content changes."""
         data_root = Path(data_root)
         folder = prepared_folder(self.corpus, self.src, data_root, verify=self.verify_audio)
-        train_rows = [
-            row for split in self.train_splits for row in read_jsonl(folder / f"{split}.jsonl")
-        ]
-        valid_rows = [
-            row for split in self.valid_splits for row in read_jsonl(folder / f"{split}.jsonl")
-        ]
+        train_rows = [row for split in self.train_splits for row in _split_rows(folder, split)]
+        valid_rows = [row for split in self.valid_splits for row in _split_rows(folder, split)]
         if self.speaker_splits:
             if self.speaker_corpus is None or self.speaker_src is None:
                 raise ValueError("speaker_splits need speaker_corpus and speaker_src")

@@ -144,7 +144,7 @@ def recipe(recipes, capsys):
         cfg = compose(name, ["debug=tiny", *overrides])
         capsys.readouterr()
         try:
-            run_recipe(name, recipes[name].run, cfg)
+            run_recipe(name, recipes[name].run, cfg, getattr(recipes[name], "door", None))
             code = 0
         except SystemExit as stop:
             code = int(stop.code or 0)

@@ -82,3 +82,20 @@ def test_progress_writer_bar_into_a_file_is_plain(tmp_path, capsys):
     if lines:
         assert lines[-1].startswith("train: 100% 2000/2000") and "loss=" in lines[-1]
     assert "step 2000 valid: loss=0.5" in captured.out.splitlines()
+
+
+def test_a_log_gets_a_line_at_most_every_interval_whatever_asks_for_redraws():
+    """Redraws asked for by hand (as tqdm's monitor thread and messages above the bar do)
+    do not add lines: at most one per interval, plus the final state."""
+    log = io.StringIO()
+    interval, start = 0.2, time.monotonic()
+    bar = progress_bar(total=40, desc="work", stream=log, interval=interval)
+    for _ in range(40):
+        time.sleep(0.02)
+        bar.update()
+        bar.refresh()
+    bar.close()
+    elapsed = time.monotonic() - start
+    lines = log.getvalue().splitlines()
+    assert 1 <= len(lines) <= elapsed / interval + 1, lines
+    assert "40/40" in lines[-1]

@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from speechssl.data.prepare import (
+    cutset,
     folder,
     iemocap,
     librispeech,
@@ -54,6 +55,7 @@ PREPARERS: dict[str, Preparer] = {
         speech_commands,
         folder,
         table,
+        cutset,
     )
 }
 
@@ -65,38 +67,53 @@ def prepare(
     verify: bool = True,
     labels: list[str] | None = None,
     workers: int | None = None,
+    unlabelled: bool = False,
 ) -> dict:
     """Prepare ``corpus`` found at ``src`` (its root or the root's parent) into ``out``.
 
     Args:
         corpus: a key of :data:`PREPARERS` (``librispeech``, ``voxceleb1``, ``iemocap``,
-            ``ljspeech``, ``libritts``, ``vctk``, ``speech_commands``, ``folder``, ``csv``).
-        src: the corpus folder (for ``csv``: the CSV file).
+            ``ljspeech``, ``libritts``, ``vctk``, ``speech_commands``, ``folder``, ``csv``,
+            ``lhotse``).
+        src: the corpus folder (for ``csv``: the CSV file; ``lhotse``: the CutSet file).
         out: output folder, created if needed.
         verify: decode every file (True) or read headers only (False).
         labels: for ``folder`` / ``csv`` only, the allowed label set.
         workers: threads for the audio check (default: up to 8).
+        unlabelled: for ``folder`` only, every audio file is an unlabelled row (sub-folders
+            are not classes); a folder with audio at its top level only is read so anyway.
 
     Returns:
         The summary dict also written to ``out/summary.json``.
 
     Raises:
-        ValueError: unknown corpus or a layout that is not the expected one (one line).
+        ValueError: unknown corpus, a layout that is not the expected one, or no file
+            kept (one line; ``out/skipped.jsonl`` says why each file was left out).
     """
     if corpus not in PREPARERS:
         raise ValueError(f"unknown corpus {corpus!r}; choose one of {', '.join(PREPARERS)}")
     preparer = PREPARERS[corpus]
     report = Report()
+    options = {}
     if labels is not None:
         if not preparer.takes_labels:
             raise ValueError(f"{corpus}: --labels applies only to the folder and csv corpora")
-        utterances = preparer.collect(src, report, labels=set(labels))
-    else:
-        utterances = preparer.collect(src, report)
+        options["labels"] = set(labels)
+    if unlabelled:
+        if corpus != "folder":
+            raise ValueError(f"{corpus}: --unlabelled applies only to the folder corpus")
+        options["unlabelled"] = True
+    utterances = preparer.collect(src, report, **options)
     source = report.root or Path(src).expanduser().resolve()
-    return write_outputs(
-        corpus, source, Path(out).expanduser().resolve(), utterances, report, verify, workers
-    )
+    out = Path(out).expanduser().resolve()
+    summary = write_outputs(corpus, source, out, utterances, report, verify, workers)
+    if not any(entry["utterances"] for entry in summary["manifests"].values()):
+        skipped = " ".join(f"{k}={v}" for k, v in summary["skipped"].items()) or "none"
+        raise ValueError(
+            f"{corpus}: no file kept from {source} (skipped: {skipped}; see "
+            f"{out / 'skipped.jsonl'})"
+        )
+    return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,10 +140,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="threads decoding audio (default: up to 8)"
     )
+    parser.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="folder only: every audio file (any depth) is an unlabelled row, e.g. "
+        "pre-training audio (the default where all audio sits at the top level)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl prepare``: prepare, print the summary, return 0."""
-    summary = prepare(args.corpus, args.src, args.out, args.verify, args.labels, args.workers)
+    summary = prepare(
+        args.corpus,
+        args.src,
+        args.out,
+        args.verify,
+        args.labels,
+        args.workers,
+        unlabelled=args.unlabelled,
+    )
     print(format_summary(summary))
     return 0

@@ -41,8 +41,8 @@ from ..base import (
     Encoder,
     EncoderOutput,
     attention_mask_from_padding,
-    check_waveform_batch,
     lengths_to_padding_mask,
+    waveform_batch,
 )
 from ..frontend import FbankFrontEnd
 from ..strided_conv import strided_conv1d
@@ -419,7 +419,7 @@ class Wav2Vec2Encoder(Encoder):
 
         The gradient reaching the extractor is scaled by ``config.feature_grad_mult``.
         """
-        lengths = check_waveform_batch(wav, lengths)
+        wav, lengths = waveform_batch(wav, lengths)
         if self.feature_extractor_frozen:
             with torch.no_grad():
                 return self.feature_extractor(wav, lengths)

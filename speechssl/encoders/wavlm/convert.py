@@ -49,6 +49,7 @@ from ..wav2vec2.convert.huggingface_format import (
 )
 from ..wav2vec2.convert.torchaudio_format import (
     TORCHAUDIO_ONLY,
+    check_preset_arguments,
     legacy_weight_norm_keys,
     load_exact,
     shape_mismatches,
@@ -261,6 +262,7 @@ def encoder_from_torchaudio_state(
     problems = []
     for candidate in candidates:
         if isinstance(candidate, dict):
+            check_preset_arguments(torchaudio.models.wavlm_model, candidate, source)
             builder = functools.partial(
                 torchaudio.models.wavlm_model, **{"aux_num_out": None, **candidate}
             )

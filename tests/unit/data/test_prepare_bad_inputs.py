@@ -106,8 +106,11 @@ def test_bad_flac_and_transcripts_in_librispeech(tmp_path):
     (other / "26-199.trans.txt").write_bytes(b"26-199-0001 CAF\xe9\n")
     for flac in other.glob("*.flac"):
         expected[str(flac)] = "unreadable-transcript"
-    summary = prepare("librispeech", corpus, tmp_path / "out")
+    # no file kept: one line, after skipped.jsonl and summary.json say why
+    with pytest.raises(ValueError, match="librispeech: no file kept"):
+        prepare("librispeech", corpus, tmp_path / "out")
     assert _reasons(tmp_path / "out") == expected
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["manifests"]["dev-clean"]["utterances"] == 0
 
 

@@ -8,7 +8,6 @@ functions that need it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from torchaudio.models.wav2vec2.utils import import_huggingface_model
 
 from speechssl.encoders.checkpoint_files import read_checkpoint
-from speechssl.safe_io import check_state_fits, short_reason
+from speechssl.safe_io import check_state_fits, read_json, short_reason
 
 from ..model import Wav2Vec2Encoder
 from .torchaudio_format import from_torchaudio, speechssl_to_torchaudio_key
@@ -69,10 +68,7 @@ def load_local_transformers_model(directory: str | os.PathLike):
         raise FileNotFoundError(
             f"no transformers model directory at {directory} (config.json missing)"
         )
-    try:
-        values = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{config_path}: not valid JSON ({short_reason(error)})") from None
+    values = read_json(config_path, "config.json")  # bounded size and depth
     model_type = values.pop("model_type", None) if isinstance(values, dict) else None
     if not isinstance(model_type, str):
         raise ValueError(f"{config_path} has no model_type")  # noqa: TRY004 - bad data, not a bad call

@@ -21,6 +21,7 @@ import torchaudio
 from torch import Tensor
 
 from speechssl.encoders.checkpoint_files import read_checkpoint
+from speechssl.safe_io import check_allocation, short_reason
 
 from ..config import Wav2Vec2Config
 from ..model import Wav2Vec2Encoder
@@ -310,6 +311,7 @@ def encoder_from_torchaudio_state(
                 "torchaudio.models.wav2vec2_model keyword arguments>}}"
             )
     if isinstance(preset, dict):
+        check_preset_arguments(torchaudio.models.wav2vec2_model, preset, source)
         model = torchaudio.models.wav2vec2_model(**{"aux_num_out": None, **preset})
     elif preset in TORCHAUDIO_PRESETS:
         model = getattr(torchaudio.models, preset)()
@@ -323,6 +325,26 @@ def encoder_from_torchaudio_state(
         raise ValueError(f"{source}: not a torchaudio {preset} state dict ({mismatches})")
     model.load_state_dict(state, strict=False)
     return from_torchaudio(model.eval()).eval()
+
+
+def check_preset_arguments(builder, preset: dict, source: str) -> None:
+    """Build ``builder(aux_num_out=None, **preset)`` (torchaudio's ``wav2vec2_model`` or
+    ``wavlm_model``) on the meta device: a ``preset`` dict from a file with unknown or
+    missing arguments, values of the wrong type or sizes no machine holds is one line.
+
+    Raises:
+        ValueError: naming ``source`` and what torchaudio refused.
+    """
+    arguments = {"aux_num_out": None, **preset}
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            parameters = sum(p.numel() for p in builder(**arguments).parameters())
+    except Exception as error:  # noqa: BLE001 - a builder refuses bad arguments with any type
+        raise ValueError(
+            f"{source}: the 'preset' dict is not a usable {builder.__name__} configuration "
+            f"({type(error).__name__}: {short_reason(error)})"
+        ) from None
+    check_allocation(parameters * 4, f"{source}: the 'preset' dict's {parameters:,} parameters")
 
 
 def shape_mismatches(
