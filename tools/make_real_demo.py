@@ -585,16 +585,22 @@ def write_minilibrispeech(out: Path, repositories: Repositories) -> Summary:
     with ThreadPoolExecutor(max_workers=ENCODER_THREADS) as pool:
         for seconds in pool.map(encode, flacs):
             summary.add(seconds)
+    summary.speakers = write_minilibrispeech_tables(out, repositories, flacs)
+    return summary
+
+
+def write_minilibrispeech_tables(out: Path, repositories: Repositories, flacs: list[str]) -> int:
+    """SPEAKERS.TXT and CHAPTERS.TXT lines of the readers and chapters of ``flacs``,
+    README.TXT and LICENSE.TXT; returns the number of readers."""
     speakers = {path.split("/")[-3] for path in flacs}
     chapters = {path.split("/")[-2] for path in flacs}
-    summary.speakers = len(speakers)
     source = ("minilibrispeech", f"{MINI_LIBRISPEECH}/SPEAKERS.TXT")
     write_speakers_file(out, repositories, speakers, source)
     text = repositories.read("minilibrispeech", f"{MINI_LIBRISPEECH}/CHAPTERS.TXT").decode()
     librispeech.write_chapters_file(out, *release_lines(text, chapters, "CHAPTERS.TXT"))
     for name in ("README.TXT", "LICENSE.TXT"):
         (out / name).write_bytes(repositories.read("minilibrispeech", f"{MINI_LIBRISPEECH}/{name}"))
-    return summary
+    return len(speakers)
 
 
 def folder_megabytes(path: Path) -> float:
