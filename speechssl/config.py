@@ -87,6 +87,12 @@ def _demo_path(corpus: str) -> str:
     return str(demo_path(corpus))
 
 
+def _dev_corpus_path(name: str) -> str:
+    """``data/<name>`` of the repository checkout (the development corpus, outside the wheel);
+    a missing folder is reported by the recipe's source-folder check in one line."""
+    return str(Path(__file__).resolve().parents[1] / "data" / name)
+
+
 def _rank_suffix() -> str:
     """``""`` in a plain run and on torchrun's rank 0, ``".rank<N>"`` on the other ranks."""
     rank = int(os.environ.get("RANK", "0") or 0)
@@ -95,11 +101,14 @@ def _rank_suffix() -> str:
 
 def register_configs() -> dict[str, dict[str, type]]:
     """Store every schema as ``<group>/<name>_schema`` in Hydra's ConfigStore (idempotent),
-    the ``${demo:<corpus>}`` resolver that points at the embedded demo corpus, and
+    the ``${demo:<corpus>}`` resolver that points at the embedded demo corpus,
+    ``${dev_corpus:<name>}`` (the checkout's ``data/<name>``, e.g. Mini LibriSpeech), and
     ``${rank_suffix:}``, which keeps torchrun's ranks out of each other's Hydra files
     (``.hydra.rank1/``, ``run.rank1.log``)."""
     if not OmegaConf.has_resolver("demo"):
         OmegaConf.register_new_resolver("demo", _demo_path)
+    if not OmegaConf.has_resolver("dev_corpus"):
+        OmegaConf.register_new_resolver("dev_corpus", _dev_corpus_path)
     if not OmegaConf.has_resolver("rank_suffix"):
         OmegaConf.register_new_resolver("rank_suffix", _rank_suffix)
     schemas = config_schemas()

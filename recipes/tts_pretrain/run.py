@@ -32,11 +32,11 @@ from speechssl.typed import to_dataclass, to_plain
 register_configs()
 
 
-def load_rows(source: DictConfig, splits: list[str], run_dir: Path) -> list[dict]:
+def load_rows(source: DictConfig, splits: list[str], run_dir: Path, filter=True) -> list[dict]:
     data_dir = run_dir / "data" / source.corpus
     prepare_once(source.corpus, source.src, data_dir)
     rows = list(load_manifests([data_dir / f"{split}.jsonl" for split in splits]).rows())
-    if source.max_duration > 0:  # long clips cost memory and slow the attention to learn
+    if filter and source.max_duration > 0:  # long clips cost memory and slow the attention to learn
         rows = [row for row in rows if float(row["duration"]) <= source.max_duration]
     return rows
 
@@ -103,9 +103,12 @@ def run(cfg: DictConfig) -> None:
     model_config = to_dataclass(cfg.tts, TacotronConfig)
     # rank 0 prepares the corpora; the other ranks then find them prepared
     with distributed.main_process_first("data preparation"):
-        pool = load_rows(cfg.pretrain, list(cfg.pretrain.train_splits), run_dir)
+        pool = load_rows(cfg.pretrain, list(cfg.pretrain.train_splits), run_dir, filter=False)
         target = load_rows(cfg.target, [cfg.target.split], run_dir)
     timings = {"prepare_s": time.perf_counter() - started}
+    # whole transcribed utterances up to pretrain.max_duration, text normalised
+    pool, pool_summary = study.select_pool(pool, cfg.pretrain.max_duration)
+    print(f"pre-training pool: {pool_summary}")
 
     ood_file = cfg.test.ood_sentences or demo_root() / "ood_sentences.txt"
     target_train, target_dev, sentences, bins = study.build_study_sets(
@@ -214,6 +217,7 @@ def run(cfg: DictConfig) -> None:
         },
         "budget": study.budget_record(cfg.pretrain.epochs, cfg.finetune, stages),
         "pretrain_sizes": {f"{fraction:g}": size for fraction, size in sizes.items()},
+        "pretrain_pool": pool_summary,
         "pretrain_dropped_test_texts": dropped,
         "target": {
             "train_ids": [row["id"] for row in target_train],

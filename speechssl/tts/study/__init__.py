@@ -13,7 +13,7 @@ text alone.
 
 Modules, one per job (this package re-exports their public names):
     sets       split_target, hold_out_dev, drop_texts, build_test_set, build_study_sets,
-               check_test_set, pretraining_subsets: target rows -> training rows, held-out
+               check_test_set, select_pool, pretraining_subsets: target rows -> training rows, held-out
                TestSentence list and the similarity bins; pool rows -> {fraction: rows}
     training   training_steps, train_tts (a TacotronTTS on rows with the shared Trainer,
                early-stopping on a dev criterion, SELECT_ON: teacher-forced loss or
@@ -50,6 +50,7 @@ from speechssl.tts.study.sets import (
     hold_out_dev,
     pretraining_subsets,
     read_sentences,
+    select_pool,
     split_target,
 )
 from speechssl.tts.study.summary import (
@@ -101,6 +102,7 @@ __all__ = [
     "pretraining_subsets",
     "read_sentences",
     "results_markdown",
+    "select_pool",
     "selection_metric",
     "sentence_estimate",
     "similarity_by_bin",

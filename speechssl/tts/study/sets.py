@@ -203,6 +203,40 @@ def build_study_sets(
     return train, dev, sentences, bins
 
 
+def select_pool(rows: Sequence[Mapping], max_duration: float = 0.0) -> tuple[list[dict], dict]:
+    """The pre-training pool: whole utterances with a transcript and at most ``max_duration``
+    seconds (0: any length), their text normalised by the model's front end
+    (:func:`~speechssl.tts.text.normalize_text`; the source's text stays in ``raw_text``).
+    Returns ``(rows, summary)``; the summary counts what was kept (``utterances``, ``hours``,
+    ``speakers``) and dropped (``dropped_untranscribed``, ``dropped_long``).
+
+    Example:
+        >>> rows = [{"id": "a", "text": "DR. SMITH PAID $5", "duration": 4.0, "speaker": "1"},
+        ...         {"id": "b", "text": "A LONG ONE", "duration": 14.0, "speaker": "2"},
+        ...         {"id": "c", "duration": 3.0, "speaker": "2"}]
+        >>> pool, summary = select_pool(rows, max_duration=10)
+        >>> pool[0]["text"], summary["utterances"], summary["dropped_long"]
+        ('doctor smith paid five dollars', 1, 1)
+    """
+    kept, untranscribed, long = [], 0, 0
+    for row in rows:
+        if not str(row.get("text") or "").strip():
+            untranscribed += 1
+        elif max_duration > 0 and float(row["duration"]) > max_duration:
+            long += 1
+        else:
+            kept.append({**row, "text": normalize_text(row["text"]), "raw_text": row["text"]})
+    summary = {
+        "utterances": len(kept),
+        "hours": round(sum(float(row["duration"]) for row in kept) / 3600, 3),
+        "speakers": len({str(row.get("speaker", "unknown")) for row in kept}),
+        "max_duration": max_duration,
+        "dropped_untranscribed": untranscribed,
+        "dropped_long": long,
+    }
+    return kept, summary
+
+
 def pretraining_subsets(
     rows: Sequence[Mapping], fractions: Sequence[float], seed: int = 0, mode: str = "round_robin"
 ) -> dict[float, list[dict]]:

@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +12,13 @@ import torch
 from speechssl.config import compose
 from speechssl.data.loaders import load_manifests, prepare_once
 from speechssl.demo import demo_path, demo_root
+from speechssl.testing import make_librispeech_tree
 from speechssl.tts import OOD_BIN, GriffinLimVocoder, TacotronConfig, TacotronTTS, study
 from speechssl.tts.study.training import _loader
 from speechssl.tts.text import normalize_text
 from speechssl.typed import to_dataclass
+
+REAL_POOL = Path(__file__).resolve().parents[3] / "data" / "LibriSpeech"
 
 
 @pytest.fixture(scope="module")
@@ -441,3 +445,44 @@ def test_each_torchrun_rank_trains_on_its_own_clips(demo_rows, monkeypatch):
         seen[rank] = list(loader.sampler)
     assert seen[0] and len(seen[0]) == len(seen[1]) == len(pool) // 2
     assert not set(seen[0]) & set(seen[1])
+
+
+def test_pool_preparer_reads_librispeech_with_transcripts(tmp_path):
+    """The pool is LibriSpeech with ``trans.txt``: whole utterances up to max_duration, each
+    with its source transcript normalised, every speaker; untranscribed and long ones dropped."""
+    root = make_librispeech_tree(tmp_path / "src", speakers_per_subset=3, seconds=0.3)
+    prepare_once("librispeech", root, tmp_path / "prepared")
+    rows = list(load_manifests([tmp_path / "prepared" / "train-clean-100.jsonl"]).rows())
+    long_one = {**rows[0], "id": "long", "duration": 12.0}
+    untranscribed = {**rows[0], "id": "silent", "text": ""}
+    pool, summary = study.select_pool([*rows, long_one, untranscribed], max_duration=10.0)
+    assert [row["id"] for row in pool] == [row["id"] for row in rows]
+    assert [row["text"] for row in pool] == [normalize_text(row["text"]) for row in rows]
+    assert all(row["text"] and row["text"] == row["text"].lower() for row in pool)
+    assert summary["speakers"] == 3 and summary["utterances"] == len(rows)
+    assert summary["dropped_long"] == 1 and summary["dropped_untranscribed"] == 1
+    # the study preset reads the checkout's Mini LibriSpeech
+    cfg = compose("tts_pretrain", ["experiment=tts_pretrain_small"])
+    assert cfg.pretrain.corpus == "librispeech" and cfg.pretrain.max_duration == 10.0
+    assert cfg.pretrain.src == str(REAL_POOL)
+
+
+def test_real_pool_has_speakers_and_never_reads_a_test_sentence(demo_rows, tmp_path):
+    """Mini LibriSpeech (data/LibriSpeech): >= 20 readers in the whole utterances <= 10 s; after
+    the test sentences are dropped, no pool text equals a held-out or OOD sentence
+    (normalised), in any subset; a planted reading of one is dropped."""
+    target, _ = demo_rows
+    prepare_once("librispeech", REAL_POOL, tmp_path / "pool", verify=False)
+    rows = list(load_manifests([tmp_path / "pool" / "train-clean-5.jsonl"]).rows())
+    pool, summary = study.select_pool(rows, max_duration=10.0)
+    assert summary["speakers"] >= 20 and summary["utterances"] >= 300
+    train, test = study.split_target(target, 60, seed=0, min_train=28)
+    ood = study.read_sentences(demo_root() / "ood_sentences.txt")
+    sentences, _ = study.build_test_set(train, test, ood, num_bins=3)
+    texts = [s.text for s in sentences]
+    planted = [*pool, {**pool[0], "id": "planted", "text": texts[0].upper()}]
+    kept, dropped = study.drop_texts(planted, texts)
+    assert "planted" in dropped and len(kept) >= len(pool) - len(dropped) + 1
+    held_out = {_key(text) for text in texts}
+    for subset in study.pretraining_subsets(kept, [0.125, 1.0]).values():
+        assert not held_out & {_key(row["text"]) for row in subset}
