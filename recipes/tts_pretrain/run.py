@@ -41,30 +41,32 @@ def load_rows(source: DictConfig, splits: list[str], run_dir: Path, filter=True)
     return rows
 
 
-def pretrain(cfg, model_config, rows, fraction, run_dir) -> tuple[Path, dict]:
+def pretrain(cfg, model_config, rows, fraction, run_dir, seed, name) -> tuple[Path, dict]:
     speakers = sorted({str(row["speaker"]) for row in rows})
     speaker_ids = {name: index for index, name in enumerate(speakers)}
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     model = TacotronTTS(TacotronConfig(**{**asdict(model_config), "num_speakers": len(speakers)}))
     # the budget scales with the subset: pretrain.epochs passes over its clips
     steps = study.training_steps(
         len(rows), cfg.pretrain.batch_size, cfg.pretrain.epochs, cap=cfg.trainer.max_steps
     )
-    print(f"\n== pre-train fraction {fraction:g}: {len(rows)} utterances, {steps} steps")
+    print(
+        f"\n== pre-train fraction {fraction:g} seed {seed}: {len(rows)} utterances, {steps} steps"
+    )
     full = {**to_plain(cfg), "tts_model": asdict(model.config)}
     checkpoint, result = study.train_tts(
-        model, rows, run_dir / f"pretrain_{fraction:g}", cfg.trainer, cfg.optim,
+        model, rows, run_dir / f"pretrain_{name}", cfg.trainer, cfg.optim,
         max_steps=steps, batch_size=cfg.pretrain.batch_size, speaker_ids=speaker_ids,
-        full_config=full, seed=cfg.seed,
+        full_config=full, seed=seed,
     )  # fmt: skip
     return checkpoint, {**result, "epochs": cfg.pretrain.epochs}
 
 
 def finetune(
-    cfg, model_config, rows, dev_rows, checkpoint, fraction, run_dir
+    cfg, model_config, rows, dev_rows, checkpoint, fraction, run_dir, seed, name
 ) -> tuple[TacotronTTS, int, dict]:
     model, speaker, difference = study.finetune_model(
-        model_config, checkpoint, cfg.finetune.speaker_init, seed=cfg.seed
+        model_config, checkpoint, cfg.finetune.speaker_init, seed=seed
     )
     steps = min(cfg.finetune.max_steps, cfg.trainer.max_steps)
     print(
@@ -80,9 +82,9 @@ def finetune(
         )  # fmt: skip
     # every target row is the new speaker; early stopping on the dev criterion
     _, result = study.train_tts(
-        model, rows, run_dir / f"finetune_{fraction:g}", cfg.trainer, cfg.optim,
+        model, rows, run_dir / f"finetune_{name}", cfg.trainer, cfg.optim,
         max_steps=steps, batch_size=cfg.finetune.batch_size, default_speaker=speaker,
-        full_config={**to_plain(cfg), "tts_model": asdict(model.config)}, seed=cfg.seed,
+        full_config={**to_plain(cfg), "tts_model": asdict(model.config)}, seed=seed,
         dev_rows=dev_rows, eval_every=cfg.finetune.eval_every,
         patience=cfg.finetune.patience, min_delta=cfg.finetune.min_delta,
         select_on=cfg.finetune.select_on, free_running_dev=free_running,
@@ -94,6 +96,7 @@ def run(cfg: DictConfig) -> None:
     # every corpus folder the run will read, checked before any work
     check_source_folders({"pretrain.src": cfg.pretrain.src, "target.src": cfg.target.src})
     study.selection_metric(cfg.finetune.select_on)  # an unknown criterion: before any work
+    seeds = study.training_seeds(cfg.seeds)  # none: one line, before any work
     started = time.perf_counter()
     if cfg.trainer.threads > 0:
         torch.set_num_threads(cfg.trainer.threads)
@@ -106,7 +109,6 @@ def run(cfg: DictConfig) -> None:
         pool = load_rows(cfg.pretrain, list(cfg.pretrain.train_splits), run_dir, filter=False)
         target = load_rows(cfg.target, [cfg.target.split], run_dir)
     timings = {"prepare_s": time.perf_counter() - started}
-    # whole transcribed utterances up to pretrain.max_duration, text normalised
     pool, pool_summary = study.select_pool(pool, cfg.pretrain.max_duration)
     print(f"pre-training pool: {pool_summary}")
 
@@ -153,42 +155,39 @@ def run(cfg: DictConfig) -> None:
         sentence_rows, alignments, stages, sizes = [], {}, {}, {}
         for fraction, rows in subsets.items():
             fraction = float(fraction)
-            sizes[fraction] = {
-                "utterances": len(rows),
-                "speakers": len({row["speaker"] for row in rows}),
-                "hours": sum(float(row["duration"]) for row in rows) / 3600,
-            }
-            stage_timings = {}
-            clock = time.perf_counter()
-            checkpoint, pretrain_result = None, {}
-            if rows:
-                checkpoint, pretrain_result = pretrain(cfg, model_config, rows, fraction, run_dir)
-            stage_timings["pretrain_s"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            model, speaker, finetune_result = finetune(
-                cfg, model_config, target_train, target_dev, checkpoint, fraction, run_dir
-            )
-            stage_timings["finetune_s"] = time.perf_counter() - clock
-            # synthesis and scoring on rank 0 alone; the others wait and get its rows
-            rows_of_fraction, kept = distributed.run_on_main(
-                study.evaluate_model, model, speaker, sentences, vocoder,
-                run_dir / "wavs" / f"fraction_{fraction:g}", frames_per_char=frames_per_char,
-                seed=cfg.seed, max_length_ratio=cfg.evaluation.max_length_ratio,
-                with_f0=cfg.evaluation.with_f0, keep_alignments=plotted,
-                batch_size=cfg.evaluation.batch_size, references=references, mapper=mapper,
-                timings=stage_timings,
-            )  # fmt: skip
-            for sentence_id, alignment in kept.items():
-                alignments.setdefault(sentence_id, {})[fraction] = alignment
-            sentence_rows += [{"fraction": fraction, **row} for row in rows_of_fraction]
-            stages[fraction] = {
-                "pretrain": {
-                    "checkpoint": str(checkpoint) if checkpoint else None,
-                    **pretrain_result,
-                },
-                "finetune": finetune_result,
-                "seconds": stage_timings,
-            }
+            sizes[fraction] = study.pool_stats(rows)
+            # each training seed: the same subset (cfg.seed), its own init and batch order
+            for seed in seeds:
+                name = f"{fraction:g}" if seed == seeds[0] else f"{fraction:g}_seed{seed}"
+                stage_timings = {}
+                clock = time.perf_counter()
+                checkpoint, pretrain_result = (
+                    pretrain(cfg, model_config, rows, fraction, run_dir, seed, name)
+                    if rows else (None, {})
+                )  # fmt: skip
+                stage_timings["pretrain_s"] = time.perf_counter() - clock
+                clock = time.perf_counter()
+                model, speaker, finetune_result = finetune(
+                    cfg, model_config, target_train, target_dev, checkpoint, fraction, run_dir,
+                    seed, name,
+                )  # fmt: skip
+                stage_timings["finetune_s"] = time.perf_counter() - clock
+                # synthesis and scoring on rank 0 alone; the others wait and get its rows
+                scored, kept = distributed.run_on_main(
+                    study.evaluate_model, model, speaker, sentences, vocoder,
+                    run_dir / "wavs" / f"fraction_{name}", frames_per_char=frames_per_char,
+                    seed=cfg.seed, max_length_ratio=cfg.evaluation.max_length_ratio,
+                    with_f0=cfg.evaluation.with_f0, keep_alignments=plotted if seed == seeds[0] else [],
+                    batch_size=cfg.evaluation.batch_size, references=references, mapper=mapper,
+                    timings=stage_timings,
+                )  # fmt: skip
+                for sentence_id, alignment in kept.items():
+                    alignments.setdefault(sentence_id, {})[fraction] = alignment
+                sentence_rows += [{"fraction": fraction, "seed": seed, **r} for r in scored]
+                study.record_stage(
+                    stages, fraction, seed, checkpoint, pretrain_result, finetune_result,
+                    stage_timings,
+                )  # fmt: skip
     finally:
         if executor is not None:
             executor.shutdown()

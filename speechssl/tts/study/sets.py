@@ -203,6 +203,15 @@ def build_study_sets(
     return train, dev, sentences, bins
 
 
+def pool_stats(rows: Sequence[Mapping]) -> dict:
+    """``{"utterances", "speakers", "hours"}`` of pool rows (``duration`` in seconds)."""
+    return {
+        "utterances": len(rows),
+        "speakers": len({str(row.get("speaker", "unknown")) for row in rows}),
+        "hours": sum(float(row["duration"]) for row in rows) / 3600,
+    }
+
+
 def select_pool(rows: Sequence[Mapping], max_duration: float = 0.0) -> tuple[list[dict], dict]:
     """The pre-training pool: whole utterances with a transcript and at most ``max_duration``
     seconds (0: any length), their text normalised by the model's front end
@@ -227,9 +236,7 @@ def select_pool(rows: Sequence[Mapping], max_duration: float = 0.0) -> tuple[lis
         else:
             kept.append({**row, "text": normalize_text(row["text"]), "raw_text": row["text"]})
     summary = {
-        "utterances": len(kept),
-        "hours": round(sum(float(row["duration"]) for row in kept) / 3600, 3),
-        "speakers": len({str(row.get("speaker", "unknown")) for row in kept}),
+        **pool_stats(kept),
         "max_duration": max_duration,
         "dropped_untranscribed": untranscribed,
         "dropped_long": long,

@@ -1,5 +1,7 @@
 """The study's statistics: per fraction x bin x metric means with 95 % bootstrap CIs over
-sentences, paired deltas between fractions and bin contrasts (``results.json``)."""
+training seeds and sentences (two levels: :func:`speechssl.stats.bootstrap_metric` resamples
+the seeds, then the sentences), paired deltas between fractions and bin contrasts
+(``results.json``)."""
 
 from __future__ import annotations
 
@@ -50,11 +52,34 @@ def _values(rows: Sequence[Mapping], metric: str) -> dict[str, float]:
     return values
 
 
-def sentence_estimate(values: Sequence[float], num_resamples: int = 1000) -> Estimate:
-    """Mean of per-sentence values with its 95 % bootstrap CI over sentences
-    (:func:`speechssl.stats.bootstrap_metric`, one seed)."""
-    array = np.asarray(values, dtype=np.float64)
-    return bootstrap_metric(_sentence_mean, array, [array], num_resamples=num_resamples)
+def sentence_estimate(values, num_resamples: int = 1000) -> Estimate:
+    """Mean of per-sentence values with its 95 % bootstrap CI: ``values`` ``(N,)`` (one run:
+    over sentences) or ``(S, N)`` (S training seeds x the same N sentences: resampling the
+    seeds, then the sentences, :func:`speechssl.stats.bootstrap_metric`), so the interval
+    widens with the seeds' spread.
+
+    Example:
+        >>> one = sentence_estimate([1.0, 2.0, 3.0, 4.0], num_resamples=200)
+        >>> two = sentence_estimate([[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0]], 200)
+        >>> one.mean == two.mean, two.num_seeds, two.high - two.low > one.high - one.low
+        (True, 2, True)
+    """
+    array = np.atleast_2d(np.asarray(values, dtype=np.float64))  # (S, N)
+    return bootstrap_metric(_sentence_mean, array[0], list(array), num_resamples=num_resamples)
+
+
+def _seed_matrices(members: Sequence[Mapping], metric: str, shared_with=None):
+    """``(ids, (S, N) values)``: the sentences every seed scored (finite), one row a seed."""
+    seeds = sorted({int(row.get("seed", 0)) for row in members})
+    by_seed = {
+        seed: _values([row for row in members if int(row.get("seed", 0)) == seed], metric)
+        for seed in seeds
+    }
+    ids = set.intersection(*(set(values) for values in by_seed.values())) if by_seed else set()
+    if shared_with is not None:
+        ids &= set(shared_with)
+    ids = sorted(ids)
+    return ids, np.array([[values[key] for key in ids] for values in by_seed.values()])
 
 
 def summarize(
@@ -63,12 +88,14 @@ def summarize(
     """Per-sentence rows (with ``fraction``) -> ``{"table": [...], "deltas": [...]}``.
 
     ``table``: one row per fraction x bin x metric, ``{"fraction", "bin", "metric", "mean",
-    "ci95": [lo, hi], "n_items"}``: the mean over the bin's sentences and its 95 %
-    bootstrap CI over them (:func:`speechssl.stats.bootstrap_metric`). ``stopped`` is the
+    "ci95": [lo, hi], "n_items", "n_seeds"}``: the mean over the training seeds (rows'
+    ``seed``, 0 if absent) and the bin's sentences every seed scored, and its 95 % bootstrap
+    CI resampling seeds, then sentences (:func:`sentence_estimate`). ``stopped`` is the
     share of sentences whose stop token fired.
 
     ``deltas``: for each bin and metric, ``a - b`` on the sentences both arms scored, with
-    its paired 95 % bootstrap CI (:func:`speechssl.stats.paired_bootstrap_delta`), for every
+    its paired 95 % bootstrap CI (:func:`speechssl.stats.paired_bootstrap_delta`: the same
+    resampled sentences, each arm's seeds resampled), for every
     fraction ``a`` > 0 against ``b`` = 0 (no pre-training) and for ``a`` = 1/8 against
     ``b`` = 1; ``"better"`` names the better arm, ``"significant"`` whether the CI excludes 0.
     """
@@ -82,12 +109,12 @@ def summarize(
     table = []
     for (fraction, name), members in cells.items():
         for metric in TABLE_METRICS:
-            values = list(_values(members, metric).values())
-            if not values:
+            ids, values = _seed_matrices(members, metric)  # (S, N)
+            if not ids:
                 continue  # e.g. OOD sentences have no MCD
             estimate = sentence_estimate(values, num_resamples)
             row = {"fraction": fraction, "bin": name, "metric": metric}
-            table.append({**row, **estimate.as_dict(), "n_items": len(values)})
+            table.append({**row, **estimate.as_dict(), "n_items": len(ids)})
     comparisons = [(fraction, 0.0) for fraction in fractions if fraction > 0 and 0.0 in fractions]
     if 0.125 in fractions and 1.0 in fractions:
         comparisons.append((0.125, 1.0))
@@ -95,16 +122,17 @@ def summarize(
     for a, b in comparisons:
         for name in bin_order:
             for metric in TABLE_METRICS:
-                arm_a, arm_b = _values(cells[a, name], metric), _values(cells[b, name], metric)
-                shared = sorted(set(arm_a) & set(arm_b))
+                ids_a, _ = _seed_matrices(cells[a, name], metric)
+                shared, values_b = _seed_matrices(cells[b, name], metric, shared_with=ids_a)
                 if not shared:
                     continue
-                values_a = np.array([arm_a[key] for key in shared])
-                values_b = np.array([arm_b[key] for key in shared])
-                differences[a, b, name, metric] = values_a - values_b  # (n,) per sentence
+                _, values_a = _seed_matrices(cells[a, name], metric, shared_with=shared)
+                # (n,) per sentence, each arm averaged over its seeds
+                differences[a, b, name, metric] = values_a.mean(0) - values_b.mean(0)
                 delta = paired_bootstrap_delta(
-                    _sentence_mean, values_a, [values_a], [values_b], num_resamples=num_resamples
-                )
+                    _sentence_mean, values_a[0], list(values_a), list(values_b),
+                    num_resamples=num_resamples,
+                )  # fmt: skip
                 a_better = (delta.delta > 0) == HIGHER_IS_BETTER[metric]
                 deltas.append(
                     {

@@ -82,6 +82,40 @@ def budget_record(
     }
 
 
+def training_seeds(seeds: Sequence[int]) -> list[int]:
+    """The ``seeds`` option as a list; none raises ``ValueError`` (one line)."""
+    if not seeds:
+        raise ValueError("seeds: give at least one training seed, e.g. seeds=[0,1]")
+    return [int(seed) for seed in seeds]
+
+
+def record_stage(
+    stages: dict,
+    fraction: float,
+    seed: int,
+    checkpoint,
+    pretrain: Mapping,
+    finetune: Mapping,
+    seconds: Mapping,
+) -> None:
+    """Add one (fraction, training seed) run to ``stages`` (``results.json: stages``): the
+    fraction's first seed is its record (budget, plots); every seed's is under ``by_seed``.
+
+    Example:
+        >>> stages = {}
+        >>> record_stage(stages, 0.5, 0, "a.pt", {"steps_run": 4}, {}, {})
+        >>> record_stage(stages, 0.5, 1, "b.pt", {"steps_run": 4}, {}, {})
+        >>> stages[0.5]["pretrain"]["checkpoint"], sorted(stages[0.5]["by_seed"])
+        ('a.pt', ['0', '1'])
+    """
+    stage = {
+        "pretrain": {"checkpoint": str(checkpoint) if checkpoint else None, **pretrain},
+        "finetune": dict(finetune),
+        "seconds": dict(seconds),
+    }
+    stages.setdefault(fraction, {**stage, "by_seed": {}})["by_seed"][str(seed)] = stage
+
+
 class FreeRunningDev:
     """Free-running dev criteria: synthesize the dev sentences (one seeded batch, as
     :func:`evaluate_model` does for the test set, without a vocoder) and average their

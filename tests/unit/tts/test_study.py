@@ -242,7 +242,9 @@ def test_cis_and_paired_deltas_come_from_speechssl_stats(monkeypatch):
     cell = next(
         r for r in summary["table"] if r["fraction"] == 1.0 and r["metric"] == "mcd_dtw_sl_db"
     )
-    values = np.array([r["mcd_dtw_sl_db"] for r in rows if r["fraction"] == 1.0])
+    # the sentences in id order (the summary's), one training seed
+    by_id = {r["id"]: r["mcd_dtw_sl_db"] for r in rows if r["fraction"] == 1.0}
+    values = np.array([by_id[key] for key in sorted(by_id)])
     expected = stats.bootstrap_metric(
         lambda _, v: float(np.mean(v)), values, [values], num_resamples=300
     )
@@ -486,3 +488,54 @@ def test_real_pool_has_speakers_and_never_reads_a_test_sentence(demo_rows, tmp_p
     held_out = {_key(text) for text in texts}
     for subset in study.pretraining_subsets(kept, [0.125, 1.0]).values():
         assert not held_out & {_key(row["text"]) for row in subset}
+
+
+def test_training_seeds_change_the_order_of_a_subset_but_not_its_membership(demo_rows):
+    """A subset's membership comes from the study seed alone; each training seed draws its
+    own batch order over exactly those clips (one epoch: every clip once)."""
+    _, pool = demo_rows
+    subset = study.pretraining_subsets(pool, [0.5], seed=0)[0.5]
+    assert subset == study.pretraining_subsets(pool, [0.5], seed=0)[0.5]
+    model = TacotronTTS(TacotronConfig.preset("tiny", num_speakers=1))
+    orders = {}
+    for training_seed in (0, 1):
+        loader = _loader(subset, model, None, 0, 1, training_seed, 0)  # no batch dropped
+        order = [index for batch in loader.batch_sampler for index in batch]  # no audio read
+        orders[training_seed] = [loader.dataset.rows[index]["id"] for index in order]
+    assert sorted(orders[0]) == sorted(orders[1])
+    assert sorted(orders[0]) == sorted(row["id"] for row in subset)
+    assert orders[0] != orders[1]
+    with pytest.raises(ValueError, match="^seeds: give at least one"):
+        study.training_seeds([])
+
+
+def test_table_cis_cover_training_seeds_and_sentences():
+    """Two training seeds: the cell is their mean on the sentences both scored, n_seeds 2,
+    and its CI widens with the seeds' spread (sentences the same); deltas pair sentences."""
+    generator = np.random.default_rng(2)
+    difficulty = generator.standard_normal(20)
+
+    def rows_for(spread):
+        rows = []
+        for fraction, shift in ((0.0, 1.0), (1.0, 0.0)):
+            for seed, offset in ((0, -spread), (1, spread)):
+                for index, base in enumerate(difficulty):
+                    value = 6.0 + base + shift + offset
+                    rows.append({"id": f"s{index}", "fraction": fraction, "seed": seed,
+                                 "bin": "low", "mcd_dtw_sl_db": value, "stopped": True})  # fmt: skip
+        rows.append({**rows[-1], "id": "only_seed_1", "mcd_dtw_sl_db": 99.0})
+        return rows
+
+    def cell(summary):
+        return next(r for r in summary["table"] if r["fraction"] == 1.0 and r["metric"] == "mcd_dtw_sl_db")  # fmt: skip
+
+    narrow = study.summarize(rows_for(0.0), ["low"], num_resamples=300)
+    wide = study.summarize(rows_for(1.5), ["low"], num_resamples=300)
+    assert cell(narrow)["n_seeds"] == 2 and cell(narrow)["n_items"] == 20  # shared sentences
+    assert cell(wide)["mean"] == pytest.approx(cell(narrow)["mean"])
+    width = {
+        name: c["ci95"][1] - c["ci95"][0] for name, c in (("n", cell(narrow)), ("w", cell(wide)))
+    }
+    assert width["w"] > 1.5 * width["n"]
+    delta = next(d for d in wide["deltas"] if d["metric"] == "mcd_dtw_sl_db")
+    assert delta["delta"] == pytest.approx(-1.0) and delta["n_items"] == 20
