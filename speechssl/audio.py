@@ -14,8 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -27,16 +25,12 @@ import torchaudio.functional as AF
 __all__ = [
     "AudioError",
     "AudioInfo",
-    "file_identity",
     "info",
     "load",
     "resample",
     "save",
     "to_mono",
 ]
-
-# bytes read at each end of a file by :func:`file_identity`
-IDENTITY_BLOCK = 65536
 
 
 class AudioError(ValueError):
@@ -86,47 +80,6 @@ def info(path: str | os.PathLike) -> AudioInfo:
     ):
         raise AudioError(path, "truncated", "data chunk shorter than its header says")
     return AudioInfo(int(header.samplerate), int(header.frames), int(header.channels))
-
-
-def file_identity(path: str | os.PathLike) -> str:
-    """What a cache keyed on an audio file must change with: size, mtime and content.
-
-    ``"<size>:<mtime_ns>:<digest>"``, the digest (SHA-1) of the first and last
-    :data:`IDENTITY_BLOCK` bytes, so a clip replaced by another of the same length changes
-    it even where the copy kept the old mtime; a file that cannot be read is ``"missing"``.
-    Each (path, size, mtime, ctime) is read once per process.
-
-    Example:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "a.bin")
-        >>> _ = open(path, "wb").write(b"x" * 10)
-        >>> before = file_identity(path)
-        >>> stat = os.stat(path)
-        >>> _ = open(path, "wb").write(b"y" * 10)
-        >>> os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime
-        >>> after = file_identity(path)
-        >>> before.rsplit(":", 1)[0] == after.rsplit(":", 1)[0], before == after
-        (True, False)
-    """
-    path = os.fspath(path)
-    try:
-        stat = os.stat(path)
-        digest = _ends_digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    except OSError:
-        return "missing"
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest}"
-
-
-@functools.lru_cache(maxsize=1 << 20)
-def _ends_digest(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
-    # size, mtime and ctime are part of the cache key: a rewritten file is read again
-    digest = hashlib.sha1()
-    with open(path, "rb") as file:
-        digest.update(file.read(IDENTITY_BLOCK))
-        if size > IDENTITY_BLOCK:
-            file.seek(max(IDENTITY_BLOCK, size - IDENTITY_BLOCK))
-            digest.update(file.read(IDENTITY_BLOCK))
-    return digest.hexdigest()[:16]
 
 
 def to_mono(wav: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """``speechssl`` command line: prepare, export, predict, evaluate, probe-steps, presets.
 
+``shard`` packs a manifest into tar shards for streaming.
+
 Each subcommand lives beside the code it drives and exposes ``add_arguments(parser)``
 and ``run(args) -> int``; this module only dispatches. Bad input ends with one line on
 stderr and a non-zero exit code, never a traceback.
@@ -24,6 +26,10 @@ SUBCOMMANDS = {
     "evaluate": (
         "speechssl.tasks.evaluate",
         "score an upstream on emotion / speaker ID / verification / your labels, with 95% CIs",
+    ),
+    "shard": (
+        "speechssl.data.shard_command",
+        "pack a manifest into WebDataset tar shards for streaming (pip install 'speechssl[shards]')",
     ),
     "probe-steps": (
         "speechssl.tasks.probe_steps",

@@ -9,6 +9,8 @@ Expected failures — bad input, not bugs — end the process with one stderr li
   ``disk full at PATH`` for ``ENOSPC``;
 - ``pickle.UnpicklingError`` and safetensors' ``SafetensorError`` (damaged weight files);
 - torch's ``enforce fail at inline_container.cc`` write failure (a full disk in disguise);
+- a diverging training run (:class:`speechssl.train.NonFiniteLossError`: the step, where the
+  last good weights are, and what to change).
 - an allocation that does not fit (``DefaultCPUAllocator: can't allocate memory``, CUDA's
   ``OutOfMemoryError``): one line naming the size asked for.
 
@@ -58,6 +60,7 @@ from speechssl.safe_io import (
     format_bytes,
     short_reason,
 )
+from speechssl.train.trainer import NonFiniteLossError
 from speechssl.typed import to_plain
 
 __all__ = [
@@ -104,7 +107,7 @@ def one_line(error: BaseException) -> str | None:
         if error.strerror and where:
             return f"{error.strerror}: {where}"
         return str(error)
-    if isinstance(error, (ValueError, pickle.UnpicklingError, SafetensorError)):
+    if isinstance(error, (ValueError, pickle.UnpicklingError, SafetensorError, NonFiniteLossError)):
         return str(error) or type(error).__name__
     if isinstance(error, RuntimeError) and (
         "inline_container.cc" in str(error) or "PytorchStreamWriter" in str(error)
@@ -204,7 +207,9 @@ class RecipeDoor(Callback):
     def on_run_start(self, config, config_name: str | None = None, **kwargs) -> None:
         program = config_name or "recipe"
         user = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        _exit_on_bad_values(program, _problems(program, user))
+        _exit_on_bad_values(
+            program, _experiment_problems(program, config) + _problems(program, user)
+        )
         if "run_dir" in user and _is_main_process():
             self.lock = RunLock(user.run_dir)
             exit_on_bad_input(program, self.lock.acquire)
@@ -226,6 +231,15 @@ def _claim_run_dir(program: str, cfg) -> None:
 def _defaults(program: str):
     """The recipe's composed defaults (composed once per process: a second or two each)."""
     return compose(program)
+
+
+def _experiment_problems(program: str, config) -> list[str]:
+    """``experiment=<name>`` must be a preset of this recipe (``conf/experiment/<recipe>_*``):
+    another recipe's would add its sections here unnoticed."""
+    experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+    if experiment is None or str(experiment).startswith(f"{program}_"):
+        return []
+    return [f"experiment={experiment}: a preset of another recipe; {program}'s are {program}_*"]
 
 
 def _problems(program: str, cfg, door: Door | None = None) -> list[str]:

@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .checkpoint_format import Checkpoint
 from .encoders import PRESETS, build_encoder
 from .encoders.base import Encoder
 from .encoders.checkpoint_files import read_checkpoint
@@ -175,18 +176,18 @@ def _open_checkpoint(path: Path, payload) -> tuple[Encoder, str]:
     )
 
 
-def _open_training_checkpoint(path: Path, checkpoint: dict) -> Encoder:
-    spec = checkpoint.get("encoder_spec")
-    if not isinstance(spec, dict) or "family" not in spec:
+def _open_training_checkpoint(path: Path, payload: dict) -> Encoder:
+    if not isinstance(payload.get("model"), dict):
+        raise ValueError(f"{path}: the checkpoint has no 'model' state dict")  # noqa: TRY004 - bad data, not a bad call
+    checkpoint = Checkpoint.from_dict({"step": 0, **payload}, str(path))
+    spec = checkpoint.encoder_spec
+    if spec is None:
         raise ValueError(
             f"{path}: a training checkpoint with no encoder_spec; it must come from a speechssl "
             "Trainer run whose model keeps its encoder at model.encoder"
         )
-    state = checkpoint.get("model")
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: the checkpoint has no 'model' state dict")  # noqa: TRY004 - bad data, not a bad call
-    encoder = _build(spec, path)
-    load_state(encoder, state, prefix=spec.get("prefix", ""), source=str(path))
+    encoder = _build(spec.to_dict(), path)
+    load_state(encoder, checkpoint.model, prefix=spec.prefix, source=str(path))
     return encoder
 
 

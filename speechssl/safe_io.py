@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -446,18 +447,31 @@ def read_json(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_
 # file identity
 
 
-def file_identity(path: str | os.PathLike, content: bool = False, block: int = 4096) -> str:
-    """``"<size>:<mtime_ns>"`` of a file, with ``":<digest>"`` of its first and last
-    ``block`` bytes when ``content`` (a copy that kept the mtime, same-size noise written
-    over a clip). A missing file is ``"missing"``.
+# bytes read at each end of a file for its content digest
+IDENTITY_BLOCK = 65536
+
+
+def file_identity(path: str | os.PathLike, content: bool = False) -> str:
+    """What a cache keyed on a file must change with: ``"<size>:<mtime_ns>"``, and with
+    ``content`` also ``":<digest>"`` (SHA-1) of its first and last :data:`IDENTITY_BLOCK`
+    bytes, so a clip replaced by another of the same length changes it even where the copy
+    kept the old mtime. A missing file is ``"missing"``; the digest of each (path, size,
+    mtime, ctime) is read once per process.
 
     Example:
-        >>> import tempfile
-        >>> path = tempfile.mkdtemp() + "/a.bin"
-        >>> _ = open(path, "wb").write(b"abc")
-        >>> file_identity(path).split(":")[0], len(file_identity(path, content=True).split(":"))
-        ('3', 3)
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.bin")
+        >>> _ = open(path, "wb").write(b"x" * 10)
+        >>> before = file_identity(path, content=True)
+        >>> stat = os.stat(path)
+        >>> _ = open(path, "wb").write(b"y" * 10)
+        >>> os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime
+        >>> after = file_identity(path, content=True)
+        >>> size = file_identity(path).split(":")[0]
+        >>> size, before.rsplit(":", 1)[0] == after.rsplit(":", 1)[0], before == after
+        ('10', True, False)
     """
+    path = os.fspath(path)
     try:
         stat = os.stat(path)
     except OSError:
@@ -465,16 +479,23 @@ def file_identity(path: str | os.PathLike, content: bool = False, block: int = 4
     identity = f"{stat.st_size}:{stat.st_mtime_ns}"
     if not content:
         return identity
-    digest = hashlib.sha1()
     try:
-        with open(path, "rb") as file:
-            digest.update(file.read(block))
-            if stat.st_size > block:
-                file.seek(max(block, stat.st_size - block))
-                digest.update(file.read(block))
+        digest = _ends_digest(path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     except OSError:
         return identity + ":unreadable"
-    return f"{identity}:{digest.hexdigest()[:16]}"
+    return f"{identity}:{digest}"
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _ends_digest(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    # size, mtime and ctime are part of the cache key: a rewritten file is read again
+    digest = hashlib.sha1()
+    with open(path, "rb") as file:
+        digest.update(file.read(IDENTITY_BLOCK))
+        if size > IDENTITY_BLOCK:
+            file.seek(max(IDENTITY_BLOCK, size - IDENTITY_BLOCK))
+            digest.update(file.read(IDENTITY_BLOCK))
+    return digest.hexdigest()[:16]
 
 
 def files_digest(paths, content: bool = False) -> str:

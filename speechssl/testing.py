@@ -47,6 +47,7 @@ __all__ = [
     "make_vctk_tree",
     "make_voxceleb1_tree",
     "plant_bad_audio",
+    "speech_commands_subset",
     "write_class_problem",
     "write_labelled_csv",
     "write_tone",
@@ -483,6 +484,31 @@ def make_speech_commands_tree(
     noise = corpus / speech_commands.BACKGROUND_NOISE
     write_tone(noise / "white_noise.wav", 1.0, 16000, 3000.0)
     (noise / "README.md").write_text("Background noise recordings (synthetic fixture)\n")
+    return corpus
+
+
+def speech_commands_subset(
+    source: str | os.PathLike, root: str | os.PathLike, takes: int = 8
+) -> Path:
+    """A Speech Commands-layout copy of ``source`` keeping the takes ``0 .. takes - 1`` of
+    every (word, speaker) (the audio linked, both split lists filtered to match).
+
+    The embedded demo's spoken digits cut to 8 takes keep every word, speaker and split (480
+    of 3,000 clips), so a keyword probe runs in a sixth of the time. Returns
+    ``root/SpeechCommands``.
+    """
+    source, corpus = Path(source), Path(root) / speech_commands.FOLDER
+    kept = set()
+    for audio in sorted(source.glob(f"*/*{speech_commands.SEPARATOR}*")):
+        number = audio.stem.rpartition(speech_commands.SEPARATOR)[2]
+        if speech_commands.speaker_of(audio.stem) and int(number) < takes:
+            target = corpus / audio.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(audio.resolve())
+            kept.add(f"{audio.parent.name}/{audio.stem}")
+    for split, name in speech_commands.LISTS.items():
+        listed = [line.strip().removesuffix(".wav") for line in (source / name).read_text().split()]
+        speech_commands.write_split_list(corpus, split, [clip for clip in listed if clip in kept])
     return corpus
 
 

@@ -26,8 +26,14 @@ from speechssl.data.layouts.folder import write_labelled_csv
 from speechssl.data.loaders import DataConfig, prepare_once
 from speechssl.data.manifest import read_jsonl
 from speechssl.errors import run_hydra_main, run_recipe
-from speechssl.heads.config import ClassifierHeadConfig
-from speechssl.tasks.classification import TransferConfig, predict, train_classifier
+from speechssl.heads.config import ClassifierHeadConfig, head_config
+from speechssl.heads.linear_probe import LinearProbeConfig
+from speechssl.tasks.classification import (
+    TransferConfig,
+    default_cache,
+    predict,
+    train_classifier,
+)
 from speechssl.tasks.finetune import budget_line, score_predictions, write_finetune_outputs
 from speechssl.tasks.predict import write_model_file
 from speechssl.tasks.user_data import (
@@ -71,10 +77,32 @@ def transfer_config(cfg: DictConfig, data: FinetuneDataConfig) -> TransferConfig
     return dataclasses.replace(transfer, data=DataConfig(**batching), trainer=trainer)
 
 
-def score(model, rows: list[dict], labels: list[str], config: TransferConfig) -> dict:
-    """Accuracy, UA, per-class scores and per-file predictions of ``rows``."""
-    predictions = predict(model, Manifest.from_rows(rows), config, labels=labels)
+def score(model, rows: list[dict], labels: list[str], config: TransferConfig, cache) -> dict:
+    """Accuracy, UA, per-class scores and per-file predictions of ``rows`` (a frozen
+    upstream's cached features are read, not encoded again)."""
+    predictions = predict(model, Manifest.from_rows(rows), config, labels=labels, cache=cache)
     return score_predictions(rows, predictions, labels)
+
+
+def chosen_head(cfg: DictConfig):
+    """The head config: the probe for frozen upstreams (default), SUPERB's mean-pool head
+    when the probe is asked to fine-tune (as ``speechssl evaluate`` does), else ``head``."""
+    head = head_config(cfg.head)
+    if isinstance(head, LinearProbeConfig) and head.mode == "finetune":
+        return ClassifierHeadConfig(mode="finetune")
+    if head.kind not in ("classifier", "linear_probe"):
+        raise ValueError(f"head={head.kind}: this recipe trains an utterance classifier head")
+    return head
+
+
+def plan_line(head, config: TransferConfig) -> str:
+    if isinstance(head, LinearProbeConfig):
+        return "head linear_probe (frozen; layer and C chosen on valid)"
+    metric = "valid accuracy" if config.monitor == "accuracy" else "valid loss"
+    return (
+        f"head {head.mode} mean-pool, at most {config.epochs} epochs (stops after "
+        f"{config.patience} without a better {metric})"
+    )
 
 
 def finetune(cfg: DictConfig) -> str:
@@ -85,17 +113,15 @@ def finetune(cfg: DictConfig) -> str:
         data = dataclasses.replace(data, **demo_csvs(cfg, run_dir))
     user = load_user_data(data, run_dir / "data", seed=cfg.seed)
     encoder, upstream_kind = load_upstream(cfg.upstream, seed=cfg.seed, n_mels=cfg.fbank_n_mels)
-    head = to_dataclass(cfg.head, ClassifierHeadConfig)
-    if head.kind != "classifier":
-        raise ValueError(f"head={head.kind}: this recipe trains an utterance classifier head")
+    head = chosen_head(cfg)
     config = transfer_config(cfg, data)
     print(
         f"{len(user.train)} train / {len(user.valid)} valid / {len(user.test)} test utterances, "
-        f"classes {user.labels}; upstream {cfg.upstream} ({upstream_kind}, "
-        f"{sum(p.numel() for p in encoder.parameters()):,} parameters), head {head.mode}, "
-        f"at most {config.epochs} epochs (stops after {config.patience} without a better "
-        "valid accuracy)"
+        f"{len(user.labels)} classes; upstream {cfg.upstream} ({upstream_kind}, "
+        f"{sum(p.numel() for p in encoder.parameters()):,} parameters), {plan_line(head, config)}"
     )
+    # frozen features are kept in run_dir: a resumed run reads them instead of encoding
+    cache = default_cache(config, run_dir / "train")
     trained = train_classifier(
         encoder,
         head,
@@ -106,6 +132,7 @@ def finetune(cfg: DictConfig) -> str:
         run_dir / "train",
         seed=cfg.seed,
         full_config=to_plain(cfg),
+        cache=cache,
     )
     checkpoint = write_model_file(
         run_dir,
@@ -118,12 +145,13 @@ def finetune(cfg: DictConfig) -> str:
     )
     scores = {}
     if user.valid:
-        scores["valid"] = score(trained.model, user.valid, user.labels, config)
+        scores["valid"] = score(trained.model, user.valid, user.labels, config, cache)
     if user.test:
-        scores["test"] = score(trained.model, user.test, user.labels, config)
+        scores["test"] = score(trained.model, user.test, user.labels, config, cache)
     summary = {
         "upstream": str(cfg.upstream),
         "upstream_kind": upstream_kind,
+        "head": head.kind,
         "head_mode": head.mode,
         "labels": user.labels,
         "num_train": len(user.train),

@@ -37,6 +37,7 @@ from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.targets import TargetConfig
 from speechssl.tasks.classification import TransferConfig
 from speechssl.tasks.door import label_problems, mode_problems, seed_problems, validation_problems
+from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_tsne
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.speaker import read_trials
@@ -92,7 +93,7 @@ def transfer_config(cfg: DictConfig) -> TransferConfig:
 
 
 def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> dict:
-    """Speaker ID, verification and emotion LOSO for every upstream and seed, one suite."""
+    """Speaker ID, verification, emotion LOSO, keyword spotting (frozen), one suite."""
     vox_dir = prepared_folder(cfg.speaker.corpus, cfg.speaker.src, run_dir / "data")
     identification = [
         load_manifests([vox_dir / f"{split}.jsonl"]) for split in ("train", "dev", "test")
@@ -142,6 +143,8 @@ def evaluate(cfg: DictConfig, run_dir: Path, checkpoints: dict[str, Path]) -> di
                 max_folds=cfg.emotion.max_folds,
             )
         )
+        if cfg.keyword.src is not None and upstream.mode == "frozen":  # spoken words
+            outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
         (name, baseline)
@@ -207,7 +210,8 @@ def report(run_dir: Path, summary: dict, pretraining: dict, title: str) -> str:
 def door(cfg: DictConfig) -> list[str]:
     """Every corpus folder and option the run reads, checked before any work: one line per
     problem (``run_hydra_main`` and ``run_recipe`` call it first)."""
-    folders = {f"{name}.src": cfg[name].src for name in ("pretrain", "speaker", "emotion")}
+    names = ("pretrain", "speaker", "emotion", "keyword")
+    folders = {f"{name}.src": cfg[name].src for name in names}
     return (
         source_folder_problems(folders)
         + seed_problems("seeds", cfg.seeds)

@@ -31,6 +31,7 @@ from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.objectives import build_objective
 from speechssl.tasks.classification import TRANSFER_MODES, TransferConfig
 from speechssl.tasks.door import label_problems, mode_problems, seed_problems, validation_problems
+from speechssl.tasks.evaluate import score_task
 from speechssl.tasks.plots import plot_confusion_matrix
 from speechssl.tasks.report import plot_layer_usage, write_summary_report
 from speechssl.tasks.suite import Suite, summarize, transfer_upstreams
@@ -57,19 +58,25 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
     ``seed`` (one of ``pretrain_seeds``) under ``run_dir/pretrain/seed_<seed>``."""
     out = run_dir / "pretrain" if seed is None else run_dir / "pretrain" / f"seed_{seed}"
     seed = cfg.seed if seed is None else seed
+    # {corpus: shards, src: DIR}: a speechssl shard or lhotse Shar directory, streamed
+    shards = [source.src for source in cfg.pretrain.sources if source.corpus == "shards"]
+    corpora = [source for source in cfg.pretrain.sources if source.corpus != "shards"]
+    if shards and corpora:
+        raise ValueError("pretrain.sources: pool shard directories or corpora, not both")
     # rank 0 prepares the corpora; the other ranks then find them prepared
     with distributed.main_process_first("data preparation"):
-        train_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "train_splits")
-        valid_paths = prepared_manifests(cfg.pretrain.sources, run_dir, "valid_splits")
-    train = load_manifests(train_paths)
+        train_paths = prepared_manifests(corpora, run_dir, "train_splits")
+        valid_paths = prepared_manifests(corpora, run_dir, "valid_splits")
+    train = load_manifests(train_paths) if train_paths else None
     valid = load_manifests(valid_paths) if valid_paths else None
     # the initial weights come from the seed alone (torch's global generator starts at random)
     torch.manual_seed(seed)
     encoder = build_encoder(cfg.encoder)
     model = build_objective(cfg.objective, encoder)
+    data = f"{len(train)} utterances, {train.total_duration / 3600:.2f} h" if train else shards
     print(
         f"pre-training {encoder.family} ({sum(p.numel() for p in encoder.parameters()):,} "
-        f"parameters) on {len(train)} utterances, {train.total_duration / 3600:.2f} h"
+        f"parameters) on {data}"
     )
     return pretrain_on_manifests(
         model,
@@ -81,11 +88,12 @@ def pretrain(cfg: DictConfig, run_dir: Path, seed: int | None = None) -> tuple[P
         out,
         full_config=cfg,
         seed=seed,
+        train_shards=shards,
     )
 
 
 def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
-    """Leave-one-session-out emotion for every upstream and seed; the summary with CIs."""
+    """Emotion LOSO for every upstream and seed, keywords for the frozen; the summary."""
     source = cfg.emotion
     data_dir = run_dir / "data" / source.corpus
     prepare_once(source.corpus, source.src, data_dir)
@@ -105,6 +113,11 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
         deterministic_head=isinstance(head, LinearProbeConfig),
         n_mels=cfg.encoder.n_mels,
     )
+    if cfg.finetune_seeds is not None:
+        # fine-tuning is the grid's costly cell: it runs its own (shorter) list of seeds
+        for upstream in upstreams:
+            if upstream.mode == "finetune":
+                upstream.seeds = list(cfg.finetune_seeds)
     outcomes = []
     for upstream in upstreams:
         print(
@@ -119,6 +132,12 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
                 max_folds=source.max_folds,
             )
         )
+    if cfg.keyword.src is not None:
+        # speaker-independent spoken words: the content task filterbank statistics do not
+        # solve; the frozen upstreams under the probe
+        for upstream in upstreams:
+            if upstream.mode == "frozen":
+                outcomes.append(score_task(suite, upstream, "keyword", cfg.keyword.src, run_dir))
     names = [upstream.name for upstream in upstreams]
     comparisons = [
         (name, baseline)
@@ -130,7 +149,14 @@ def transfer(cfg: DictConfig, run_dir: Path, checkpoints: list[Path]) -> dict:
     plot_layer_usage(run_dir, outcomes)
     summary = summarize(outcomes, comparisons)
     summary["emotion"] = {}
+    summary["keyword"] = {
+        outcome.upstream: {"seeds": outcome.seeds, "runs": outcome.details}
+        for outcome in outcomes
+        if outcome.task == "keyword"
+    }
     for outcome in outcomes:
+        if outcome.task != "emotion":
+            continue
         first = outcome.details[0]["loso"]  # the first seed's folds and confusion matrix
         plot_confusion_matrix(
             first["confusion"],
@@ -157,6 +183,7 @@ def door(cfg: DictConfig) -> list[str]:
             {
                 **{f"pretrain.sources[{i}].src": source.src for i, source in enumerate(sources)},
                 "emotion.src": cfg.emotion.src,
+                "keyword.src": cfg.keyword.src,
             }
         )
         + seed_problems("seeds", cfg.seeds)

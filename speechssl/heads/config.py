@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from speechssl.heads.classifier import UtteranceClassifier
-from speechssl.heads.linear_probe import LinearProbeConfig
+from speechssl.heads.linear_probe import LinearProbeConfig, ProbeHead
 from speechssl.heads.speaker import ECAPAHead
 from speechssl.heads.transfer import SpeakerModel, TransferModel, UtteranceClassificationModel
 from speechssl.typed import from_registry
@@ -95,8 +95,9 @@ class EcapaHeadConfig:
 
 
 def _classifier_head(
-    config: ClassifierHeadConfig, input_dim: int, num_classes: int, num_layers: int | None
+    config: ClassifierHeadConfig, input_dim: int, num_classes: int, num_hidden_states: int
 ) -> nn.Module:
+    num_layers = num_hidden_states if config.use_layer_sum else None
     return UtteranceClassifier(
         input_dim,
         num_classes,
@@ -110,8 +111,9 @@ def _classifier_head(
 
 
 def _ecapa_head(
-    config: EcapaHeadConfig, input_dim: int, num_classes: int, num_layers: int | None
+    config: EcapaHeadConfig, input_dim: int, num_classes: int, num_hidden_states: int
 ) -> nn.Module:
+    num_layers = num_hidden_states if config.use_layer_sum else None
     return ECAPAHead(
         input_dim,
         num_classes,
@@ -127,19 +129,25 @@ def _ecapa_head(
     )
 
 
+def _probe_head(
+    config: LinearProbeConfig, input_dim: int, num_classes: int, num_hidden_states: int
+) -> nn.Module:
+    # an unfitted probe (zeros): the fit fills it (speechssl.tasks.classification), or a
+    # saved run's state dict does (speechssl predict)
+    return ProbeHead(input_dim, num_classes, num_hidden_states, config.statistics)
+
+
 # head kind (its config's ``kind``) -> (config dataclass, head builder, encoder + head model)
 HEADS: dict[str, tuple[type, Callable[..., nn.Module], type[TransferModel]]] = {
     "classifier": (ClassifierHeadConfig, _classifier_head, UtteranceClassificationModel),
     "ecapa": (EcapaHeadConfig, _ecapa_head, SpeakerModel),
+    # the converged linear probe: fitted by L-BFGS on cached features, never by the Trainer
+    "linear_probe": (LinearProbeConfig, _probe_head, UtteranceClassificationModel),
 }
 
 
-# every head config by kind: the trained heads above and the converged linear probe (which
-# trains no module, so it has no builder here: speechssl.tasks.suite fits it)
-HEAD_CONFIGS: dict[str, type] = {
-    **{kind: schema for kind, (schema, _, _) in HEADS.items()},
-    "linear_probe": LinearProbeConfig,
-}
+# every head config by kind
+HEAD_CONFIGS: dict[str, type] = {kind: schema for kind, (schema, _, _) in HEADS.items()}
 
 
 def head_config(config) -> ClassifierHeadConfig | EcapaHeadConfig | LinearProbeConfig:
@@ -156,8 +164,7 @@ def build_head(config, input_dim: int, num_classes: int, num_hidden_states: int)
     """The head of ``config`` for ``num_hidden_states`` hidden states of width ``input_dim``."""
     if config.kind not in HEADS:
         raise ValueError(f"head kind must be one of {sorted(HEADS)}, got {config.kind!r}")
-    num_layers = num_hidden_states if config.use_layer_sum else None
-    return HEADS[config.kind][1](config, input_dim, num_classes, num_layers)
+    return HEADS[config.kind][1](config, input_dim, num_classes, num_hidden_states)
 
 
 def build_transfer_model(config, encoder: nn.Module, num_classes: int) -> TransferModel:
@@ -165,6 +172,9 @@ def build_transfer_model(config, encoder: nn.Module, num_classes: int) -> Transf
     head, a :class:`SpeakerModel` for an ECAPA head."""
     head = build_head(config, encoder.output_dim, num_classes, encoder.num_layers + 1)
     model_class = HEADS[config.kind][2]
+    if isinstance(config, LinearProbeConfig):
+        # the probe reads frozen features only: nothing of the encoder trains
+        return model_class(encoder, head, mode="frozen")
     return model_class(
         encoder, head, mode=config.mode, freeze_feature_extractor=config.freeze_feature_extractor
     )

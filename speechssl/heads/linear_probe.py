@@ -35,10 +35,20 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from speechssl.heads.pooling import pool_hidden_states
 from speechssl.progress_bar import progress_bar
 
-__all__ = ["LinearProbe", "LinearProbeConfig", "ProbeFit", "fit_logistic_regression"]
+__all__ = [
+    "LinearProbe",
+    "LinearProbeConfig",
+    "ProbeFit",
+    "ProbeHead",
+    "ProbeLayerChoice",
+    "fit_logistic_regression",
+    "probe_features",
+]
 
 STATISTICS = ("mean", "mean_std")
 
@@ -64,6 +74,16 @@ class LinearProbeConfig:
     layer_average: bool = True
     max_iterations: int = 500
     tolerance: float = 1e-6
+
+
+def probe_features(features: torch.Tensor, layer: int, statistics: str) -> torch.Tensor:
+    """The probe's input: ``(N, L + 1, 2, D)`` pooled statistics -> ``(N, K * D)``, from
+    hidden state ``layer`` (-1: the average over hidden states), ``K`` = 2 for
+    ``"mean_std"``, 1 for ``"mean"``."""
+    if statistics == "mean":
+        features = features[:, :, :1]  # (N, L+1, 1, D): means only
+    selected = features.mean(dim=1) if layer == -1 else features[:, layer]  # (N, K, D)
+    return selected.reshape(selected.shape[0], -1)  # (N, K, D) -> (N, K * D)
 
 
 class ProbeFit(NamedTuple):
@@ -147,10 +167,7 @@ class LinearProbe:
         self._mean = self._scale = self._weight = self._bias = None
 
     def _layer_features(self, features: torch.Tensor, layer: int) -> torch.Tensor:
-        if self.config.statistics == "mean":
-            features = features[:, :, :1]  # (N, L+1, 1, D): means only
-        selected = features.mean(dim=1) if layer == -1 else features[:, layer]  # (N, K, D)
-        return selected.reshape(selected.shape[0], -1).double()  # (N, K, D) -> (N, K * D)
+        return probe_features(features, layer, self.config.statistics).double()
 
     @staticmethod
     def _standardiser(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,3 +238,114 @@ class LinearProbe:
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         """``(N,)`` predicted class indices."""
         return self.probabilities(features).argmax(dim=1).cpu()
+
+
+class ProbeLayerChoice(nn.Module):
+    """The hidden state a fitted probe reads: one index, or -1 for the average of all.
+
+    It stands where a trained head has its ``WeightedLayerSum`` (``num_layers`` hidden
+    states in, ``weights()`` for plots), but it is fixed by the fit, not learned. The
+    choice is kept as a buffer of weights over the hidden states (one-hot, or uniform for
+    the average), so that the model exports (ONNX) without data-dependent indexing.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        self.register_buffer("selection", torch.full((num_layers,), 1.0 / num_layers))
+
+    def choose(self, layer: int) -> None:
+        """Read hidden state ``layer`` (-1: the average of all)."""
+        if layer == -1:
+            self.selection.fill_(1.0 / self.num_layers)
+        else:
+            self.selection.copy_(F.one_hot(torch.tensor(layer), self.num_layers).float())
+
+    @property
+    def layer(self) -> int:
+        """The chosen index, -1 for the average."""
+        if bool((self.selection == self.selection[0]).all()) and self.num_layers > 1:
+            return -1
+        return int(self.selection.argmax())
+
+    def weights(self) -> torch.Tensor:
+        """``(num_layers,)``: one-hot at the chosen hidden state, or uniform (the average)."""
+        return self.selection.detach().clone()
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``(N, L + 1, K, D)`` -> ``(N, K, D)``: the chosen hidden state's statistics."""
+        return torch.einsum("nlkd,l->nkd", pooled, self.selection)
+
+
+class ProbeHead(nn.Module):
+    """A fitted :class:`LinearProbe` as a head over hidden states, so that a frozen encoder
+    plus the probe is one model (``speechssl predict``, export) that gives the probe's
+    probabilities on raw audio.
+
+    ``forward(hidden_states, lengths)``: ``L + 1`` tensors ``(B, F, D)`` and frame
+    lengths ``(B,)`` -> logits ``(B, C)``: per-layer mean (and std) over valid frames, the
+    chosen layer (or the average), standardised with the training set's statistics, then
+    the logistic regression. Every fitted value is a buffer, so the state dict holds it.
+
+    Example:
+        >>> import torch
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> labels = torch.arange(40) % 2
+        >>> hidden = (torch.randn(40, 6, 4, generator=generator),) * 2  # 2 x (B, F, D)
+        >>> hidden[1][:, :, 0] += 3 * labels[:, None]
+        >>> lengths = torch.full((40,), 6)
+        >>> stats = pool_hidden_states(hidden, lengths)  # (B, L + 1, 2, D)
+        >>> probe = LinearProbe(LinearProbeConfig(c_grid=[1.0], layer_average=False))
+        >>> _ = probe.fit(stats, labels, stats, labels)
+        >>> head = ProbeHead.from_probe(probe, input_dim=4, num_classes=2, num_layers=2)
+        >>> torch.equal(head(hidden, lengths).argmax(dim=1), probe.predict(stats))
+        True
+    """
+
+    def __init__(
+        self, input_dim: int, num_classes: int, num_layers: int, statistics: str = "mean_std"
+    ) -> None:
+        super().__init__()
+        if statistics not in STATISTICS:
+            raise ValueError(f"head.statistics must be one of {STATISTICS}, got {statistics!r}")
+        self.statistics = statistics
+        self.layer_sum = ProbeLayerChoice(num_layers)
+        width = input_dim * (2 if statistics == "mean_std" else 1)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+        self.register_buffer("weight", torch.zeros(num_classes, width))
+        self.register_buffer("bias", torch.zeros(num_classes))
+
+    @classmethod
+    def from_probe(
+        cls, probe: LinearProbe, input_dim: int, num_classes: int, num_layers: int
+    ) -> ProbeHead:
+        """The head of a fitted ``probe`` (its layer, standardiser and weights, as float32)."""
+        if probe.layer is None:
+            raise RuntimeError("fit the probe before making a head of it")
+        head = cls(input_dim, num_classes, num_layers, probe.config.statistics)
+        head.layer_sum.choose(probe.layer)
+        for name, value in (
+            ("mean", probe._mean),
+            ("scale", probe._scale),
+            ("weight", probe._weight),
+            ("bias", probe._bias),
+        ):
+            getattr(head, name).copy_(value.float().cpu())
+        return head
+
+    def logits_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, C)`` from cached statistics ``(N, L + 1, 2, D)``."""
+        pooled = pooled.float().to(self.mean.device)
+        if self.statistics == "mean":
+            pooled = pooled[:, :, :1]  # (N, L+1, 1, D): means only
+        selected = self.layer_sum(pooled)  # (N, K, D), as probe_features chooses
+        standardised = (selected.reshape(selected.shape[0], -1) - self.mean) / self.scale
+        return torch.addmm(self.bias, standardised, self.weight.T)  # (N, K*D) @ (K*D, C)
+
+    def forward(self, hidden_states, lengths: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_pooled(pool_hidden_states(hidden_states, lengths))
+
+    def layer_weights(self) -> torch.Tensor:
+        """``(L + 1,)``: where the probe reads (one-hot, or uniform for the average)."""
+        return self.layer_sum.weights()

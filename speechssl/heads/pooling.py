@@ -17,7 +17,12 @@ from torch import nn
 
 from speechssl.features.framing import lengths_to_mask
 
-__all__ = ["AttentiveStatisticsPooling", "MaskedMeanPooling", "check_frames"]
+__all__ = [
+    "AttentiveStatisticsPooling",
+    "MaskedMeanPooling",
+    "check_frames",
+    "pool_hidden_states",
+]
 
 
 def check_frames(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -37,6 +42,27 @@ def check_frames(frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
             f"got [{int(lengths.min())}, {int(lengths.max())}]"
         )
     return lengths
+
+
+def pool_hidden_states(hidden_states, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean and std over valid frames of each hidden state (what the feature cache stores
+    and the linear probe reads).
+
+    Args:
+        hidden_states: ``L + 1`` tensors ``(B, F, D)``.
+        lengths: ``(B,)`` valid frames per row; padding never enters a statistic.
+
+    Returns:
+        ``(B, L + 1, 2, D)`` float32: ``[..., 0, :]`` the mean, ``[..., 1, :]`` the std.
+    """
+    stacked = torch.stack([hidden.float() for hidden in hidden_states], dim=1)  # (B, L+1, F, D)
+    frames = torch.arange(stacked.shape[2], device=stacked.device)
+    # (B, F) -> (B, 1, F, 1): broadcasts over layers and channels
+    valid = (frames[None, :] < lengths[:, None])[:, None, :, None].to(stacked.dtype)
+    count = valid.sum(dim=2).clamp(min=1)  # (B, 1, 1)
+    mean = (stacked * valid).sum(dim=2) / count  # (B, L+1, D)
+    variance = (((stacked - mean[:, :, None, :]) * valid) ** 2).sum(dim=2) / count
+    return torch.stack([mean, variance.clamp(min=0).sqrt()], dim=2)  # (B, L+1, 2, D)
 
 
 class MaskedMeanPooling(nn.Module):

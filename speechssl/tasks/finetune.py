@@ -27,21 +27,33 @@ __all__ = ["budget_line", "score_predictions", "write_finetune_outputs"]
 def budget_line(report: Mapping) -> str:
     """One sentence on how far training went (and a warning when it was still improving).
 
-    ``report``: ``train_classifier``'s ``result["training"]`` (``epochs``, ``max_epochs``,
-    ``steps``, ``best_epoch``, ``stop``, ``still_improving``).
+    ``report``: ``train_classifier``'s ``result["training"]``: a trained head's
+    (``epochs``, ``max_epochs``, ``steps``, ``best_epoch``, ``stop``, ``still_improving``,
+    optionally ``monitor``), or the probe's (``head``, ``layer``, ``c``, ``dev_accuracy``).
 
     Example:
         >>> print(budget_line({"epochs": 12, "max_epochs": 60, "steps": 96, "best_epoch": 7,
         ...                    "stop": "plateau", "still_improving": False}))
         Trained 12 of at most 60 epochs (96 steps); best valid accuracy at epoch 7; stopped on the dev plateau.
+        >>> print(budget_line({"head": "linear_probe", "layer": -1, "c": 0.1,
+        ...                    "dev_accuracy": 0.75}))
+        Linear probe on the average of the hidden states, C=0.1, chosen on valid (accuracy 75.0 %).
     """
+    if report.get("head") == "linear_probe":
+        layer = report["layer"]
+        where = "the average of the hidden states" if layer == -1 else f"hidden state {layer}"
+        return (
+            f"Linear probe on {where}, C={report['c']:g}, chosen on valid "
+            f"(accuracy {100 * report['dev_accuracy']:.1f} %)."
+        )
+    monitor = "loss" if report.get("monitor") == "valid_loss" else "accuracy"
     line = (
         f"Trained {report['epochs']:g} of at most {report['max_epochs']} epochs "
-        f"({report['steps']} steps); best valid accuracy at epoch {report['best_epoch']}; "
+        f"({report['steps']} steps); best valid {monitor} at epoch {report['best_epoch']}; "
         f"stopped on the {'dev plateau' if report['stop'] == 'plateau' else 'epoch cap'}."
     )
     if report["still_improving"]:
-        line += " Valid accuracy was still rising: raise transfer.epochs."
+        line += f" Valid {monitor} was still improving: raise transfer.epochs."
     return line
 
 

@@ -5,7 +5,7 @@ utterance is encoded once per run and every fold, seed, head, probe and verifica
 trial list reads the same cached tensor. :class:`FeatureCache` keys entries by what they
 depend on: the upstream's fingerprint (class, architecture, weights and buffers, hashed),
 the manifest's (ids, audio paths, durations, and each audio file's size, mtime and a
-digest of its first and last blocks: :func:`speechssl.audio.file_identity`) and the
+digest of its first and last blocks: :func:`speechssl.safe_io.file_identity`) and the
 options (sample rate, pooling): a changed weight, row or audio file re-encodes.
 
 The cached tensor is ``(N, L + 1, 2, D)``: for each utterance and hidden state (0 is the
@@ -37,12 +37,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from speechssl.audio import file_identity
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
 from speechssl.encoders.base import Encoder
+from speechssl.heads.pooling import pool_hidden_states
 from speechssl.progress_bar import progress_bar
-from speechssl.safe_io import UnreadableFileError, load_torch_file, save_torch_atomic
+from speechssl.safe_io import UnreadableFileError, file_identity, load_torch_file, save_torch_atomic
 
 __all__ = ["FeatureCache", "encoder_fingerprint", "manifest_fingerprint", "pool_hidden_states"]
 
@@ -66,34 +66,14 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
 
 def manifest_fingerprint(manifest: Manifest) -> str:
     """Hex digest of the rows' ids, audio paths and durations and of the audio itself
-    (:func:`~speechssl.audio.file_identity`: size, mtime, first and last blocks), in order:
+    (:func:`~speechssl.safe_io.file_identity`: size, mtime, first and last blocks), in order:
     a clip replaced by another of the same length changes it."""
     digest = hashlib.sha1()
     for index in range(len(manifest)):
         row = manifest.row(index)
-        identity = file_identity(row["audio"])
+        identity = file_identity(row["audio"], content=True)
         digest.update(f"{row['id']}\t{row['audio']}\t{row['duration']:.4f}\t{identity}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def pool_hidden_states(hidden_states, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean and std over valid frames of each hidden state.
-
-    Args:
-        hidden_states: ``L + 1`` tensors ``(B, F, D)``.
-        lengths: ``(B,)`` valid frames per row; padding never enters a statistic.
-
-    Returns:
-        ``(B, L + 1, 2, D)`` float32: ``[..., 0, :]`` the mean, ``[..., 1, :]`` the std.
-    """
-    stacked = torch.stack([hidden.float() for hidden in hidden_states], dim=1)  # (B, L+1, F, D)
-    frames = torch.arange(stacked.shape[2], device=stacked.device)
-    # (B, F) -> (B, 1, F, 1): broadcasts over layers and channels
-    valid = (frames[None, :] < lengths[:, None])[:, None, :, None].to(stacked.dtype)
-    count = valid.sum(dim=2).clamp(min=1)  # (B, 1, 1)
-    mean = (stacked * valid).sum(dim=2) / count  # (B, L+1, D)
-    variance = (((stacked - mean[:, :, None, :]) * valid) ** 2).sum(dim=2) / count
-    return torch.stack([mean, variance.clamp(min=0).sqrt()], dim=2)  # (B, L+1, 2, D)
 
 
 class FeatureCache:

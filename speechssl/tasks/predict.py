@@ -30,14 +30,14 @@ from typing import NamedTuple
 
 import torch
 
+from speechssl.checkpoint_format import CheckpointError, EncoderSpec, read_checkpoint
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig
 from speechssl.data.prepare.common import check_audio
 from speechssl.encoders import build_encoder
-from speechssl.heads import ClassifierHeadConfig, FbankUpstream, build_transfer_model
+from speechssl.heads import FbankUpstream, build_transfer_model, head_config
 from speechssl.safe_io import load_state_strict, read_json, short_reason, write_text_atomic
 from speechssl.tasks.classification import TransferConfig, predict
-from speechssl.train.checkpoint import CheckpointError, load_checkpoint
 from speechssl.typed import to_dataclass
 
 __all__ = [
@@ -79,7 +79,7 @@ def write_model_file(
         "labels": list(labels),
         "upstream": upstream,
         "upstream_kind": upstream_kind,
-        "encoder_spec": encoder.spec(),
+        "encoder_spec": EncoderSpec.of(encoder).to_dict(with_prefix=False),
         "head": dataclasses.asdict(head),
         "data": dataclasses.asdict(data),
         "checkpoint": os.path.relpath(checkpoint, run_dir),
@@ -102,7 +102,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
             "train one with recipes/finetune/run.py"
         )
     info = _read_model_file(model_file)
-    spec = info["encoder_spec"]
+    spec = EncoderSpec.from_dict(info["encoder_spec"], str(model_file))
     try:
         # typed and checked before use: unknown keys or a string where a number belongs
         data = to_dataclass({**info["data"], "num_workers": 0}, DataConfig)
@@ -112,11 +112,11 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
         ) from None
     try:
         # FbankUpstream is no family of build_encoder (it has no learned weights)
-        if spec["family"] == "fbank":
-            encoder = FbankUpstream.from_config(spec["config"])
+        if spec.family == "fbank":
+            encoder = FbankUpstream.from_config(spec.config)
         else:
-            encoder = build_encoder(spec)
-        head = to_dataclass(info["head"], ClassifierHeadConfig)
+            encoder = build_encoder(spec.to_dict(with_prefix=False))
+        head = head_config(info["head"])
         model = build_transfer_model(head, encoder, num_classes=len(info["labels"]))
     except (TypeError, KeyError, RuntimeError, ValueError) as error:
         # a hand-edited or damaged model.json: options the classes do not take, values of
@@ -125,10 +125,10 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
             f"{model_file}: does not describe a model ({short_reason(error)})"
         ) from None
     try:
-        state = load_checkpoint(run_dir / info["checkpoint"])
+        checkpoint = read_checkpoint(run_dir / info["checkpoint"])
     except CheckpointError as error:
         raise ValueError(str(error)) from None
-    load_state_strict(model, state["model"], f"{info['checkpoint']} (for {MODEL_FILE})")
+    load_state_strict(model, checkpoint.model, f"{info['checkpoint']} (for {MODEL_FILE})")
     model = model.to(check_device(device)).eval()
     config = TransferConfig(data=data)
     return LoadedRun(model, list(info["labels"]), config, info)
@@ -151,8 +151,9 @@ def _model_file_problem(info) -> str | None:
     for key, kind in _MODEL_FILE_TYPES.items():
         if not isinstance(info.get(key), kind):
             return f"{key!r} is missing or not a {kind.__name__}"
-    spec = info["encoder_spec"]
-    if not isinstance(spec.get("family"), str) or not isinstance(spec.get("config"), dict):
+    try:
+        EncoderSpec.from_dict(info["encoder_spec"])
+    except CheckpointError:
         return "encoder_spec needs a 'family' and a 'config' object"
     labels = info["labels"]
     if not labels or not all(isinstance(label, str) for label in labels):

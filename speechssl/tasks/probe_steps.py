@@ -22,20 +22,18 @@ Example:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from speechssl.heads.linear_probe import LinearProbeConfig
 from speechssl.loading import load_encoder
 from speechssl.safe_io import claim_output_folder, write_text_atomic
-from speechssl.tasks.classification import front_end_buffers, random_init
-from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task
+from speechssl.tasks.classification import random_init_like
+from speechssl.tasks.evaluate import add_task_arguments, command_suite, score_task, task_data
 from speechssl.tasks.plots import plot_probe_over_steps
 from speechssl.tasks.report import layer_readings
 from speechssl.tasks.suite import METRIC_TITLES, TaskOutcome, Upstream, summarize
@@ -67,15 +65,6 @@ def checkpoints_by_step(folder: str | Path) -> list[tuple[int, Path]]:
     if not found:
         raise ValueError(f"{folder}: no step_XXXXXXXX.pt checkpoints in it")
     return found
-
-
-def random_init_like(encoder: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """A freshly initialised encoder of ``encoder``'s architecture (seeded; the global RNG is
-    left as it was) that shares its weight-free front end (e.g. global CMVN statistics), as
-    the recipes' ``random_frozen`` baseline does: only the learned weights differ."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return random_init(copy.deepcopy(encoder.config), front_end_buffers(encoder)).eval()
 
 
 def step_row(step: int, checkpoint: str, outcome: TaskOutcome, num_hidden_states: int) -> dict:
@@ -160,8 +149,7 @@ def steps_markdown(task: str, rows: Sequence[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``speechssl probe-steps``."""
-    if not Path(args.data).exists():
-        raise ValueError(f"--data: no such file or folder: {args.data}")
+    data = task_data(args.task, args.data)
     checkpoints = checkpoints_by_step(args.checkpoints)
     out = claim_output_folder(args.out, "probe-steps", force=args.force)
     suite = command_suite(LinearProbeConfig(), out)
@@ -171,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             suite,
             upstream,
             args.task,
-            args.data,
+            data,
             out,
             valid=args.valid,
             test=args.test,

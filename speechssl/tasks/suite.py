@@ -1,5 +1,5 @@
-"""The evaluation suite: speaker ID, speaker verification, emotion LOSO and plain
-classification for any upstream, with seeds, 95 % CIs and paired deltas.
+"""The evaluation suite: speaker ID, speaker verification, emotion LOSO, keyword spotting
+and plain classification for any upstream, with seeds, 95 % CIs and paired deltas.
 
 One :class:`Suite` serves the recipes and ``speechssl evaluate``. For each upstream and
 seed it builds the encoder, runs the task and keeps every test item's prediction, so
@@ -101,6 +101,7 @@ __all__ = [
     "Suite",
     "TaskOutcome",
     "Upstream",
+    "shared_speakers",
     "summarize",
     "summary_markdown",
     "transfer_upstreams",
@@ -124,6 +125,7 @@ TASK_METRICS = {
     "speaker_id": ("accuracy",),
     "speaker_verification": ("eer",),
     "emotion": ("accuracy", "ua"),
+    "keyword": ("accuracy",),
     "classification": ("accuracy", "ua"),
 }
 
@@ -389,6 +391,29 @@ class Suite:
             upstream, train, dev, test, speakers, label_column="speaker", task="speaker_id"
         )
 
+    def keyword(
+        self, upstream: Upstream, train: Manifest, dev: Manifest, test: Manifest
+    ) -> TaskOutcome:
+        """Speaker-independent spoken-word recognition (SUPERB keyword spotting): the word
+        (``label``) of each ``test`` clip, from a probe trained on other speakers' clips.
+
+        The words are those of ``train``; no speaker may be in two splits (a test speaker
+        heard in training would let the speaker's voice, not the word, carry the answer).
+
+        Raises:
+            ValueError: splits share a speaker, or dev/test hold a word train lacks.
+        """
+        shared = shared_speakers({"train": train, "dev": dev, "test": test})
+        if shared:
+            pairs = ", ".join(f"{a}/{b}: {names[:3]}" for (a, b), names in shared.items())
+            raise ValueError(f"keyword splits must be speaker-disjoint; shared speakers {pairs}")
+        words = sorted({str(word) for word in train.column("label").values()})
+        for name, split in (("dev", dev), ("test", test)):
+            unknown = sorted({str(word) for word in split.column("label").values()} - set(words))
+            if unknown:
+                raise ValueError(f"keyword {name} words missing from train: {unknown[:5]}")
+        return self.classification(upstream, train, dev, test, words, task="keyword")
+
     def speaker_verification(
         self, upstream: Upstream, manifest: Manifest, trials: Sequence[Trial]
     ) -> TaskOutcome:
@@ -506,6 +531,28 @@ def _write_cell(path: Path, key: str, predicted: np.ndarray, detail: dict) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     cell = {"key": key, "predicted": np.asarray(predicted).tolist(), "detail": detail}
     write_text_atomic(path, json.dumps(cell, default=str) + "\n")
+
+
+def shared_speakers(splits: dict[str, Manifest]) -> dict[tuple[str, str], list[str]]:
+    """``{(split_a, split_b): [speakers in both]}`` for every pair of named splits that
+    share a speaker (empty: speaker-disjoint).
+
+    Example:
+        >>> row = lambda i, speaker: {"id": f"u{i}", "audio": "x.wav", "duration": 1.0,
+        ...     "sample_rate": 16000, "speaker": speaker}
+        >>> shared_speakers({"train": Manifest.from_rows([row(0, "a"), row(1, "b")]),
+        ...     "test": Manifest.from_rows([row(2, "b")])})
+        {('train', 'test'): ['b']}
+    """
+    speakers = {name: set(speakers_of(split)) for name, split in splits.items()}
+    names = list(speakers)
+    shared = {}
+    for index, a in enumerate(names):
+        for b in names[index + 1 :]:
+            both = sorted(speakers[a] & speakers[b])
+            if both:
+                shared[a, b] = both
+    return shared
 
 
 def transfer_upstreams(
@@ -639,6 +686,7 @@ METRIC_TITLES = {
     ("speaker_verification", "eer"): "verification EER (%)",
     ("emotion", "accuracy"): "emotion WA (%)",
     ("emotion", "ua"): "emotion UA (%)",
+    ("keyword", "accuracy"): "keyword accuracy (%)",
     ("classification", "accuracy"): "accuracy (%)",
     ("classification", "ua"): "UA (%)",
 }

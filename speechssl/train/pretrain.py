@@ -17,9 +17,10 @@ from torch import nn
 
 from speechssl.data.compact import Manifest
 from speechssl.data.loaders import DataConfig, make_loader
+from speechssl.data.shards import make_shard_loader
 from speechssl.objectives.signals import BASELINE_SUFFIX, learning_warnings
 from speechssl.train import distributed
-from speechssl.train.checkpoint import latest_checkpoint
+from speechssl.train.checkpoint import DOWNSTREAM_SECTIONS, latest_checkpoint
 from speechssl.train.progress import read_metrics
 from speechssl.train.trainer import Trainer
 from speechssl.typed import to_dataclass
@@ -31,7 +32,7 @@ logger = logging.getLogger("speechssl.train")
 
 def pretrain_on_manifests(
     model: nn.Module,
-    train_manifest: Manifest,
+    train_manifest: Manifest | None,
     valid_manifest: Manifest | None,
     data_config,
     trainer_config,
@@ -43,6 +44,7 @@ def pretrain_on_manifests(
     train_labels: Sequence[np.ndarray] | None = None,
     valid_labels: Sequence[np.ndarray] | None = None,
     label_rate: float | None = None,
+    train_shards: Sequence[str | Path] | None = None,
 ) -> tuple[Path, dict]:
     """Train ``model`` (``forward(batch) -> (loss, metrics)``) on audio manifests.
 
@@ -50,20 +52,29 @@ def pretrain_on_manifests(
     ``label_rate``, e.g. :class:`speechssl.targets.Targets`), the batches carry them as
     ``batch.frame_labels``, cropped with the audio.
 
+    With ``train_shards`` (shard or lhotse Shar directories, :mod:`speechssl.data.shards`)
+    and no ``train_manifest``, the training batches stream from the shards instead, with
+    the frame labels stored there.
+
     Resumes from ``run_dir`` when a checkpoint is there (``trainer.resume=auto``), so a
     killed recipe picks up where it stopped. Returns the final checkpoint and the
     Trainer's result (including ``valid/loss`` when a validation manifest is given), with
     the final learning signals of :func:`learning_check`.
     """
     data_config = to_dataclass(data_config, DataConfig)
-    train_loader = make_loader(
-        train_manifest,
-        data_config,
-        train=True,
-        frame_labels=train_labels,
-        label_rate=label_rate,
-        seed=seed,
-    )
+    if (train_manifest is None) == (not train_shards):
+        raise ValueError("pre-train on a manifest or on shards, exactly one of them")
+    if train_shards:
+        train_loader = make_shard_loader(train_shards, data_config, seed=seed)
+    else:
+        train_loader = make_loader(
+            train_manifest,
+            data_config,
+            train=True,
+            frame_labels=train_labels,
+            label_rate=label_rate,
+            seed=seed,
+        )
     valid_loader = None
     if valid_manifest is not None and len(valid_manifest):
         valid_loader = make_loader(
@@ -82,6 +93,8 @@ def pretrain_on_manifests(
         full_config=full_config,
         run_dir=run_dir,
         sample_rate=data_config.sample_rate,
+        # a rerun with other downstream options resumes the same pre-training
+        resume_ignores=DOWNSTREAM_SECTIONS,
     )
     result = trainer.fit()
     checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")

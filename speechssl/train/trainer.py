@@ -39,14 +39,12 @@ Example (the same script runs under ``torchrun --nproc_per_node=N``):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import math
 import random
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,20 +52,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
+from speechssl.checkpoint_format import Checkpoint, EncoderSpec
 from speechssl.data.dataset import append_skipped
 from speechssl.safe_io import (
     RunDirBusyError,
     RunLock,
-    check_state_fits,
     remove_orphaned_temporaries,
     write_text_atomic,
 )
 from speechssl.train import distributed
 from speechssl.train.checkpoint import (
-    CheckpointError,
     capture_rng_state,
-    load_checkpoint,
-    load_latest_checkpoint,
+    check_resumable,
+    check_resume_config,
+    choose_resume_checkpoint,
     prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
@@ -80,7 +78,13 @@ from speechssl.train.config import (
     TrainerConfig,
 )
 from speechssl.train.curves import plot_curves
-from speechssl.train.progress import ProgressWriter
+from speechssl.train.progress import (
+    LoopState,
+    ProgressWriter,
+    new_window,
+    window_means,
+    window_sums,
+)
 from speechssl.train.schedule import build_optimizer, build_scheduler
 from speechssl.typed import to_dataclass
 
@@ -89,67 +93,6 @@ __all__ = ["LoopState", "NonFiniteLossError", "Trainer", "seed_everything"]
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row; a checkpoint was written before raising."""
-
-
-@dataclass
-class LoopState:
-    """Where the training loop stands: everything a resumed run needs besides the model,
-    optimiser, scheduler, scaler, sampler and random streams.
-
-    Saved in every checkpoint under ``"trainer"`` (plus ``step``/``epoch`` at the top, which
-    other readers use), so a run resumed at its last step returns the same result as the
-    uninterrupted one, ``train_loss`` and the last evaluation included.
-
-    Example:
-        >>> loop = LoopState(step=3, train_loss=0.5, last_evaluation={"loss": 0.7})
-        >>> restored = LoopState()
-        >>> restored.load_state_dict(loop.state_dict())
-        >>> restored == loop
-        True
-    """
-
-    step: int = 0
-    epoch: int = 0
-    batches_consumed: int = 0  # batches of the current epoch used by completed steps
-    nonfinite_total: int = 0
-    consecutive_nonfinite: int = 0
-    best_value: float | None = None
-    best_step: int = 0
-    bad_evaluations: int = 0
-    train_loss: float | None = None  # mean loss of the last logged window
-    last_evaluation: dict[str, float] = field(default_factory=dict)
-    # per rank, the sums of the log window in progress ({"steps", "loss", "grad_norm",
-    # "metrics"}), so a window cut by a resume logs the same means as an uninterrupted one
-    windows: list[dict] = field(default_factory=list)
-
-    def state_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore from :meth:`state_dict`; keys a checkpoint lacks keep their defaults
-        (checkpoints written before a field existed), unknown keys are ignored."""
-        defaults = LoopState()
-        for item in dataclasses.fields(self):
-            value = state.get(item.name, getattr(defaults, item.name))
-            if item.name == "last_evaluation":
-                value = {str(key): float(number) for key, number in dict(value).items()}
-            elif item.name == "windows":
-                value = [_window_sums(window) for window in list(value)]
-            elif item.name in ("best_value", "train_loss"):
-                value = None if value is None else float(value)
-            else:
-                value = int(value)
-            setattr(self, item.name, value)
-
-
-def _window_sums(window: dict) -> dict:
-    """The checkpointable part of a log window: step count and float sums."""
-    return {
-        "steps": int(window["steps"]),
-        "loss": float(window["loss"]),
-        "grad_norm": float(window["grad_norm"]),
-        "metrics": {str(key): float(value) for key, value in dict(window["metrics"]).items()},
-    }
 
 
 def seed_everything(seed: int) -> None:
@@ -187,9 +130,17 @@ def _to_device(batch, device: torch.device):
 
 
 def _batch_size(batch) -> int | None:
-    """Utterances in a batch (``lengths.numel()``), or None when the batch has no lengths."""
+    """Items in a batch: ``lengths.numel()``, else ``len(batch)`` of a batch object that has
+    a length (e.g. cached vectors), else None (a plain tuple, list or dict of tensors).
+
+    Evaluation weighs each batch's metrics by it, so every dev item counts once whatever
+    the batch size (a short last batch weighs what it holds, not a whole batch)."""
     lengths = getattr(batch, "lengths", None)
-    return None if lengths is None else int(lengths.numel())
+    if lengths is not None:
+        return int(lengths.numel())
+    if isinstance(batch, (tuple, list, dict)) or not callable(getattr(batch, "__len__", None)):
+        return None
+    return len(batch)
 
 
 class Trainer:
@@ -213,6 +164,10 @@ class Trainer:
         run_dir: output folder; default ``trainer.run_dir``, else Hydra's output folder.
         sample_rate: for the audio-seconds throughput; default ``train_loader.dataset.sample_rate``.
         show_progress: draw the progress bar (rank 0 only in any case; plain lines in a log file).
+        resume_ignores: prefixes of ``full_config`` keys this training does not read (a
+            recipe's downstream sections): a resume under other values of them is allowed.
+            Any other changed key refuses the resume in one line
+            (:func:`speechssl.train.checkpoint.check_resume_config`).
     """
 
     def __init__(
@@ -226,6 +181,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         sample_rate: int | None = None,
         show_progress: bool = True,
+        resume_ignores: tuple[str, ...] = (),
     ) -> None:
         self.cfg: TrainerConfig = to_dataclass(trainer_cfg, TrainerConfig)
         self.optim_cfg: OptimConfig = to_dataclass(optim_cfg, OptimConfig)
@@ -240,6 +196,7 @@ class Trainer:
         dataset = getattr(train_loader, "dataset", None)
         self.sample_rate = sample_rate or getattr(dataset, "sample_rate", None)
         self.show_progress = show_progress
+        self.resume_ignores = tuple(resume_ignores)
         self.config = self._resolve_config(full_config)
 
         self.model = model.to(self.device)
@@ -470,26 +427,9 @@ class Trainer:
         for record in getattr(batch, "skipped", None) or []:
             self._skipped_records.append(record)
 
-    @staticmethod
-    def _new_window() -> dict:
-        return {
-            "steps": 0,
-            "loss": 0.0,
-            "grad_norm": 0.0,
-            "metrics": {},
-            "utterances": 0,
-            "audio_seconds": 0.0,
-            "start": time.perf_counter(),
-        }
-
     def _log_window(self, window: dict, writer: ProgressWriter) -> dict:
-        steps = window["steps"]
-        means = {}
-        if steps:
-            means = {"loss": window["loss"] / steps, "grad_norm": window["grad_norm"] / steps}
-            means.update({key: value / steps for key, value in window["metrics"].items()})
         row = {"step": self.loop.step, "split": "train", "epoch": self.loop.epoch}
-        row.update(distributed.all_reduce_mean(means))
+        row.update(distributed.all_reduce_mean(window_means(window)))
         totals = distributed.all_reduce_sum(
             {
                 "utterances": window["utterances"],
@@ -597,116 +537,54 @@ class Trainer:
         state.update(epoch=self.loop.epoch, batches_consumed=self.loop.batches_consumed)
         return state
 
-    def _save(self, name: str | None = None) -> Path | None:
+    def _save(self, name: str | None = None, prune: bool = True) -> Path | None:
         """Write a checkpoint (collective: every rank must call it; rank 0 writes)."""
         rng_states = distributed.gather_objects(capture_rng_state())
-        self.loop.windows = distributed.gather_objects(
-            _window_sums(self._window or self._new_window())
-        )
+        self.loop.windows = distributed.gather_objects(window_sums(self._window or new_window()))
         path = None
         if distributed.is_main():
-            state = {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "sampler": self._sampler_state(),
-                "rng": rng_states,
-                "step": self.loop.step,
-                "epoch": self.loop.epoch,
-                "config": self.config,
-                "trainer": self._trainer_state(),
-            }
-            encoder_spec = getattr(getattr(self.model, "encoder", None), "spec", None)
-            if callable(encoder_spec):
-                state["encoder_spec"] = {**encoder_spec(), "prefix": "encoder."}
-            path = save_checkpoint(state, self.checkpoint_dir, self.loop.step, name=name)
-            if name is None:
+            encoder = getattr(self.model, "encoder", None)
+            record = Checkpoint(
+                model=self.model.state_dict(),
+                step=self.loop.step,
+                epoch=self.loop.epoch,
+                config=self.config,
+                trainer=self._trainer_state(),
+                # a model that keeps an encoder at model.encoder: load_encoder rebuilds it
+                encoder_spec=EncoderSpec.of(encoder, prefix="encoder.")
+                if callable(getattr(encoder, "spec", None))
+                else None,
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(),
+                sampler=self._sampler_state(),
+                rng=rng_states,
+            )
+            path = save_checkpoint(record, self.checkpoint_dir, self.loop.step, name=name)
+            if name is None and prune:
                 prune_checkpoints(self.checkpoint_dir, self.cfg.keep_last)
         distributed.barrier()
         return path
 
-    def _check_resumable(self, state: dict) -> None:
-        """Raise ``ValueError`` unless ``state`` fits this run (checked before anything is
-        loaded, so a refused checkpoint leaves the model and optimiser untouched)."""
-        try:
-            check_state_fits(self.model, state["model"], "model")
-            saved = state["optimizer"]
-            groups = saved["param_groups"]
-            if [len(group["params"]) for group in groups] != [
-                len(group["params"]) for group in self.optimizer.param_groups
-            ]:
-                raise ValueError("the optimizer's parameter groups differ from this model's")
-            parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-            for index, values in saved["state"].items():
-                for key, value in values.items():
-                    if (
-                        isinstance(value, torch.Tensor)
-                        and value.dim() > 0
-                        and value.shape != parameters[int(index)].shape
-                    ):
-                        raise ValueError(
-                            f"optimizer state {key} of parameter {index} has shape "
-                            f"{tuple(value.shape)}, the parameter {tuple(parameters[int(index)].shape)}"
-                        )
-            int(state["step"]), int(state["epoch"])
-            dict(state["scheduler"]), dict(state.get("trainer") or {}), list(state.get("rng") or [])
-            LoopState().load_state_dict(dict(state.get("trainer") or {}))
-        except (KeyError, TypeError, IndexError, AttributeError) as error:
-            # a dict that looks like a checkpoint but is not one of ours
-            raise ValueError(f"malformed checkpoint ({type(error).__name__}: {error})") from None
-
     def _resume(self) -> Path | None:
-        """Load the checkpoint named by ``trainer.resume``; returns its path (None: fresh run).
-
-        ``auto`` takes the newest usable checkpoint, skipping (with a warning naming the file
-        and why) unreadable, refused or misfitting ones; a named checkpoint that cannot be
-        used is an error.
-        """
-        mode = self.cfg.resume
-        if mode == "none":
+        """Load the checkpoint ``trainer.resume`` names (:func:`choose_resume_checkpoint`);
+        returns its path (None: a fresh run). A checkpoint whose config differs from this
+        run's is refused in one line (:func:`check_resume_config`)."""
+        path, state = choose_resume_checkpoint(
+            self.cfg.resume,
+            self.checkpoint_dir,
+            lambda state: check_resumable(state, self.model, self.optimizer),
+        )
+        if path is None:
             return None
-        if mode == "auto":
-            # rank 0 chooses, so every rank resumes from the same file
-            misfits: list[str] = []
-
-            def accept(state: dict) -> None:
-                try:
-                    self._check_resumable(state)
-                except ValueError as error:
-                    misfits.append(str(error))
-                    raise
-
-            path, state = (
-                load_latest_checkpoint(self.checkpoint_dir, accept=accept)
-                if distributed.is_main()
-                else (None, None)
-            )
-            refusal = None
-            if path is None and misfits:
-                # starting over would overwrite another model's checkpoints: stop instead
-                refusal = (
-                    f"{self.checkpoint_dir} holds checkpoints of another model ({misfits[0]}); "
-                    "use another run_dir, or trainer.resume=none to overwrite them"
-                )
-            # every rank learns rank 0's choice (or refusal), so none waits for the others
-            chosen, refusal = distributed.gather_objects(
-                (None if path is None else str(path), refusal)
-            )[0]
-            if refusal is not None:
-                raise CheckpointError(refusal)
-            if chosen is None:
-                return None
-            if state is None:
-                state = load_checkpoint(chosen)
-            path = Path(chosen)
-        else:
-            path = Path(mode)
-            state = load_checkpoint(path)
-            try:
-                self._check_resumable(state)
-            except ValueError as error:
-                raise CheckpointError(f"{path}: cannot resume from it: {error}") from None
+        check_resume_config(
+            path,
+            Checkpoint.from_dict(state, str(path)),
+            self.config,
+            max_steps=self.cfg.max_steps,
+            max_epochs=self.cfg.max_epochs,
+            ignore=self.resume_ignores,
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         scheduler_state = dict(state["scheduler"])
@@ -731,6 +609,18 @@ class Trainer:
             )
             seed_everything(self.cfg.seed + self.dist.rank + self.loop.step)
         return path
+
+    def _diverged(self) -> str:
+        """Save the last good weights (skipped updates left them untouched; no older
+        checkpoint is pruned) and return the one line that says so, with the hints."""
+        path = self._save(prune=False)
+        hint = "lower optim.lr (or raise optim.warmup_steps) or set trainer.clip_norm"
+        if self.precision != Precision.fp32:
+            hint += ", or use trainer.precision=fp32"
+        return (
+            f"training diverged at step {self.loop.step} ({self.loop.consecutive_nonfinite} "
+            f"non-finite losses in a row); last good weights: {path}; {hint}"
+        )
 
     def _write_config(self) -> None:
         if distributed.is_main():
@@ -802,7 +692,7 @@ class Trainer:
             writer.message(f"resumed from {resumed_from} at step {self.loop.step}")
         self.model.train()
         batches = self._batches()
-        window = self._window = self._new_window()
+        window = self._window = new_window()
         if resumed_from is not None and len(self.loop.windows) == self.dist.world_size:
             window.update(self.loop.windows[self.dist.rank])  # the window the kill cut
         stop_reason = "max_steps" if self.cfg.max_steps else "max_epochs"
@@ -823,23 +713,16 @@ class Trainer:
                 else:
                     self.loop.nonfinite_total += 1
                     self.loop.consecutive_nonfinite += 1
+                    # info, not a warning: the stop below, or the count at the end, is the line
                     writer.message(
                         f"step {self.loop.step}: non-finite loss or gradient, update skipped "
-                        f"({self.loop.consecutive_nonfinite} in a row, {self.loop.nonfinite_total} in total)",
-                        warning=True,
+                        f"({self.loop.consecutive_nonfinite} in a row, {self.loop.nonfinite_total} in total)"
                     )
                 if self.loop.step % self.cfg.log_every == 0 or self.loop.step == self.total_steps:
                     self._log_window(window, writer)
-                    window = self._window = self._new_window()
+                    window = self._window = new_window()
                 if self.loop.consecutive_nonfinite >= self.cfg.max_consecutive_nonfinite:
-                    path = self._save()
-                    message = (
-                        f"stopped at step {self.loop.step}: {self.loop.consecutive_nonfinite} non-finite losses "
-                        f"in a row (trainer.max_consecutive_nonfinite); checkpoint {path}. "
-                        "Lower optim.lr, raise optim.warmup_steps or set trainer.clip_norm."
-                    )
-                    writer.message(message, warning=True)
-                    raise NonFiniteLossError(message)
+                    raise NonFiniteLossError(self._diverged())
                 stop = False
                 if (
                     self.valid_loader is not None
@@ -866,6 +749,12 @@ class Trainer:
                 last_saved = -1  # the checkpoint of this step must carry its evaluation
             if last_saved != self.loop.step:
                 self._save()
+            if self.loop.nonfinite_total:
+                writer.message(
+                    f"{self.loop.nonfinite_total} update(s) skipped for a non-finite loss or "
+                    "gradient (metrics.jsonl: nonfinite_steps)",
+                    warning=True,
+                )
         finally:
             writer.close()
             if distributed.is_main() and writer.metrics_path.exists():

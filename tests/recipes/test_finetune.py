@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "finetune" / "run.py"
 # class -> tone frequency: far apart on the mel scale, so a linear head on FBANK separates them
 FREQUENCIES = {"low": 250.0, "mid": 1000.0, "high": 3500.0}
-SMALL = ["debug=tiny", "head.projector_dim=32", "fbank_n_mels=40", "data.verify_audio=false"]
+# the default head: the converged linear probe on the frozen FBANK upstream
+SMALL = ["debug=tiny", "fbank_n_mels=40", "data.verify_audio=false"]
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +229,35 @@ def test_onnx_export_of_the_run_predicts_like_speechssl_predict(tiny_run, tmp_pa
         assert config["labels"][int(probabilities[0].argmax())] == expected["label"], path
         for label, probability in zip(config["labels"], probabilities[0]):
             assert probability == pytest.approx(expected["probabilities"][label], abs=1e-4)
+
+
+def test_the_default_lands_on_the_probe_of_speechssl_evaluate(tmp_path, monkeypatch, capsys):
+    """The recipe's defaults on a frozen upstream score what ``speechssl evaluate UPSTREAM
+    --task classify`` scores on the same sets (within 1 point): the frozen default is the
+    converged probe, and its model predicts the probe's classes on the test files."""
+    from speechssl.testing import write_class_problem
+
+    rows = write_class_problem(tmp_path / "audio", 4, 72, seed=7)
+    splits = {"train": rows[:40], "valid": rows[40:52], "test": rows[52:]}
+    sets = {
+        name: write_labelled_csv(tmp_path / f"{name}.csv", [(r["audio"], r["label"]) for r in part])
+        for name, part in splits.items()
+    }
+    run_dir = tmp_path / "run"
+    overrides = ["data.verify_audio=false", "fbank_n_mels=40", f"run_dir={run_dir}"]
+    overrides += [f"data.{name}={path}" for name, path in sets.items()]
+    monkeypatch.setattr(sys, "argv", [str(RECIPE), *overrides])
+    try:
+        _recipe_main()()
+    except SystemExit as exit_info:
+        assert exit_info.code == 0
+    recipe = json.loads((run_dir / "results.json").read_text())
+    assert recipe["head"] == "linear_probe" and recipe["training"]["head"] == "linear_probe"
+    command = ["evaluate", "fbank", "--task", "classify", "--n-mels", "40", "--data"]
+    command += [str(sets["train"]), "--valid", str(sets["valid"]), "--test", str(sets["test"])]
+    assert cli_main([*command, "--out", str(tmp_path / "evaluate")]) == 0
+    capsys.readouterr()
+    ruler = json.loads((tmp_path / "evaluate" / "results.json").read_text())
+    (cell,) = [row for row in ruler["table"] if row["metric"] == "accuracy"]
+    assert abs(100 * recipe["accuracy"] - cell["mean"]) <= 1.0, (recipe["accuracy"], cell)
+    assert recipe["accuracy"] > 0.5  # chance is 1/4: the problem is learnt, not trivial

@@ -40,6 +40,7 @@ FREQUENCIES = {"low": 250.0, "mid": 1000.0, "high": 3500.0}
 # 0.92, fairseq finetune 0.92, Hugging Face frozen 1.00 and finetune 1.00; chance is 1/3
 RUN = [
     "debug=tiny",
+    "head=mean_pool",  # SUPERB's trained head, frozen or fine-tuned
     "transfer.epochs=30",
     "transfer.lr=2e-2",
     "head.projector_dim=32",

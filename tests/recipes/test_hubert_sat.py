@@ -17,7 +17,7 @@ from speechssl.config import compose
 from speechssl.data.frame_labels import read_label_file
 from speechssl.data.manifest import read_jsonl
 from speechssl.demo import demo_path
-from speechssl.testing import iemocap_subset
+from speechssl.testing import iemocap_subset, speech_commands_subset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,10 +83,15 @@ def emotion_root(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, speaker_root, emotion_root):
     run_dir = tmp_path_factory.mktemp("hubert_sat")
     emotion = emotion_root
+    # the demo's spoken digits cut to 2 takes per word and speaker (every word and split)
+    keyword = speech_commands_subset(
+        demo_path("speech_commands"), tmp_path_factory.mktemp("kws"), 2
+    )
     stdout = _run_recipe(
         run_dir,
         f"speaker.src={speaker_root}",
         f"emotion.src={emotion}",
+        f"keyword.src={keyword}",
         "ablation=sat",
         "~arms.sat_no_contrastive",
         "~arms.sat_no_mixing",
@@ -113,6 +118,7 @@ def ecapa_run(tmp_path_factory, speaker_root, emotion_root):
         run_dir,
         f"speaker.src={speaker_root}",
         f"emotion.src={emotion_root}",
+        "keyword.src=null",
         "encoder=wavlm_tiny",
         "objective=unispeech_sat",
         "head=ecapa_tiny",
@@ -141,6 +147,7 @@ def test_results_table_covers_every_upstream_and_task(tiny_run, speaker_root):
             ("speaker_verification", "eer"),
             ("emotion", "accuracy"),
             ("emotion", "ua"),
+            ("keyword", "accuracy"),
         ]:
             cell = cells[name, task, metric]
             low, high = cell["ci95"]
@@ -155,6 +162,8 @@ def test_results_table_covers_every_upstream_and_task(tiny_run, speaker_root):
     pairs = {(delta["a"], delta["b"], delta["task"]) for delta in results["deltas"]}
     assert ("unispeech_sat_frozen", "fbank", "speaker_id") in pairs
     assert ("hubert_frozen", "fbank", "emotion") in pairs
+    assert ("hubert_frozen", "fbank", "keyword") in pairs
+    assert cells["fbank", "keyword", "accuracy"]["n_items"] == 20  # 10 words x 2 takes
     assert ("hubert_frozen", "unispeech_sat_frozen", "speaker_id") in pairs  # arm - full model
     for delta in results["deltas"]:
         assert delta["ci95"][0] <= delta["delta"] <= delta["ci95"][1]

@@ -12,7 +12,7 @@ import torch
 import speechssl
 from speechssl.demo import demo_path
 from speechssl.objectives import PredictiveCodingConfig, PredictiveCodingModel
-from speechssl.testing import iemocap_subset
+from speechssl.testing import iemocap_subset, speech_commands_subset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,12 +25,17 @@ def tiny_run(tmp_path_factory):
     emotion = iemocap_subset(
         demo_path("iemocap"), tmp_path_factory.mktemp("emotion") / "IEMOCAP_full_release"
     )
+    # the demo's spoken digits cut to 2 takes per word and speaker (every word and split)
+    keyword = speech_commands_subset(
+        demo_path("speech_commands"), tmp_path_factory.mktemp("kws"), 2
+    )
     command = [
         sys.executable,
         str(REPO / "recipes" / "tpc" / "run.py"),
         "debug=tiny",
         f"run_dir={run_dir}",
         f"emotion.src={emotion}",
+        f"keyword.src={keyword}",
         "emotion.max_folds=2",
         "emotion.modes=[fbank,random_frozen,pretrained_frozen,pretrained_finetune]",
     ]
@@ -45,14 +50,27 @@ def test_results_files_and_metrics_in_range(tiny_run):
     results = json.loads((run_dir / "results.json").read_text())
     modes = {"fbank", "random_frozen", "pretrained_frozen", "pretrained_finetune"}
     assert set(results["emotion"]) == modes
-    cells = {(row["upstream"], row["metric"]): row for row in results["table"]}
+    cells = {
+        (row["upstream"], row["metric"]): row
+        for row in results["table"]
+        if row["task"] == "emotion"
+    }
+    # the frozen upstreams also spot keywords (10 words x 2 takes of the test speaker)
+    keyword = {row["upstream"]: row for row in results["table"] if row["task"] == "keyword"}
+    assert set(keyword) == set(results["keyword"]) == modes - {"pretrained_finetune"}
+    assert {row["n_items"] for row in keyword.values()} == {20}
+    assert any(
+        (delta["a"], delta["b"], delta["task"]) == ("pretrained_frozen", "random_frozen", "keyword")
+        for delta in results["deltas"]
+    )
     for mode in modes:
         for metric in ("accuracy", "ua"):
             cell = cells[mode, metric]
             assert 0.0 <= cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1] <= 100.0
         runs = results["emotion"][mode]["runs"]
-        # random inits and trained heads: three seeds; fixed upstreams under the probe: one
-        assert len(runs) == (1 if mode in ("fbank", "pretrained_frozen") else 3)
+        # random inits: three seeds; fixed upstreams under the probe and the fine-tuned row
+        # (finetune_seeds: [0]): one
+        assert len(runs) == (3 if mode == "random_frozen" else 1)
         for run in runs:
             summary = run["loso"]
             assert len(summary["folds"]) == 2

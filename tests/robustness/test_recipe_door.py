@@ -170,6 +170,26 @@ def test_through_hydra_a_bad_value_leaves_the_earlier_runs_records_alone(tmp_pat
     assert snapshot(run_dir) == before
 
 
+def test_an_experiment_preset_of_another_recipe_is_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "recipes" / "tpc" / "run.py"),
+            "experiment=tts_pretrain_small",  # composes: tpc's pretrain section is untyped
+            f"run_dir={run_dir}",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_error(
+        completed.returncode, completed.stderr, "experiment=tts_pretrain_small: a preset of another"
+    )
+    assert not run_dir.exists()
+
+
 @pytest.mark.parametrize(
     "name, override, expect",
     [

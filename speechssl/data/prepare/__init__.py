@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from speechssl.data.prepare import (
+    cutset,
     folder,
     iemocap,
     librispeech,
@@ -54,6 +55,7 @@ PREPARERS: dict[str, Preparer] = {
         speech_commands,
         folder,
         table,
+        cutset,
     )
 }
 
@@ -71,8 +73,9 @@ def prepare(
 
     Args:
         corpus: a key of :data:`PREPARERS` (``librispeech``, ``voxceleb1``, ``iemocap``,
-            ``ljspeech``, ``libritts``, ``vctk``, ``speech_commands``, ``folder``, ``csv``).
-        src: the corpus folder (for ``csv``: the CSV file).
+            ``ljspeech``, ``libritts``, ``vctk``, ``speech_commands``, ``folder``, ``csv``,
+            ``lhotse``).
+        src: the corpus folder (for ``csv``: the CSV file; ``lhotse``: the CutSet file).
         out: output folder, created if needed.
         verify: decode every file (True) or read headers only (False).
         labels: for ``folder`` / ``csv`` only, the allowed label set.

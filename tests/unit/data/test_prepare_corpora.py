@@ -37,6 +37,7 @@ def test_registry_lists_every_corpus():
         "speech_commands",
         "folder",
         "csv",
+        "lhotse",
     }
 
 

@@ -10,7 +10,10 @@ import torch
 from speechssl.cli import main
 from speechssl.data.compact import Manifest
 from speechssl.demo import demo_path
+from speechssl.encoders import build_encoder
 from speechssl.encoders.fbank_upstream import FbankUpstream
+from speechssl.tasks.classification import front_end_buffers
+from speechssl.tasks.evaluate import command_upstream
 from speechssl.tasks.pooled import FeatureCache
 from speechssl.testing import iemocap_subset, write_labelled_csv, write_tone
 
@@ -68,7 +71,97 @@ def test_classify_with_a_preset_runs_one_init_per_seed(tmp_path, capsys):
     )
     assert code == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["table"][0]["n_seeds"] == 2 and results["details"]["seeds"] == [0, 1]
+    runs = results["details"]["upstreams"]["fbank_transformer_tiny"]
+    assert results["table"][0]["n_seeds"] == 2 and runs["seeds"] == [0, 1]
+
+
+def _tone_sets(folder):
+    """train/valid/test CSVs of low and high tones."""
+    sets = {}
+    for name, count in (("train", 6), ("valid", 3), ("test", 4)):
+        rows = [
+            (str(write_tone(folder / name / f"{label}{i}.wav", 0.5, frequency=frequency)), label)
+            for i in range(count)
+            for label, frequency in (("low", 300.0 + 40 * i), ("high", 2500.0 - 90 * i))
+        ]
+        sets[name] = str(write_labelled_csv(folder / f"{name}.csv", rows))
+    return ["--data", sets["train"], "--valid", sets["valid"], "--test", sets["test"]]
+
+
+@pytest.fixture()
+def one_thread():
+    # the probe's small L-BFGS fits run several times faster on one thread of a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_several_upstreams_give_one_paired_delta_per_pair_on_the_same_items(
+    tmp_path, capsys, one_thread
+):
+    out = tmp_path / "out"
+    upstreams = ["fbank", "random:fbank_transformer_tiny", "fbank"]
+    arguments = ["evaluate", *upstreams, "--task", "classify", *_tone_sets(tmp_path)]
+    assert main([*arguments, "--seeds", "0", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    names = ["fbank", "random:fbank_transformer_tiny", "fbank#2"]  # repeated specs get #k
+    assert list(results["details"]["upstreams"]) == names
+    cells = {(row["upstream"], row["metric"]): row for row in results["table"]}
+    assert {row["n_items"] for row in results["table"]} == {8}
+    # A - B and A - C (not B - C), once per metric of the task
+    pairs = [(row["a"], row["b"], row["metric"]) for row in results["deltas"]]
+    assert pairs == [
+        ("fbank", names[1], "accuracy"),
+        ("fbank", names[1], "ua"),
+        ("fbank", names[2], "accuracy"),
+        ("fbank", names[2], "ua"),
+    ]
+    for row in results["deltas"]:
+        # on the same items, the point delta is the difference of the table's means
+        difference = cells[row["a"], row["metric"]]["mean"] - cells[row["b"], row["metric"]]["mean"]
+        assert row["delta"] == pytest.approx(difference, abs=1e-9)
+        assert row["ci95"][0] <= row["delta"] <= row["ci95"][1]
+    identical = [row for row in results["deltas"] if row["b"] == "fbank#2"]
+    assert all(row["delta"] == 0.0 and row["ci95"] == [0.0, 0.0] for row in identical)
+    assert all(not row["significant"] and row["better"] is None for row in identical)
+    markdown = (out / "results.md").read_text()
+    assert (
+        "| fbank − fbank#2 |" in markdown
+        and "| fbank − random:fbank_transformer_tiny |" in markdown
+    )
+
+
+def test_random_spec_is_the_checkpoints_architecture_and_front_end_without_its_weights(
+    tmp_path,
+):
+    torch.manual_seed(0)
+    trained = build_encoder("tpc_tiny", normalization="global").train()
+    trained(torch.randn(3, 16000), torch.tensor([16000, 12000, 9000]))  # CMVN statistics
+    with torch.no_grad():  # every learned weight moved away from any init value
+        for parameter in trained.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    path = tmp_path / "step_00000100.pt"
+    torch.save(
+        {"model": trained.state_dict(), "encoder_spec": {**trained.spec(), "prefix": ""}}, path
+    )
+    upstream = command_upstream(f"random:{path}", [0, 1])
+    assert upstream.name == "random:step_00000100.pt" and list(upstream.seeds) == [0, 1]
+    first, second = upstream.build(0), upstream.build(1)
+    assert first.spec() == trained.spec()
+    state, saved = first.state_dict(), trained.state_dict()
+    assert state.keys() == saved.keys()
+    front_end = front_end_buffers(trained)
+    assert front_end and float(trained.front_end.normalize.count) > 0
+    for key, value in front_end.items():
+        assert torch.equal(state[key], value), key
+    for key, parameter in trained.named_parameters():
+        assert not torch.equal(state[key], parameter), key
+    # one init per seed, each reproducible
+    assert any(not torch.equal(value, second.state_dict()[key]) for key, value in state.items())
+    assert all(
+        torch.equal(value, upstream.build(0).state_dict()[key]) for key, value in state.items()
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,6 +170,9 @@ def test_classify_with_a_preset_runs_one_init_per_seed(tmp_path, capsys):
         (["/no/such/model.pt", "--task", "emotion", "--data", "DEMO"], "upstream="),
         (["fbank", "--task", "emotion", "--data", "/no/such/folder"], "--data"),
         (["fbank", "--task", "speaker-id", "--data", "EMPTY"], "VoxCeleb1"),
+        (["random:fbank", "--task", "emotion", "--data", "DEMO"], "no learned weights"),
+        (["fbank", "random:/no/such.pt", "--task", "emotion", "--data", "DEMO"], "upstream="),
+        (["fbank", "--task", "emotion"], "needs --data"),
     ],
 )
 def test_bad_upstream_or_data_is_one_line_and_exit_1(tmp_path, capsys, arguments, message):

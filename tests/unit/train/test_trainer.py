@@ -88,7 +88,7 @@ def test_too_many_nonfinite_losses_in_a_row_stop_with_a_checkpoint(corpus, tmp_p
         max_consecutive_nonfinite=3,
     )
     with pytest.raises(
-        NonFiniteLossError, match="step 4: 3 non-finite losses in a row.*step_00000004.pt"
+        NonFiniteLossError, match=r"step 4 \(3 non-finite losses in a row\).*step_00000004.pt"
     ):
         trainer.fit()
     assert (
@@ -227,6 +227,7 @@ def test_run_directory_holds_config_checkpoints_metrics_tensorboard_and_plot(cor
     assert written == {"trainer": {"max_steps": 4}, "data": {"name": "demo", "path": 4}}  # resolved
     state = load_checkpoint(tmp_path / "checkpoints/step_00000004.pt")
     assert set(state) == {
+        "format_version",
         "model",
         "optimizer",
         "scheduler",

@@ -416,11 +416,14 @@ def test_tts_config_group_composes_to_the_presets(preset):
     # the study overrides the decoder's reduction factor (frames per step) only
     assert to_dataclass(cfg.tts, TacotronConfig) == TacotronConfig.preset(preset, frames_per_step=4)
     assert cfg.trainer.max_steps == 4 and cfg.finetune.max_steps == 40  # capped in run.py
-    # scale=small: the README's study (all five fractions, a longer fine-tuning cap)
-    small = compose("tts_pretrain", [f"tts={preset}", "scale=small"])
+    # experiment=tts_pretrain_small: the README's study (all five fractions, a longer cap)
+    small = compose("tts_pretrain", [f"tts={preset}", "experiment=tts_pretrain_small"])
     assert list(small.pretrain.fractions) == [0, 0.125, 0.25, 0.5, 1.0]
     assert small.finetune.max_steps > compose("tts_pretrain").finetune.max_steps
-    assert compose("tts_pretrain", ["scale=small", "debug=tiny"]).trainer.max_steps == 4
+    assert (
+        compose("tts_pretrain", ["experiment=tts_pretrain_small", "debug=tiny"]).trainer.max_steps
+        == 4
+    )
 
 
 def test_each_torchrun_rank_trains_on_its_own_clips(demo_rows, monkeypatch):
