@@ -13,6 +13,8 @@ Real human speech (``tools/make_real_demo.py``; sources and licences in
 * ``LJSpeech-1.1/``           LJ Speech clips, 22,050 Hz Ogg Vorbis, the release's metadata
 * ``IEMOCAP_full_release/``   EmoDB's acted neu/hap/ang/sad takes (10 German speakers,
                               5 sessions x (F, M)), 16 kHz Ogg Opus, EmoEvaluation labels
+* ``SpeechCommands/``         FSDD's spoken digits (6 speakers) in the Google Speech Commands
+                              layout, 16 kHz Ogg Opus, speaker-disjoint split lists
 
 Synthetic speech, where no permissively licensed corpus could be found (a LibriTTS pool
 with transcripts), from espeak-ng (voice + variant per speaker, with pitch, speed,

@@ -29,8 +29,14 @@ audio stay within a fraction of a nat of the lossless original's (see
 so two runs write byte-identical files. ``speechssl/demo_data/NOTICE.md`` records the
 sources and licences; ``tools/make_demo_corpus.py`` calls this for the real corpora.
 
+``--corpora minilibrispeech`` writes the development corpus outside the wheel instead:
+Mini LibriSpeech (``train-clean-5``: 1,519 utterances, 28 readers, 5 hours, with their
+``trans.txt``) as Ogg Opus at about 21 kbit/s under ``--dev-out`` (``data/LibriSpeech/``;
+``data/NOTICE.md`` records its source).
+
 Example:
     python tools/make_real_demo.py --mirror /work/.mirror --out speechssl/demo_data
+    python tools/make_real_demo.py --corpora minilibrispeech --dev-out data
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import itertools
 import shutil
 import subprocess
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +61,8 @@ from speechssl.data.layouts import iemocap, librispeech, ljspeech, speech_comman
 
 SEGMENT_SECONDS = 3.0  # VoxCeleb1 utterances are 4-20 s; ~3 s pieces give several per reader
 OPUS_LEVEL = 0.9  # libsndfile compression level: about 30 kbit/s for 16 kHz speech
+DEV_OPUS_LEVEL = 0.94  # about 21 kbit/s: Mini LibriSpeech's 5 hours in ~47 MB
+ENCODER_THREADS = 2
 VORBIS_LEVEL = 0.6  # about 40 kbit/s at 22,050 Hz
 
 
@@ -92,6 +101,9 @@ SOURCES = {
     # audEERING's publication of EmoDB: the CC0-1.0 grant (README.md) and the speakers'
     # genders (1.1.1/publish.py)
     "emodb_meta": Source("audeering/emodb", "4b446d7cb4200897197ce805e8eaceef616edb4e"),
+    # Mini LibriSpeech (OpenSLR 31): train-clean-5, 1,519 FLAC utterances of 28 readers with
+    # their trans.txt, and LibriSpeech's SPEAKERS.TXT, CHAPTERS.TXT, README.TXT, LICENSE.TXT
+    "minilibrispeech": Source("zhangrui0712/Voice-Age", "c13f844098b754edb9c60b8deb1aa586bc461d8a"),
     # Free Spoken Digit Dataset: 6 speakers x 10 digits x 50 takes, 8 kHz (CC BY-SA 4.0)
     "fsdd": Source(
         "Jakobovski/free-spoken-digit-dataset", "26eb9aaf76e81b692f806f9140c2d2777410d7a1"
@@ -186,14 +198,16 @@ def with_serial(data: bytes, serial: int) -> bytes:
     return b"".join(pages)
 
 
-def write_ogg(root: Path, relative: str, wav: np.ndarray, rate: int) -> float:
-    """Write ``wav`` to ``root / relative`` as Ogg Opus (16/24/48 kHz) or Ogg Vorbis;
-    returns the seconds written. The stream serial comes from ``relative``: the same in
-    every build, different between files."""
+def write_ogg(
+    root: Path, relative: str, wav: np.ndarray, rate: int, opus_level: float = OPUS_LEVEL
+) -> float:
+    """Write ``wav`` to ``root / relative`` as Ogg Opus (16/24/48 kHz, libsndfile's
+    ``opus_level``) or Ogg Vorbis; returns the seconds written. The stream serial comes
+    from ``relative``: the same in every build, different between files."""
     buffer = io.BytesIO()
     if rate in (8000, 12000, 16000, 24000, 48000):
         soundfile.write(
-            buffer, wav, rate, format="OGG", subtype="OPUS", compression_level=OPUS_LEVEL
+            buffer, wav, rate, format="OGG", subtype="OPUS", compression_level=opus_level
         )
     else:
         soundfile.write(
@@ -312,18 +326,31 @@ def write_librispeech(
     return summary
 
 
-def write_speakers_file(corpus: Path, repositories: Repositories, speakers: set[str]) -> None:
-    """The release's SPEAKERS.TXT: its ';' header, then its lines for ``speakers`` verbatim."""
-    text = repositories.read("librispeech_meta", "data/LibriSpeech/SPEAKERS.TXT").decode()
+def release_lines(text: str, keys: set[str], name: str) -> tuple[list[str], list[str]]:
+    """``(';' header lines, the lines whose first '|' field is in keys)`` of a LibriSpeech
+    SPEAKERS.TXT or CHAPTERS.TXT, verbatim; every key must have its line."""
     header = [line for line in text.splitlines() if line.startswith(";")]
     lines = [
         line
         for line in text.splitlines()
-        if not line.startswith(";") and line.split("|")[0].strip() in speakers
+        if not line.startswith(";") and line.split("|")[0].strip() in keys
     ]
     found = {line.split("|")[0].strip() for line in lines}
-    if found != speakers:
-        raise SystemExit(f"error: SPEAKERS.TXT lacks readers {sorted(speakers - found)}")
+    if found != keys:
+        raise SystemExit(f"error: {name} lacks {sorted(keys - found)}")
+    return header, lines
+
+
+def write_speakers_file(
+    corpus: Path,
+    repositories: Repositories,
+    speakers: set[str],
+    source: tuple[str, str] = ("librispeech_meta", "data/LibriSpeech/SPEAKERS.TXT"),
+) -> None:
+    """The release's SPEAKERS.TXT (``source``: a ``SOURCES`` name and path): its ';'
+    header, then its lines for ``speakers`` verbatim."""
+    text = repositories.read(*source).decode()
+    header, lines = release_lines(text, speakers, "SPEAKERS.TXT")
     librispeech.write_speakers_file(corpus, lines, header=header)
 
 
@@ -526,6 +553,56 @@ def write_speech_commands(out: Path, repositories: Repositories) -> Summary:
     return summary
 
 
+MINI_LIBRISPEECH = "LibriSpeech"
+MINI_SUBSET = "train-clean-5"
+
+
+def write_minilibrispeech(out: Path, repositories: Repositories) -> Summary:
+    """Mini LibriSpeech as ``<subset>/<speaker>/<chapter>/<id>.opus`` (whole utterances,
+    ``DEV_OPUS_LEVEL``) with each chapter's ``trans.txt`` (byte for byte), SPEAKERS.TXT and
+    CHAPTERS.TXT lines of its readers and chapters, README.TXT and LICENSE.TXT."""
+    summary = Summary()
+    paths = repositories.list("minilibrispeech", f"{MINI_LIBRISPEECH}/{MINI_SUBSET}/")
+    for path in paths:
+        if path.endswith(".trans.txt"):
+            speaker, chapter = path.split("/")[-3:-1]
+            text = repositories.read("minilibrispeech", path)
+            lines = [line.split(" ", 1) for line in text.decode().splitlines()]
+            written = librispeech.write_transcript(out, MINI_SUBSET, speaker, chapter, lines)
+            if written.read_bytes() != text:
+                raise SystemExit(f"error: {path} is not rewritten byte for byte")
+    flacs = [path for path in paths if path.endswith(".flac")]
+
+    def encode(path: str) -> float:
+        speaker, chapter, name = path.split("/")[-3:]
+        wav, rate = repositories.audio("minilibrispeech", path)
+        number = int(Path(name).stem.rsplit("-", 1)[1])
+        target = librispeech.audio_path(out, MINI_SUBSET, speaker, chapter, number, ".opus")
+        relative = target.relative_to(out).as_posix()
+        return write_ogg(out, relative, wav, rate, opus_level=DEV_OPUS_LEVEL)
+
+    # the encoder releases the GIL; each file's bytes depend on its path only
+    with ThreadPoolExecutor(max_workers=ENCODER_THREADS) as pool:
+        for seconds in pool.map(encode, flacs):
+            summary.add(seconds)
+    summary.speakers = write_minilibrispeech_tables(out, repositories, flacs)
+    return summary
+
+
+def write_minilibrispeech_tables(out: Path, repositories: Repositories, flacs: list[str]) -> int:
+    """SPEAKERS.TXT and CHAPTERS.TXT lines of the readers and chapters of ``flacs``,
+    README.TXT and LICENSE.TXT; returns the number of readers."""
+    speakers = {path.split("/")[-3] for path in flacs}
+    chapters = {path.split("/")[-2] for path in flacs}
+    source = ("minilibrispeech", f"{MINI_LIBRISPEECH}/SPEAKERS.TXT")
+    write_speakers_file(out, repositories, speakers, source)
+    text = repositories.read("minilibrispeech", f"{MINI_LIBRISPEECH}/CHAPTERS.TXT").decode()
+    librispeech.write_chapters_file(out, *release_lines(text, chapters, "CHAPTERS.TXT"))
+    for name in ("README.TXT", "LICENSE.TXT"):
+        (out / name).write_bytes(repositories.read("minilibrispeech", f"{MINI_LIBRISPEECH}/{name}"))
+    return len(speakers)
+
+
 def folder_megabytes(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
@@ -533,14 +610,30 @@ def folder_megabytes(path: Path) -> float:
 CORPORA = ("LibriSpeech", "VoxCeleb1", "LJSpeech-1.1", "IEMOCAP_full_release", "SpeechCommands")
 
 
+# the development corpus outside the wheel (``--dev-out``): corpus name -> its folder there
+DEV_CORPORA = {"minilibrispeech": MINI_LIBRISPEECH}
+
+
+def corpus_folder(name: str, out: Path, dev_out: Path) -> Path:
+    """Where corpus ``name`` is written: ``out/<name>``, or under ``dev_out`` for the
+    development corpora."""
+    return dev_out / DEV_CORPORA[name] if name in DEV_CORPORA else out / name
+
+
 def build(
-    out: Path, mirror: Path, seed: int = 0, corpora: tuple[str, ...] = CORPORA
+    out: Path,
+    mirror: Path,
+    seed: int = 0,
+    corpora: tuple[str, ...] = CORPORA,
+    dev_out: Path = Path("data"),
 ) -> dict[str, Summary]:
-    """Write the ``corpora`` (default all: LibriSpeech/, VoxCeleb1/, LJSpeech-1.1/,
-    IEMOCAP_full_release/ and SpeechCommands/) under ``out``, replacing them."""
+    """Write the ``corpora`` (default the demo's: LibriSpeech/, VoxCeleb1/, LJSpeech-1.1/,
+    IEMOCAP_full_release/ and SpeechCommands/) under ``out``, and those of ``DEV_CORPORA``
+    (``minilibrispeech``: ``dev_out/LibriSpeech/``) under ``dev_out``, replacing them."""
     repositories = Repositories(mirror)
-    for name in corpora:
-        shutil.rmtree(out / name, ignore_errors=True)  # a rerun replaces, never appends
+    folders = {name: corpus_folder(name, out, dev_out) for name in corpora}
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)  # a rerun replaces, never appends
     readers = {}  # drawn only when LibriSpeech or VoxCeleb1 is built
 
     def assigned() -> dict[str, list[tuple[str, str, str]]]:
@@ -556,14 +649,15 @@ def build(
         "LJSpeech-1.1": lambda: write_ljspeech(out / "LJSpeech-1.1", repositories),
         "IEMOCAP_full_release": lambda: write_iemocap(out / "IEMOCAP_full_release", repositories),
         "SpeechCommands": lambda: write_speech_commands(out / "SpeechCommands", repositories),
+        "minilibrispeech": lambda: write_minilibrispeech(folders["minilibrispeech"], repositories),
     }
     return {name: writers[name]() for name in corpora}
 
 
-def print_summaries(out: Path, summaries: dict[str, Summary]) -> None:
+def print_summaries(out: Path, summaries: dict[str, Summary], dev_out: Path = Path("data")) -> None:
     print(f"{'corpus':<22}{'files':>7}{'speakers':>9}{'minutes':>9}{'MB':>8}")
     for name, summary in summaries.items():
-        megabytes = folder_megabytes(out / name)
+        megabytes = folder_megabytes(corpus_folder(name, out, dev_out))
         minutes = summary.seconds / 60
         print(f"{name:<22}{summary.files:>7}{summary.speakers:>9}{minutes:>9.1f}{megabytes:>8.2f}")
 
@@ -577,13 +671,23 @@ def main(argv: list[str] | None = None) -> None:
         default=Path("/work/.mirror"),
         help="folder holding <owner>+<name>/repo git directories of the SOURCES",
     )
+    parser.add_argument(
+        "--dev-out",
+        type=Path,
+        default=Path("data"),
+        help="folder of the development corpus outside the wheel (minilibrispeech)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--corpora", nargs="+", choices=CORPORA, default=list(CORPORA), help="rebuild only these"
+        "--corpora",
+        nargs="+",
+        choices=[*CORPORA, *DEV_CORPORA],
+        default=list(CORPORA),
+        help="rebuild only these (default: the embedded demo's; minilibrispeech goes to --dev-out)",
     )
     args = parser.parse_args(argv)
-    summaries = build(args.out, args.mirror, args.seed, tuple(args.corpora))
-    print_summaries(args.out, summaries)
+    summaries = build(args.out, args.mirror, args.seed, tuple(args.corpora), args.dev_out)
+    print_summaries(args.out, summaries, args.dev_out)
 
 
 if __name__ == "__main__":

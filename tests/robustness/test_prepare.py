@@ -19,7 +19,17 @@ from conftest import assert_one_line_error, snapshot
 from speechssl import testing
 from speechssl.data.manifest import read_jsonl
 
-CORPORA = ("librispeech", "voxceleb1", "iemocap", "ljspeech", "libritts", "vctk", "folder", "csv")
+CORPORA = (
+    "librispeech",
+    "voxceleb1",
+    "iemocap",
+    "ljspeech",
+    "libritts",
+    "vctk",
+    "speech_commands",
+    "folder",
+    "csv",
+)
 
 
 def _csv_corpus(root):
@@ -39,6 +49,7 @@ BUILDERS = {
     "ljspeech": lambda root: testing.make_ljspeech_tree(root, num_utterances=3),
     "libritts": lambda root: testing.make_libritts_tree(root, speakers_per_subset=1),
     "vctk": lambda root: testing.make_vctk_tree(root),
+    "speech_commands": lambda root: testing.make_speech_commands_tree(root, words=("no", "yes")),
     "folder": lambda root: testing.make_folder_tree(root / "classes"),
     "csv": _csv_corpus,
 }
@@ -141,6 +152,14 @@ def test_librispeech_subset_named_skipped_is_refused(cli, sources, tmp_path):
     code, _, stderr = cli("prepare", "librispeech", src, tmp_path / "out")
     assert_one_line_error(code, stderr, "'skipped'")
     assert not (tmp_path / "out").exists()
+
+
+def test_librispeech_refuses_a_voxceleb1_folder(cli, sources, tmp_path):
+    # VoxCeleb1's wav/<id>/<video>/<n>.wav has LibriSpeech's depth but not its names
+    out = tmp_path / "out"
+    code, _, stderr = cli("prepare", "librispeech", sources["voxceleb1"], out)
+    assert_one_line_error(code, stderr, "librispeech: no subset folder with <speaker>/<chapter>/")
+    assert not out.exists()
 
 
 @pytest.fixture

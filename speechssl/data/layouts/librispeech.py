@@ -2,7 +2,8 @@
 
 Each chapter folder holds ``<speaker>-<chapter>.trans.txt`` (``19-198-0001 TEXT`` lines;
 a chapter without it is unlabelled audio); ``SPEAKERS.TXT`` has ``;`` comment lines, then
-``19   | F | train-clean-100  | 25.19 | Name`` lines (a name may itself contain ``|``).
+``19   | F | train-clean-100  | 25.19 | Name`` lines (a name may itself contain ``|``);
+``CHAPTERS.TXT`` likewise (``198    | 19   | 25.19 | train-clean-100  | ...`` lines).
 Read by :mod:`speechssl.data.prepare.librispeech`.
 
 Example:
@@ -32,6 +33,7 @@ __all__ = [
     "audio_path",
     "speaker_line",
     "utterance_id",
+    "write_chapters_file",
     "write_speakers_file",
     "write_transcript",
 ]
@@ -92,3 +94,10 @@ def write_speakers_file(
     """``corpus/SPEAKERS.TXT``: the ``;`` ``header`` lines, then ``lines`` (as written by
     :func:`speaker_line`, or copied verbatim from the release)."""
     return write_lines(Path(corpus) / "SPEAKERS.TXT", [*header, *lines])
+
+
+def write_chapters_file(
+    corpus: str | os.PathLike, header: Sequence[str], lines: Iterable[str]
+) -> Path:
+    """``corpus/CHAPTERS.TXT``: the release's ``;`` ``header`` lines, then its chapter ``lines``."""
+    return write_lines(Path(corpus) / "CHAPTERS.TXT", [*header, *lines])

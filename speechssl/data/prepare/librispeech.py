@@ -37,13 +37,22 @@ _UTTERANCE_ID = re.compile(r"^\d+-\d+-\d+$")
 
 
 def _subsets(root: Path, report: Report | None = None) -> list[Path]:
-    """Sub-folders that hold ``<speaker>/<chapter>/*.flac`` (or other audio) or ``*.trans.txt``;
-    folders that cannot be listed go to ``report`` (None: only probing the layout)."""
+    """Sub-folders that hold ``<speaker>/<chapter>/<speaker>-<chapter>-NNNN.flac`` (or other
+    audio) or ``*.trans.txt``; folders that cannot be listed go to ``report`` (None: only
+    probing the layout). Audio named otherwise (VoxCeleb1's ``wav/id10001/<video>/00001.wav``)
+    makes no subset, so another corpus's folder is refused rather than read as LibriSpeech."""
     return [
         child
         for child in glob_files(root, "*", report, kind="dir")
-        if audio_files(child, "*/*/*", report) or glob_files(child, "*/*/*.trans.txt")
+        if any(map(_is_utterance_audio, audio_files(child, "*/*/*", report)))
+        or glob_files(child, "*/*/*.trans.txt")
     ]
+
+
+def _is_utterance_audio(path: Path) -> bool:
+    """``<speaker>/<chapter>/<speaker>-<chapter>-NNNN.<ext>``, all numbers."""
+    speaker, chapter = path.parent.parent.name, path.parent.name
+    return bool(_UTTERANCE_ID.match(path.stem)) and path.stem.startswith(f"{speaker}-{chapter}-")
 
 
 def read_speakers_file(path: Path, report: Report) -> dict[str, str]:
@@ -72,8 +81,8 @@ def collect(src, report: Report) -> list[Utterance]:
         "librispeech",
         ["LibriSpeech"],
         lambda path: bool(_subsets(path)),
-        f"no subset folder with <speaker>/<chapter>/*.flac under {Path(src).absolute()} "
-        f"(expected {LAYOUT})",
+        f"no subset folder with <speaker>/<chapter>/<speaker>-<chapter>-NNNN audio under "
+        f"{Path(src).absolute()} (expected {LAYOUT})",
     )
     speakers_file = root / "SPEAKERS.TXT"
     genders = read_speakers_file(speakers_file, report) if speakers_file.is_file() else {}
