@@ -258,6 +258,7 @@ def choose_resume_checkpoint(
 # on; one below the checkpoint's step is refused, see check_resume_config).
 SAFE_TO_CHANGE = (
     "run_dir",
+    "force",
     "threads",
     "trainer.resume",
     "trainer.run_dir",
@@ -283,6 +284,8 @@ DOWNSTREAM_SECTIONS = (
     "modes",
     "seeds",
     "pretrain_seeds",
+    "finetune_seeds",
+    "keyword",
     "fbank_n_mels",
 )
 

@@ -22,7 +22,7 @@ FRACTIONS = ["0", "0.125", "1"]
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tts_pretrain")
-    ood = tmp_path_factory.mktemp("tts_ood") / "ood.txt"  # the run_dir must start empty
+    ood = tmp_path_factory.mktemp("tts_ood") / "ood.txt"  # run_dir holds only the run's files
     ood.write_text("Reboot the router.\nThe comet passed the moon.\n")
     command = [
         sys.executable, str(REPO / "recipes" / "tts_pretrain" / "run.py"), "debug=tiny",

@@ -30,7 +30,7 @@ BAD_VALUES = [
     ("tts_pretrain", "tts.n_mels=-80", "tts.n_mels=-80"),
     ("tts_pretrain", "trainer.grad_accum=0", "trainer.grad_accum=0"),
     ("tts_pretrain", "optim.betas=[0.9,1.5]", "optim.betas[1]=1.5"),
-    ("finetune", "head.projector_dim=-1", "head.projector_dim=-1"),
+    ("finetune", "head=mean_pool head.projector_dim=-1", "head.projector_dim=-1"),
     ("finetune", "data.valid_fraction=3", "data.valid_fraction=3"),
     ("finetune", "transfer.lr=0", "transfer.lr=0"),
     ("finetune", "trainer.device=cuda", "trainer.device=cuda: CUDA is not available"),

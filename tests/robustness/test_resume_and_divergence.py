@@ -8,6 +8,7 @@ is exit code 1 and one stderr line, and nothing the earlier run wrote is lost.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -66,10 +67,24 @@ def _trainer(run_dir, max_steps=4, lr=1e-2, model=None, **trainer) -> Trainer:
 def _at_the_door(capsys, trainer: Trainer) -> tuple[int, dict | None, str]:
     """``(exit code, result, stderr)`` of ``trainer.fit()`` behind the error boundary."""
     capsys.readouterr()
+    # a logging config run in-process by an earlier test (Hydra's dictConfig) may have left
+    # handlers on a captured stream that is closed now: their "--- Logging error ---" is
+    # pytest's doing, not the run's
+    saved = {}
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        handlers = getattr(logger, "handlers", None)
+        if handlers:
+            saved[logger] = handlers[:]
+            logger.handlers = [
+                h for h in handlers if not getattr(getattr(h, "stream", None), "closed", False)
+            ]
     try:
         result, code = exit_on_bad_input("speechssl", trainer.fit), 0
     except SystemExit as stop:
         result, code = None, int(stop.code or 0)
+    finally:
+        for logger, handlers in saved.items():
+            logger.handlers = handlers
     return code, result, capsys.readouterr().err
 
 
