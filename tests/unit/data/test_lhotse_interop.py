@@ -74,7 +74,9 @@ def test_prepare_lhotse_bad_file_is_one_line(tmp_path):
 def test_stream_reads_a_shar_directory_written_by_lhotse(cuts, tmp_path):
     cut_set, _ = cuts
     # the first 2 s of each clip keep lhotse's FLAC encoding short
-    whole = cut_set.filter(lambda cut: cut.id != "partial").truncate(max_duration=2.0, offset_type="start")
+    whole = cut_set.filter(lambda cut: cut.id != "partial").truncate(
+        max_duration=2.0, offset_type="start"
+    )
     whole.to_shar(tmp_path, fields={"recording": "flac"}, shard_size=2)
     source = open_source(tmp_path)
     assert [shard["samples"] for shard in source.shards] == [2, 2, 2]

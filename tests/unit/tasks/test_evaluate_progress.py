@@ -117,7 +117,10 @@ def test_a_rerun_after_a_stop_reuses_finished_cells_and_cached_features(tmp_path
     assert evaluate(tmp_path / "out") == 0
     assert fits == [1] and encoded == [6]  # seed 1's fit, and its test split only
     resumed = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [run.get("reused", False) for run in resumed["details"]["upstreams"]["fbank_transformer_tiny"]["runs"]] == [True, False]
+    assert [
+        run.get("reused", False)
+        for run in resumed["details"]["upstreams"]["fbank_transformer_tiny"]["runs"]
+    ] == [True, False]
     assert evaluate(tmp_path / "fresh") == 0
     fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())
     assert resumed["table"] == fresh["table"]  # what an uninterrupted run reports
